@@ -1,0 +1,220 @@
+package domain
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// Limits of the rules below.
+const (
+	MaxNameLen     = 100
+	MaxReasonLen   = 500
+	MaxScopes      = 32
+	MaxGracePeriod = 7 * 24 * time.Hour
+	// ScopeManage lets a key manage the keys of its own org.
+	ScopeManage = "keys:manage"
+	keyIDPrefix = "key_"
+)
+
+var (
+	orgRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	scopeRE = regexp.MustCompile(`^[a-z][a-z0-9:._-]{0,63}$`)
+)
+
+// ValidateOrgID accepts ^[a-z0-9][a-z0-9-]{0,62}$ only, so that no `.`, `*`,
+// `>` or space can reach a NATS subject. Returns EINVALID.
+func ValidateOrgID(org string) error {
+	if !orgRE.MatchString(org) {
+		return Errorf(EINVALID, "org id must match ^[a-z0-9][a-z0-9-]{0,62}$")
+	}
+	return nil
+}
+
+// ValidateKeyID accepts "key_" and an upper-case ULID. Returns EINVALID.
+func ValidateKeyID(id string) error {
+	rest, ok := strings.CutPrefix(id, keyIDPrefix)
+	if ok {
+		if _, err := ulid.ParseStrict(rest); err == nil && rest == strings.ToUpper(rest) {
+			return nil
+		}
+	}
+	return Errorf(EINVALID, "key id must be key_ followed by an upper-case ULID")
+}
+
+// NewKeyID returns a fresh key id.
+func NewKeyID() string { return keyIDPrefix + ulid.Make().String() }
+
+// NewEventID returns a fresh event id.
+func NewEventID() string { return ulid.Make().String() }
+
+// ValidateName trims name and checks it: 1 to 100 characters, no control
+// characters. Returns the trimmed name or EINVALID.
+func ValidateName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	n := utf8.RuneCountInString(name)
+	if n == 0 || n > MaxNameLen {
+		return "", Errorf(EINVALID, "name must be 1 to %d characters", MaxNameLen)
+	}
+	if err := printable("name", name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+func printable(field, s string) error {
+	if !utf8.ValidString(s) {
+		return Errorf(EINVALID, "%s must be valid UTF-8", field)
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return Errorf(EINVALID, "%s must not contain control characters", field)
+	}
+	return nil
+}
+
+// ValidateScopes checks each scope against ^[a-z][a-z0-9:._-]{0,63}$, at most
+// 32 of them, and drops repeats. Returns EINVALID.
+func ValidateScopes(scopes []string) ([]string, error) {
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if !scopeRE.MatchString(s) {
+			return nil, Errorf(EINVALID, "scope %q must match ^[a-z][a-z0-9:._-]{0,63}$", truncate(s, 70))
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) > MaxScopes {
+		return nil, Errorf(EINVALID, "at most %d scopes", MaxScopes)
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// CreateKey asks for a new key.
+type CreateKey struct {
+	OrgID     string
+	Name      string
+	Scopes    []string
+	ExpiresAt time.Time // zero: never
+	Actor     Actor
+}
+
+// RotateKey asks for a new secret for a key.
+type RotateKey struct {
+	// GracePeriod keeps the replaced secret valid for this long; zero ends
+	// it at once, the right answer for a leaked key.
+	GracePeriod time.Duration
+	// IfVersion, when not zero, must equal the key's version (If-Match).
+	IfVersion uint64
+	Actor     Actor
+}
+
+// RevokeKey asks for a key to stop working, every secret of it, for good.
+type RevokeKey struct {
+	Reason    string
+	IfVersion uint64
+	Actor     Actor
+}
+
+// DecideCreate validates cmd and returns the KeyCreated event of a new key
+// holding secret. Returns EINVALID.
+func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret string) (Event, error) {
+	if err := ValidateOrgID(cmd.OrgID); err != nil {
+		return Event{}, err
+	}
+	name, err := ValidateName(cmd.Name)
+	if err != nil {
+		return Event{}, err
+	}
+	scopes, err := ValidateScopes(cmd.Scopes)
+	if err != nil {
+		return Event{}, err
+	}
+	if !cmd.ExpiresAt.IsZero() {
+		if !cmd.ExpiresAt.After(now) {
+			return Event{}, Errorf(EINVALID, "expires_at must be in the future")
+		}
+		if maxExpiry > 0 && cmd.ExpiresAt.After(now.Add(maxExpiry)) {
+			return Event{}, Errorf(EINVALID, "expires_at must be at most %s ahead", maxExpiry)
+		}
+	}
+	return Event{
+		ID: NewEventID(), Type: TypeKeyCreated, SchemaVersion: SchemaVersion,
+		OrgID: cmd.OrgID, KeyID: NewKeyID(), OccurredAt: now, Actor: cmd.Actor,
+		Data: KeyCreated{
+			Name: name, Scopes: scopes, SecretHash: HashSecret(secret),
+			Masked: MaskSecret(secret), ExpiresAt: cmd.ExpiresAt.UTC().Truncate(time.Microsecond),
+		},
+	}, nil
+}
+
+// DecideRotate returns the KeyRotated event that gives k the new secret.
+// Returns EPRECONDITION when IfVersion is stale, EKEYREVOKED for a revoked
+// key, ECONFLICT for an expired one and EINVALID for a bad grace period.
+func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, error) {
+	if err := k.precondition(cmd.IfVersion); err != nil {
+		return Event{}, err
+	}
+	if cmd.GracePeriod < 0 || cmd.GracePeriod > MaxGracePeriod {
+		return Event{}, Errorf(EINVALID, "grace_period_seconds must be 0 to %d", int(MaxGracePeriod/time.Second))
+	}
+	switch k.Status(now) {
+	case StatusRevoked:
+		return Event{}, Errorf(EKEYREVOKED, "key is revoked")
+	case StatusExpired:
+		return Event{}, Errorf(ECONFLICT, "key has expired")
+	}
+	var prevEnd time.Time
+	if cmd.GracePeriod > 0 {
+		prevEnd = now.Add(cmd.GracePeriod)
+	}
+	return k.event(TypeKeyRotated, now, cmd.Actor, KeyRotated{
+		SecretHash: HashSecret(secret), Masked: MaskSecret(secret), PreviousSecretExpiresAt: prevEnd,
+	}), nil
+}
+
+// DecideRevoke returns the KeyRevoked event. Returns EPRECONDITION when
+// IfVersion is stale, EKEYREVOKED when k is already revoked and EINVALID
+// for a bad reason.
+func (k *Key) DecideRevoke(cmd RevokeKey, now time.Time) (Event, error) {
+	if err := k.precondition(cmd.IfVersion); err != nil {
+		return Event{}, err
+	}
+	if k.Revoked {
+		return Event{}, Errorf(EKEYREVOKED, "key is already revoked")
+	}
+	reason := strings.TrimSpace(cmd.Reason)
+	if utf8.RuneCountInString(reason) > MaxReasonLen {
+		return Event{}, Errorf(EINVALID, "reason must be at most %d characters", MaxReasonLen)
+	}
+	if err := printable("reason", reason); err != nil {
+		return Event{}, err
+	}
+	return k.event(TypeKeyRevoked, now, cmd.Actor, KeyRevoked{Reason: reason}), nil
+}
+
+func (k *Key) precondition(ifVersion uint64) error {
+	if ifVersion != 0 && ifVersion != k.Version {
+		return Errorf(EPRECONDITION, "key has changed since version %d (now %d)", ifVersion, k.Version)
+	}
+	return nil
+}
+
+func (k *Key) event(t EventType, now time.Time, actor Actor, data any) Event {
+	return Event{
+		ID: NewEventID(), Type: t, SchemaVersion: SchemaVersion,
+		OrgID: k.OrgID, KeyID: k.ID, OccurredAt: now, Actor: actor, Data: data,
+	}
+}

@@ -1,0 +1,67 @@
+package domain
+
+import "time"
+
+// EventType names what happened to a key.
+type EventType string
+
+// The event types of schema version 1. Consumers ignore types they do not know.
+const (
+	TypeKeyCreated EventType = "KeyCreated"
+	TypeKeyRotated EventType = "KeyRotated"
+	TypeKeyRevoked EventType = "KeyRevoked"
+)
+
+// SchemaVersion is the envelope version this code writes.
+const SchemaVersion = 1
+
+// Actor kinds: who asked for a change.
+const (
+	ActorKey    = "key"
+	ActorUser   = "user"
+	ActorSystem = "system"
+)
+
+// Actor is the credential or person on whose behalf an event was appended.
+type Actor struct {
+	Kind string
+	ID   string
+	Name string
+}
+
+// Event is one change to one key. Data is KeyCreated, KeyRotated or
+// KeyRevoked, or nil for a type this code does not know. Seq is the stream
+// sequence, zero until the event has been appended.
+type Event struct {
+	ID            string
+	Type          EventType
+	SchemaVersion int
+	OrgID         string
+	KeyID         string
+	OccurredAt    time.Time
+	Actor         Actor
+	Data          any
+	Seq           uint64
+}
+
+// KeyCreated is the data of a TypeKeyCreated event.
+type KeyCreated struct {
+	Name       string
+	Scopes     []string
+	SecretHash string
+	Masked     string
+	ExpiresAt  time.Time // zero: never
+}
+
+// KeyRotated is the data of a TypeKeyRotated event.
+type KeyRotated struct {
+	SecretHash string
+	Masked     string
+	// PreviousSecretExpiresAt ends the replaced secret; zero means at once.
+	PreviousSecretExpiresAt time.Time
+}
+
+// KeyRevoked is the data of a TypeKeyRevoked event.
+type KeyRevoked struct {
+	Reason string
+}

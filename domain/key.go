@@ -1,0 +1,154 @@
+package domain
+
+import (
+	"fmt"
+	"time"
+)
+
+// Status is what a key is at an instant.
+type Status string
+
+// Key statuses.
+const (
+	StatusActive  Status = "active"
+	StatusRevoked Status = "revoked"
+	StatusExpired Status = "expired"
+)
+
+// Key is the aggregate: the state of one API key, built only by applying
+// its events in order (Apply). Commands on it (Rotate, Revoke) decide events
+// and never change it.
+type Key struct {
+	ID         string
+	OrgID      string
+	Name       string
+	Scopes     []string
+	SecretHash string
+	Masked     string
+	ExpiresAt  time.Time // zero: never
+
+	// PreviousSecretHash is the secret replaced by the last rotation; it
+	// verifies until PreviousExpiresAt.
+	PreviousSecretHash string
+	PreviousExpiresAt  time.Time
+
+	CreatedAt time.Time
+	CreatedBy Actor
+	RotatedAt time.Time
+	RevokedAt time.Time
+	Revoked   bool
+
+	// Version is the stream sequence of the last event applied.
+	Version uint64
+}
+
+// Apply evolves k by one event. It fails only on an event that cannot
+// belong to this key, which means a corrupt stream. Types it does not know
+// advance the version and change nothing else.
+func (k *Key) Apply(e Event) error {
+	if k.ID != "" && (e.KeyID != k.ID || e.OrgID != k.OrgID) {
+		return fmt.Errorf("event %s for %s/%s applied to key %s/%s", e.ID, e.OrgID, e.KeyID, k.OrgID, k.ID)
+	}
+	switch d := e.Data.(type) {
+	case KeyCreated:
+		if k.ID != "" {
+			return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
+		}
+		*k = Key{
+			ID: e.KeyID, OrgID: e.OrgID, Name: d.Name, Scopes: d.Scopes,
+			SecretHash: d.SecretHash, Masked: d.Masked, ExpiresAt: d.ExpiresAt,
+			CreatedAt: e.OccurredAt, CreatedBy: e.Actor,
+		}
+	case KeyRotated:
+		if k.ID == "" {
+			return fmt.Errorf("event %s: key %s rotated before it was created", e.ID, e.KeyID)
+		}
+		k.PreviousSecretHash, k.PreviousExpiresAt = k.SecretHash, d.PreviousSecretExpiresAt
+		k.SecretHash, k.Masked = d.SecretHash, d.Masked
+		k.RotatedAt = e.OccurredAt
+	case KeyRevoked:
+		if k.ID == "" {
+			return fmt.Errorf("event %s: key %s revoked before it was created", e.ID, e.KeyID)
+		}
+		k.Revoked, k.RevokedAt = true, e.OccurredAt
+	}
+	if e.Seq != 0 {
+		k.Version = e.Seq
+	}
+	return nil
+}
+
+// Status returns what k is at now.
+func (k *Key) Status(now time.Time) Status {
+	switch {
+	case k.Revoked:
+		return StatusRevoked
+	case !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt):
+		return StatusExpired
+	}
+	return StatusActive
+}
+
+// HasScope reports whether k holds scope.
+func (k *Key) HasScope(scope string) bool {
+	for _, s := range k.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// Verify codes, part of the public contract.
+const (
+	VerifyValid     = "VALID"
+	VerifyMalformed = "MALFORMED"
+	VerifyNotFound  = "NOT_FOUND"
+	VerifyRevoked   = "REVOKED"
+	VerifyExpired   = "EXPIRED"
+)
+
+// Verdict is the answer about one secret of a key at one instant.
+type Verdict struct {
+	Code       string
+	Deprecated bool      // a replaced secret still in its grace period
+	ExpiresAt  time.Time // when this secret stops verifying; zero: never
+}
+
+// Valid reports whether the secret may be used.
+func (v Verdict) Valid() bool { return v.Code == VerifyValid }
+
+// Judge tells what the secret with the given hash, known to belong to k,
+// is worth at now. A revoked key refuses every secret it ever had; a secret
+// replaced by a rotation lives until its grace period ends.
+func (k *Key) Judge(secretHash string, now time.Time) Verdict {
+	switch {
+	case k.Revoked:
+		return Verdict{Code: VerifyRevoked}
+	case k.Status(now) == StatusExpired:
+		return Verdict{Code: VerifyExpired, ExpiresAt: k.ExpiresAt}
+	case secretHash == k.SecretHash:
+		return Verdict{Code: VerifyValid, ExpiresAt: k.ExpiresAt}
+	case secretHash == k.PreviousSecretHash && now.Before(k.PreviousExpiresAt):
+		exp := k.PreviousExpiresAt
+		if !k.ExpiresAt.IsZero() && k.ExpiresAt.Before(exp) {
+			exp = k.ExpiresAt
+		}
+		return Verdict{Code: VerifyValid, Deprecated: true, ExpiresAt: exp}
+	}
+	return Verdict{Code: VerifyExpired}
+}
+
+// Rebuild folds events, oldest first, into a key.
+func Rebuild(events []Event) (*Key, error) {
+	k := &Key{}
+	for _, e := range events {
+		if err := k.Apply(e); err != nil {
+			return nil, err
+		}
+	}
+	if k.ID == "" {
+		return nil, Errorf(ENOTFOUND, "key not found")
+	}
+	return k, nil
+}

@@ -1,0 +1,110 @@
+package domain
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Store keeps the events of keys. Implementations append with optimistic
+// concurrency per key, so that no decision is taken on stale state.
+type Store interface {
+	// Create appends the first event of a new key and returns it with its
+	// sequence. Returns ECONFLICT if the key id already has events and
+	// EUNAVAILABLE when the store cannot be reached.
+	Create(ctx context.Context, e Event) (Event, error)
+
+	// Update loads the key org/id, asks fn for the events to append given
+	// its current state, and appends them expecting that the key has not
+	// changed since it was loaded. On a conflict it loads and asks again, a
+	// bounded number of times. It returns the key with the events applied.
+	// Returns ENOTFOUND, ECONFLICT (still conflicting after the retries),
+	// EUNAVAILABLE, or whatever fn returns.
+	Update(ctx context.Context, org, id string, fn func(*Key) ([]Event, error)) (*Key, error)
+}
+
+// Issued is a key together with a secret that exists nowhere else: it is
+// shown to its caller once and then only its hash and masked form remain.
+type Issued struct {
+	Key    *Key
+	Secret string
+}
+
+// Keys carries out the commands on keys: it mints secrets, lets the
+// aggregate decide, and has the store append.
+type Keys struct {
+	Store     Store
+	Now       func() time.Time
+	Prefix    string        // DefaultPrefix when empty
+	MaxExpiry time.Duration // zero: no limit
+	Rand      io.Reader     // crypto/rand when nil
+}
+
+// now is the command's instant, to the microsecond, which is what the
+// envelope keeps: a key built from the stream equals the one returned.
+func (s *Keys) now() time.Time {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	return now().UTC().Truncate(time.Microsecond)
+}
+
+func (s *Keys) secret() (string, error) {
+	p := s.Prefix
+	if p == "" {
+		p = DefaultPrefix
+	}
+	secret, err := GenerateSecret(p, s.Rand)
+	if err != nil {
+		return "", Wrap(EINTERNAL, err, "cannot mint a secret")
+	}
+	return secret, nil
+}
+
+// Create mints a key. Returns EINVALID, EUNAVAILABLE.
+func (s *Keys) Create(ctx context.Context, cmd CreateKey) (Issued, error) {
+	secret, err := s.secret()
+	if err != nil {
+		return Issued{}, err
+	}
+	e, err := DecideCreate(cmd, s.now(), s.MaxExpiry, secret)
+	if err != nil {
+		return Issued{}, err
+	}
+	e, err = s.Store.Create(ctx, e)
+	if err != nil {
+		return Issued{}, err
+	}
+	k, err := Rebuild([]Event{e})
+	if err != nil {
+		return Issued{}, Wrap(EINTERNAL, err, "cannot build the new key")
+	}
+	return Issued{Key: k, Secret: secret}, nil
+}
+
+// Rotate gives a key a new secret. Returns ENOTFOUND, EINVALID,
+// EPRECONDITION, EKEYREVOKED, ECONFLICT, EUNAVAILABLE.
+func (s *Keys) Rotate(ctx context.Context, org, id string, cmd RotateKey) (Issued, error) {
+	secret, err := s.secret()
+	if err != nil {
+		return Issued{}, err
+	}
+	k, err := s.Store.Update(ctx, org, id, func(k *Key) ([]Event, error) {
+		e, err := k.DecideRotate(cmd, s.now(), secret)
+		return []Event{e}, err
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	return Issued{Key: k, Secret: secret}, nil
+}
+
+// Revoke ends a key and every secret it ever had. Returns ENOTFOUND,
+// EINVALID, EPRECONDITION, EKEYREVOKED, ECONFLICT, EUNAVAILABLE.
+func (s *Keys) Revoke(ctx context.Context, org, id string, cmd RevokeKey) (*Key, error) {
+	return s.Store.Update(ctx, org, id, func(k *Key) ([]Event, error) {
+		e, err := k.DecideRevoke(cmd, s.now())
+		return []Event{e}, err
+	})
+}
