@@ -1,0 +1,157 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// TimeLayout is how every instant is written: UTC, microseconds.
+const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// Envelope is the JSON form of an event, the same for every type. Seq is
+// not written to the stream (the stream numbers its messages); it is filled
+// in when events are read back and shown.
+type Envelope struct {
+	EventID       string          `json:"event_id"`
+	Type          string          `json:"type"`
+	SchemaVersion int             `json:"schema_version"`
+	OrgID         string          `json:"org_id"`
+	KeyID         string          `json:"key_id"`
+	OccurredAt    string          `json:"occurred_at"`
+	Actor         Actor           `json:"actor"`
+	Data          json.RawMessage `json:"data"`
+	Seq           uint64          `json:"seq,omitempty"`
+}
+
+// Actor is the JSON form of domain.Actor.
+type Actor struct {
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type createdData struct {
+	Name       string   `json:"name"`
+	Scopes     []string `json:"scopes"`
+	SecretHash string   `json:"secret_hash"`
+	Masked     string   `json:"masked"`
+	ExpiresAt  *string  `json:"expires_at"`
+}
+
+type rotatedData struct {
+	SecretHash              string  `json:"secret_hash"`
+	Masked                  string  `json:"masked"`
+	PreviousSecretExpiresAt *string `json:"previous_secret_expires_at"`
+}
+
+type revokedData struct {
+	Reason string `json:"reason"`
+}
+
+// FormatTime writes t in TimeLayout; OptionalTime gives nil for the zero time.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// OptionalTime returns nil for the zero time and its formatted form otherwise.
+func OptionalTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := FormatTime(t)
+	return &s
+}
+
+func parseOptional(s *string) (time.Time, error) {
+	if s == nil {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, *s)
+}
+
+// ToEnvelope gives the JSON form of e, with Seq.
+func ToEnvelope(e domain.Event) (Envelope, error) {
+	var data any
+	switch d := e.Data.(type) {
+	case domain.KeyCreated:
+		scopes := d.Scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		data = createdData{Name: d.Name, Scopes: scopes, SecretHash: d.SecretHash, Masked: d.Masked, ExpiresAt: OptionalTime(d.ExpiresAt)}
+	case domain.KeyRotated:
+		data = rotatedData{SecretHash: d.SecretHash, Masked: d.Masked, PreviousSecretExpiresAt: OptionalTime(d.PreviousSecretExpiresAt)}
+	case domain.KeyRevoked:
+		data = revokedData{Reason: d.Reason}
+	default:
+		return Envelope{}, fmt.Errorf("event %s: no encoding for %T", e.ID, e.Data)
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Envelope{}, err
+	}
+	return Envelope{
+		EventID: e.ID, Type: string(e.Type), SchemaVersion: e.SchemaVersion,
+		OrgID: e.OrgID, KeyID: e.KeyID, OccurredAt: FormatTime(e.OccurredAt),
+		Actor: Actor(e.Actor), Data: raw, Seq: e.Seq,
+	}, nil
+}
+
+// Encode gives the stream body of e (its envelope without seq).
+func Encode(e domain.Event) ([]byte, error) {
+	env, err := ToEnvelope(e)
+	if err != nil {
+		return nil, err
+	}
+	env.Seq = 0
+	return json.Marshal(env)
+}
+
+// Decode reads a stream body. An event of a type this code does not know
+// decodes with nil Data, so that consumers can skip it.
+func Decode(body []byte, seq uint64) (domain.Event, error) {
+	var env Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return domain.Event{Seq: seq}, fmt.Errorf("event at seq %d: %w", seq, err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, env.OccurredAt)
+	if err != nil {
+		return domain.Event{Seq: seq}, fmt.Errorf("event at seq %d: occurred_at: %w", seq, err)
+	}
+	e := domain.Event{
+		ID: env.EventID, Type: domain.EventType(env.Type), SchemaVersion: env.SchemaVersion,
+		OrgID: env.OrgID, KeyID: env.KeyID, OccurredAt: at.UTC(), Actor: domain.Actor(env.Actor), Seq: seq,
+	}
+	e.Data, err = decodeData(e.Type, env.Data)
+	if err != nil {
+		return domain.Event{Seq: seq}, fmt.Errorf("event at seq %d: data: %w", seq, err)
+	}
+	return e, nil
+}
+
+func decodeData(t domain.EventType, raw json.RawMessage) (any, error) {
+	switch t {
+	case domain.TypeKeyCreated:
+		var d createdData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		exp, err := parseOptional(d.ExpiresAt)
+		return domain.KeyCreated{Name: d.Name, Scopes: d.Scopes, SecretHash: d.SecretHash, Masked: d.Masked, ExpiresAt: exp}, err
+	case domain.TypeKeyRotated:
+		var d rotatedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		exp, err := parseOptional(d.PreviousSecretExpiresAt)
+		return domain.KeyRotated{SecretHash: d.SecretHash, Masked: d.Masked, PreviousSecretExpiresAt: exp}, err
+	case domain.TypeKeyRevoked:
+		var d revokedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		return domain.KeyRevoked(d), nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,305 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// The stream and its subjects (PRODUCT.md).
+const (
+	StreamName  = "KEYLEDGER"
+	SubjectRoot = "keyledger.events"
+)
+
+// Subject is where an event of type t about org/key is published.
+func Subject(org, key string, t domain.EventType) string {
+	return SubjectRoot + "." + org + "." + key + "." + TypeToken(t)
+}
+
+// KeySubjects matches every event of one key.
+func KeySubjects(org, key string) string { return SubjectRoot + "." + org + "." + key + ".*" }
+
+// TypeToken is the last subject token of an event type.
+func TypeToken(t domain.EventType) string {
+	switch t {
+	case domain.TypeKeyCreated:
+		return "created"
+	case domain.TypeKeyRotated:
+		return "rotated"
+	case domain.TypeKeyRevoked:
+		return "revoked"
+	}
+	return "unknown"
+}
+
+// Config is how the stream is laid out.
+type Config struct {
+	Replicas int // 1 when zero
+	// Conflicts is how many times Update reloads and decides again after an
+	// optimistic-concurrency conflict; 8 when zero.
+	Conflicts int
+	Logger    *slog.Logger
+}
+
+// Store is the JetStream event store.
+type Store struct {
+	js        jetstream.JetStream
+	stream    jetstream.Stream
+	conflicts int
+	log       *slog.Logger
+}
+
+var _ domain.Store = (*Store)(nil)
+
+// Open creates the stream, or updates it to this configuration, and returns
+// a store on it.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Conflicts == 0 {
+		cfg.Conflicts = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "keyledger: every change to every API key; the only source of truth",
+		Subjects:    []string{SubjectRoot + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    cfg.Replicas,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		Duplicates:  2 * time.Minute,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+	}
+	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, log: cfg.Logger}, nil
+}
+
+// Create appends the first event of a new key. Returns ECONFLICT if the key
+// id already has events, EUNAVAILABLE when NATS cannot be reached.
+func (s *Store) Create(ctx context.Context, e domain.Event) (domain.Event, error) {
+	seq, err := s.append(ctx, e, 0)
+	if err != nil {
+		return domain.Event{}, err
+	}
+	e.Seq = seq
+	return e, nil
+}
+
+// Update loads, decides and appends in one call; see domain.Store.
+func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key) ([]domain.Event, error)) (*domain.Key, error) {
+	for attempt := 1; ; attempt++ {
+		evs, err := s.Load(ctx, org, id)
+		if err != nil {
+			return nil, err
+		}
+		k, err := domain.Rebuild(evs)
+		if err != nil {
+			return nil, err
+		}
+		news, err := fn(k)
+		if err != nil {
+			return nil, err
+		}
+		err = s.appendAll(ctx, k, news)
+		if domain.ErrorCode(err) != domain.ECONFLICT || attempt >= s.conflicts {
+			return k, err
+		}
+		// Somebody else changed the key: wait a little, with jitter so that
+		// contenders spread out, then decide again on the new state.
+		wait := time.Duration(attempt) * time.Millisecond * time.Duration(1+rand.IntN(5))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, domain.Wrap(domain.EUNAVAILABLE, ctx.Err(), "request ended before the key could be changed")
+		}
+	}
+}
+
+func (s *Store) appendAll(ctx context.Context, k *domain.Key, news []domain.Event) error {
+	for _, e := range news {
+		seq, err := s.append(ctx, e, k.Version)
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+		if err := k.Apply(e); err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "cannot apply the new event")
+		}
+	}
+	return nil
+}
+
+// append publishes e expecting that the last event of its key has the
+// stream sequence expected (zero: that the key has no event yet).
+func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (uint64, error) {
+	if domain.ValidateOrgID(e.OrgID) != nil || domain.ValidateKeyID(e.KeyID) != nil {
+		return 0, domain.Errorf(domain.EINVALID, "event %s names no valid org and key", e.ID)
+	}
+	body, err := Encode(e)
+	if err != nil {
+		return 0, domain.Wrap(domain.EINTERNAL, err, "cannot encode the event")
+	}
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: Subject(e.OrgID, e.KeyID, e.Type), Data: body},
+		jetstream.WithMsgID(e.ID),
+		jetstream.WithExpectStream(StreamName),
+		jetstream.WithExpectLastSequenceForSubject(expected, KeySubjects(e.OrgID, e.KeyID)),
+	)
+	if err != nil {
+		return 0, publishError(err)
+	}
+	if ack.Duplicate {
+		s.log.Info("append deduplicated", "event_id", e.ID, "seq", ack.Sequence)
+	}
+	return ack.Sequence, nil
+}
+
+// IsConflict reports whether err is JetStream's answer to a stale expected
+// sequence: 10071, or 10164 on replicated streams.
+func IsConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+func publishError(err error) error {
+	if IsConflict(err) {
+		return domain.Wrap(domain.ECONFLICT, err, "the key was changed concurrently; try again")
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return domain.Wrap(domain.EINTERNAL, err, "the event store refused the event")
+	}
+	return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+}
+
+// Load returns the events of one key, oldest first; none for an unknown key.
+// Returns EINVALID for ids that could not name a subject, EUNAVAILABLE.
+func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return nil, err
+	}
+	if err := domain.ValidateKeyID(id); err != nil {
+		return nil, err
+	}
+	c, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     KeySubjects(org, id),
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+	}
+	defer func() {
+		// A fresh context: the consumer should go even if ctx has ended.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
+	}()
+	pending := int(c.CachedInfo().NumPending)
+	evs := make([]domain.Event, 0, pending)
+	for len(evs) < pending {
+		batch, err := c.Fetch(pending-len(evs), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+		}
+		n := len(evs)
+		for m := range batch.Messages() {
+			e, err := decodeMsg(m)
+			if err != nil {
+				return nil, domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+			}
+			evs = append(evs, e)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+		}
+		if len(evs) == n {
+			return nil, domain.Errorf(domain.EUNAVAILABLE, "the event store did not deliver the key's events")
+		}
+	}
+	return evs, nil
+}
+
+func decodeMsg(m jetstream.Msg) (domain.Event, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return domain.Event{}, err
+	}
+	return Decode(m.Data(), md.Sequence.Stream)
+}
+
+// LastSeq returns the sequence of the last message in the stream.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+	}
+	return info.State.LastSeq, nil
+}
+
+// Follow calls fn with every event from sequence from on, in stream order,
+// until ctx ends or fn fails. It runs one ordered consumer, which survives
+// reconnects and resumes after the last message it delivered. An event that
+// cannot be decoded is logged and passed on with nil Data, so that the
+// sequence still advances.
+func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{SubjectRoot + ".>"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("follow the stream: %w", err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return fmt.Errorf("follow the stream: %w", err)
+	}
+	defer it.Stop()
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return fmt.Errorf("follow the stream: %w", err)
+			}
+			s.log.Warn("following the stream", "err", err)
+			continue
+		}
+		e, err := decodeMsg(m)
+		if err != nil {
+			s.log.Error("skipping an event that cannot be decoded", "seq", e.Seq, "err", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+}
