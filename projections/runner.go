@@ -1,0 +1,147 @@
+// Package projections builds what is read — the masked listing, the verify
+// index and the history — as folds over the event stream, applied in stream
+// order from one ordered consumer. Each can be rebuilt from sequence 1 and
+// knows the last sequence it applied.
+package projections
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// Projection is a fold over the stream. Apply is called with every event in
+// stream order, once; events of unknown types come with nil Data.
+type Projection interface {
+	Apply(e domain.Event) error
+	LastSeq() uint64
+}
+
+// Source is the stream, as the projections need it.
+type Source interface {
+	Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error
+	LastSeq(ctx context.Context) (uint64, error)
+}
+
+// Runner feeds one ordered stream of events to several projections and lets
+// readers wait until a sequence has been applied (read-your-writes).
+type Runner struct {
+	src   Source
+	projs []Projection
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	applied uint64
+	advance chan struct{} // closed, and replaced, whenever applied moves
+	ready   atomic.Bool
+}
+
+// NewRunner returns a runner for projs over src.
+func NewRunner(src Source, log *slog.Logger, projs ...Projection) *Runner {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Runner{src: src, projs: projs, log: log, advance: make(chan struct{})}
+}
+
+// Run catches up with the stream and then follows it until ctx ends. It is
+// ready once it has applied every event that was in the stream when it
+// started. A broken subscription is resumed after the last applied event.
+func (r *Runner) Run(ctx context.Context) error {
+	target, err := r.catchUpTarget(ctx)
+	if err != nil {
+		return err
+	}
+	if target == 0 {
+		r.ready.Store(true)
+	}
+	for {
+		err := r.src.Follow(ctx, r.Applied()+1, func(e domain.Event) error {
+			r.apply(e)
+			if e.Seq >= target {
+				r.ready.Store(true)
+			}
+			return nil
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Warn("projection feed broke; resuming", "after_seq", r.Applied(), "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (r *Runner) catchUpTarget(ctx context.Context) (uint64, error) {
+	for {
+		target, err := r.src.LastSeq(ctx)
+		if err == nil {
+			return target, nil
+		}
+		r.log.Warn("cannot read the stream's last sequence; retrying", "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (r *Runner) apply(e domain.Event) {
+	if e.Seq <= r.Applied() {
+		return // a redelivery after a resume
+	}
+	for _, p := range r.projs {
+		if err := p.Apply(e); err != nil {
+			r.log.Error("projection skipped an event", "seq", e.Seq, "event_id", e.ID, "err", err)
+		}
+	}
+	r.mu.Lock()
+	r.applied = e.Seq
+	close(r.advance)
+	r.advance = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Applied returns the last sequence applied to every projection.
+func (r *Runner) Applied() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applied
+}
+
+// Ready reports whether the projections have caught up with the stream as
+// it was at start.
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// WaitFor returns once seq has been applied, or with ctx's error.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		r.mu.Lock()
+		applied, advance := r.applied, r.advance
+		r.mu.Unlock()
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-advance:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// seqMark is embedded by projections to remember their last sequence.
+type seqMark struct{ last atomic.Uint64 }
+
+func (m *seqMark) mark(seq uint64) { m.last.Store(seq) }
+
+// LastSeq returns the last sequence this projection applied.
+func (m *seqMark) LastSeq() uint64 { return m.last.Load() }
