@@ -1,0 +1,214 @@
+package http
+
+import (
+	"fmt"
+	"github.com/go-chi/chi/v5"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/projections"
+)
+
+type createRequest struct {
+	Name      string    `json:"name"`
+	Scopes    []string  `json:"scopes"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if err := decode(w, r, &req, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	issued, err := s.Keys.Create(r.Context(), domain.CreateKey{
+		OrgID: chi.URLParam(r, "org"), Name: req.Name, Scopes: req.Scopes, ExpiresAt: req.ExpiresAt, Actor: caller(r.Context()),
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", fmt.Sprintf("/v1/orgs/%s/keys/%s", issued.Key.OrgID, issued.Key.ID))
+	s.written(w, r, issued.Key)
+	writeJSON(w, http.StatusCreated, issuedView{Key: viewKey(*issued.Key, s.Now()), Secret: issued.Secret})
+}
+
+type rotateRequest struct {
+	GracePeriodSeconds int64 `json:"grace_period_seconds"`
+}
+
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
+	var req rotateRequest
+	if err := decode(w, r, &req, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ifVersion, err := ifMatch(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.GracePeriodSeconds < 0 || req.GracePeriodSeconds > int64(domain.MaxGracePeriod/time.Second) {
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "grace_period_seconds must be 0 to %d", int64(domain.MaxGracePeriod/time.Second)))
+		return
+	}
+	org, id := orgAndKey(r)
+	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{
+		GracePeriod: time.Duration(req.GracePeriodSeconds) * time.Second, IfVersion: ifVersion, Actor: caller(r.Context()),
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.written(w, r, issued.Key)
+	writeJSON(w, http.StatusOK, issuedView{Key: viewKey(*issued.Key, s.Now()), Secret: issued.Secret})
+}
+
+type revokeRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
+	var req revokeRequest
+	if err := decode(w, r, &req, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ifVersion, err := ifMatch(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	org, id := orgAndKey(r)
+	k, err := s.Keys.Revoke(r.Context(), org, id, domain.RevokeKey{Reason: req.Reason, IfVersion: ifVersion, Actor: caller(r.Context())})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.written(w, r, k)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// written makes a write's answer read-your-writes: it waits until this
+// instance has applied the write, and names its sequence and version. The
+// write is committed either way; a slow projection only costs the wait.
+func (s *Server) written(w http.ResponseWriter, r *http.Request, k *domain.Key) {
+	if err := s.waitFor(r.Context(), k.Version); err != nil {
+		s.requestLog(r).Warn("answering a write before this instance applied it", "seq", k.Version, "err", err)
+	}
+	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(k.Version, 10))
+	w.Header().Set("ETag", etag(k.Version))
+	w.Header().Set("Cache-Control", "no-store")
+}
+
+func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
+
+// ifMatch reads If-Match: "<version>"; zero when absent or "*".
+func ifMatch(r *http.Request) (uint64, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
+	if err != nil || v == 0 {
+		return 0, domain.Errorf(domain.EINVALID, `If-Match must be "<version>"`)
+	}
+	return v, nil
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	org, id := orgAndKey(r)
+	k, ok := s.Listing.Get(org, id)
+	if !ok {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
+		return
+	}
+	w.Header().Set("ETag", etag(k.Version))
+	if match := r.Header.Get("If-None-Match"); match != "" && match == etag(k.Version) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewKey(k, s.Now()))
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	status := q.Get("status")
+	switch status {
+	case "", "all", string(domain.StatusActive), string(domain.StatusRevoked), string(domain.StatusExpired):
+	default:
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "status must be all, active, revoked or expired"))
+		return
+	}
+	cursor := q.Get("cursor")
+	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "cursor is not one this API gave"))
+		return
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.Now()
+	page, next := s.Listing.List(chi.URLParam(r, "org"), projections.ListQuery{Status: status, Cursor: cursor, Limit: int(limit), Now: now})
+	views := make([]KeyView, len(page))
+	for i, k := range page {
+		views[i] = viewKey(k, now)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"keys": views, "next_cursor": next})
+}
+
+func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request) {
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	org, id := orgAndKey(r)
+	evs := s.History.Key(org, id)
+	if len(evs) == 0 {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
+		return
+	}
+	views, err := viewEvents(evs)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": views})
+}
+
+func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	after, err := queryUint(r, "after_seq", 0, 0, 1<<63)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, next := s.History.Org(chi.URLParam(r, "org"), after, int(limit))
+	views, err := viewEvents(evs)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": views, "next_after_seq": next})
+}

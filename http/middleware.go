@@ -1,0 +1,126 @@
+package http
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+type ctxKey int
+
+const (
+	ctxCaller ctxKey = iota
+	ctxKeyID
+)
+
+func requestID(ctx context.Context) string { return middleware.GetReqID(ctx) }
+
+// accessLog writes one line per request. Paths and query strings hold no
+// secret: keys travel in headers and bodies only.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		s.requestLog(r).Info("request",
+			"method", r.Method, "path", r.URL.Path, "route", chi.RouteContext(r.Context()).RoutePattern(),
+			"status", ww.Status(), "bytes", ww.BytesWritten(), "duration", time.Since(start))
+	})
+}
+
+// recoverer turns a panic into a 500 with no detail and a logged cause.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.fail(w, r, domain.Wrap(domain.EINTERNAL, panicError{v}, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return "panic: " + strings.TrimSpace(toString(p.v)) }
+
+func toString(v any) string {
+	if err, ok := v.(error); ok {
+		return err.Error()
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return "non-string panic value"
+}
+
+// bearer returns the credential of an Authorization: Bearer header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, cred, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	return cred, cred != ""
+}
+
+// manager lets through only a valid credential of a manager of {org}: for
+// now a key of that org holding keys:manage, checked through the verify
+// index, so a revoked management key stops at once.
+func (s *Server) manager(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := bearer(r)
+		if !ok {
+			s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key>"))
+			return
+		}
+		org := chi.URLParam(r, "org")
+		if err := domain.ValidateOrgID(org); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		res := s.Index.Verify(cred, s.Now())
+		if !res.Valid() {
+			s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "credential is not valid (%s)", res.Code))
+			return
+		}
+		if !res.Key.HasScope(domain.ScopeManage) || res.Key.OrgID != org {
+			s.fail(w, r, domain.Errorf(domain.EFORBIDDEN, "this credential may not manage the keys of org %s", org))
+			return
+		}
+		actor := domain.Actor{Kind: domain.ActorKey, ID: res.Key.ID, Name: res.Key.Name}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxCaller, actor)))
+	})
+}
+
+func caller(ctx context.Context) domain.Actor {
+	a, _ := ctx.Value(ctxCaller).(domain.Actor)
+	return a
+}
+
+// keyID validates {id} before any handler sees it.
+func (s *Server) keyID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := chi.URLParam(r, "id")
+		if err := domain.ValidateKeyID(id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKeyID, id)))
+	})
+}
+
+func orgAndKey(r *http.Request) (org, id string) {
+	id, _ = r.Context().Value(ctxKeyID).(string)
+	return chi.URLParam(r, "org"), id
+}

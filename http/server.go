@@ -1,0 +1,195 @@
+// Package http serves keyledger's HTTP API: the chi router, the handlers,
+// and the one map from error codes to statuses.
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 64 << 10
+
+// Server holds what the handlers need. Handlers send commands to Keys and
+// read the projections; they never write a projection.
+type Server struct {
+	Keys    *domain.Keys
+	Listing *projections.Listing
+	Index   *projections.VerifyIndex
+	History *projections.History
+	Runner  *projections.Runner
+	// Healthy reports whether the event store is reachable; nil: always.
+	Healthy func() error
+	Now     func() time.Time
+	Logger  *slog.Logger
+	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
+	// its own event to be applied; 5s when zero.
+	WaitTimeout time.Duration
+
+	log   *slog.Logger
+	idem  *idempotency
+	ready func() bool
+}
+
+// Handler returns the router with every route.
+func (s *Server) Handler() http.Handler {
+	s.log = s.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.WaitTimeout == 0 {
+		s.WaitTimeout = 5 * time.Second
+	}
+	s.idem = newIdempotency(time.Hour, 10000)
+
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, s.accessLog, s.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed on this route"}})
+	})
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Post("/v1/verify", s.verify)
+	r.Get("/v1/whoami", s.whoami)
+	r.Route("/v1/orgs/{org}", func(r chi.Router) {
+		r.Use(s.manager)
+		r.Route("/keys", s.keyRoutes)
+		r.Get("/events", s.orgEvents)
+	})
+	return r
+}
+
+func (s *Server) keyRoutes(r chi.Router) {
+	r.With(s.idempotent).Post("/", s.createKey)
+	r.Get("/", s.listKeys)
+	r.Route("/{id}", func(r chi.Router) {
+		r.Use(s.keyID)
+		r.Get("/", s.getKey)
+		r.With(s.idempotent).Post("/rotate", s.rotateKey)
+		r.With(s.idempotent).Delete("/", s.revokeKey)
+		r.Get("/events", s.keyEvents)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	body := map[string]any{"status": "ready", "applied_seq": s.Runner.Applied()}
+	if !s.Runner.Ready() {
+		body["status"] = "catching up"
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	if s.Healthy != nil {
+		if err := s.Healthy(); err != nil {
+			body["status"] = "event store unreachable"
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body into v: JSON only, at most MaxBodyBytes, no
+// unknown field, one value. An empty body leaves v as it is when optional.
+func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
+	if r.ContentLength > MaxBodyBytes {
+		return domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", MaxBodyBytes)
+	}
+	empty := r.ContentLength == 0 && r.Header.Get("Content-Type") == ""
+	if empty && optional {
+		return nil
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return domain.Errorf(domain.EUNSUPPORTED, "send the body as application/json")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if dec.More() {
+		return domain.Errorf(domain.EINVALID, "body must hold one JSON value")
+	}
+	return nil
+}
+
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &maxErr):
+		return domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", MaxBodyBytes)
+	case errors.As(err, &syntax):
+		return domain.Errorf(domain.EINVALID, "body is not valid JSON (at byte %d)", syntax.Offset)
+	case errors.As(err, &typ):
+		return domain.Errorf(domain.EINVALID, "field %q must be %s", typ.Field, typ.Type)
+	case err.Error() == "EOF":
+		return domain.Errorf(domain.EINVALID, "body is empty")
+	}
+	// encoding/json reports unknown fields and truncation only as text;
+	// its messages hold no more than the field name.
+	return domain.Errorf(domain.EINVALID, "body: %s", err.Error())
+}
+
+// queryUint reads an optional unsigned query parameter within [lo, hi].
+func queryUint(r *http.Request, name string, def, lo, hi uint64) (uint64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, domain.Errorf(domain.EINVALID, "%s must be a whole number from %d to %d", name, lo, hi)
+	}
+	return n, nil
+}
+
+// waitFor waits until the projections hold seq, within WaitTimeout.
+func (s *Server) waitFor(ctx context.Context, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.WaitTimeout)
+	defer cancel()
+	if err := s.Runner.WaitFor(ctx, seq); err != nil {
+		return domain.Wrap(domain.EUNAVAILABLE, err, fmt.Sprintf("not caught up with sequence %d yet", seq))
+	}
+	return nil
+}
+
+// minSeq honours ?min_seq=N on reads: the answer waits until this instance
+// has applied sequence N.
+func (s *Server) minSeq(r *http.Request) error {
+	seq, err := queryUint(r, "min_seq", 0, 0, 1<<63)
+	if err != nil || seq == 0 {
+		return err
+	}
+	return s.waitFor(r.Context(), seq)
+}

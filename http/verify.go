@@ -1,0 +1,59 @@
+package http
+
+import (
+	"net/http"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+)
+
+// maxKeyLen is far above any key this service mints; longer strings are
+// MALFORMED without being hashed.
+const maxKeyLen = 256
+
+type verifyRequest struct {
+	Key string `json:"key"`
+}
+
+func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
+	var req verifyRequest
+	if err := decode(w, r, &req, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	view := VerifyView{Code: domain.VerifyMalformed}
+	if len(req.Key) <= maxKeyLen {
+		res := s.Index.Verify(req.Key, s.Now())
+		view = VerifyView{Valid: res.Valid(), Code: res.Code, Deprecated: res.Deprecated, ExpiresAt: events.OptionalTime(res.ExpiresAt)}
+		if res.Key.ID != "" {
+			view.OrgID, view.KeyID, view.Name, view.Scopes = &res.Key.OrgID, &res.Key.ID, &res.Key.Name, res.Key.Scopes
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, view)
+}
+
+// whoami answers the key of Authorization: Bearer <key>, if it is valid.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	cred, ok := bearer(r)
+	if !ok {
+		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <key>"))
+		return
+	}
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.Now()
+	res := s.Index.Verify(cred, now)
+	if !res.Valid() {
+		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "key is not valid (%s)", res.Code))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, viewKey(res.Key, now))
+}
