@@ -1,0 +1,57 @@
+// Command keyledger is the API-key lifecycle service: `keyledger serve` runs
+// it, `keyledger bootstrap` mints an org's first management key.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `keyledger — API keys that die the instant they are revoked.
+
+Usage:
+  keyledger serve      [flags]   run the service (embedded NATS in ./data by default)
+  keyledger bootstrap  --org ORG --name NAME [flags]
+                                 mint an org's first management key and print it once
+  keyledger version
+
+Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR.
+Run "keyledger <command> -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "keyledger:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "bootstrap":
+		return bootstrap(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

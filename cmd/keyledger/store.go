@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/events"
+)
+
+// backend is an open event store and how to let go of it.
+type backend struct {
+	store *events.Store
+	conn  *nats.Conn
+	close func()
+}
+
+// openBackend connects to --nats-url, or starts the embedded server on
+// --data-dir, holding a lock there so that no second process opens the same
+// store files.
+func openBackend(ctx context.Context, c common, log *slog.Logger) (*backend, error) {
+	if c.natsURL != "" {
+		nc, err := events.Connect(c.natsURL)
+		if err != nil {
+			return nil, err
+		}
+		return finishBackend(ctx, nc, log, func() { _ = events.DrainConn(nc, 10*time.Second) })
+	}
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	unlock, err := lockDir(c.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Logger: log})
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return finishBackend(ctx, emb.Conn, log, func() { emb.Close(); unlock() })
+}
+
+func finishBackend(ctx context.Context, nc *nats.Conn, log *slog.Logger, closeFn func()) (*backend, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		closeFn()
+		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	store, err := events.Open(octx, js, events.Config{Logger: log})
+	if err != nil {
+		closeFn()
+		return nil, err
+	}
+	return &backend{store: store, conn: nc, close: closeFn}, nil
+}
+
+// lockDir takes an exclusive advisory lock on dir/keyledger.lock.
+func lockDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, "keyledger.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by a running keyledger: stop it first, or point this command at its NATS with --nats-url", dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
