@@ -1,0 +1,74 @@
+// Package natstest starts a real embedded nats-server with JetStream for
+// tests, in a temporary directory, and opens the keyledger event store on it.
+package natstest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/events"
+)
+
+// Env is a running embedded server with the store opened on it.
+type Env struct {
+	Dir      string
+	Embedded *events.Embedded
+	JS       jetstream.JetStream
+	Store    *events.Store
+}
+
+// Start starts a server on a fresh directory; it stops when the test ends.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	return StartIn(t, t.TempDir())
+}
+
+// StartIn starts a server on dir, which may hold an earlier server's store:
+// that is how tests restart. The server stops when the test ends, or
+// earlier through Env.Stop.
+func StartIn(t testing.TB, dir string) *Env {
+	t.Helper()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: false, Logger: Quiet()})
+	if err != nil {
+		t.Fatalf("start embedded nats-server: %v", err)
+	}
+	env := &Env{Dir: dir, Embedded: emb}
+	t.Cleanup(env.Stop)
+	env.JS, err = jetstream.New(emb.Conn)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env.Store, err = events.Open(ctx, env.JS, events.Config{Logger: Quiet()})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	return env
+}
+
+// Stop shuts the server down; calling it again does nothing.
+func (e *Env) Stop() {
+	if e.Embedded != nil {
+		e.Embedded.Close()
+		e.Embedded = nil
+	}
+}
+
+// LastSeq returns the stream's last sequence, failing the test on error.
+func (e *Env) LastSeq(t testing.TB) uint64 {
+	t.Helper()
+	seq, err := e.Store.LastSeq(context.Background())
+	if err != nil {
+		t.Fatalf("last seq: %v", err)
+	}
+	return seq
+}
+
+// Quiet is a logger that drops everything.
+func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
