@@ -191,10 +191,10 @@ func (h *harness) must(want int, method, path, token string, body any, headers .
 type keyView struct {
 	ID, OrgID, Name, Masked, Status string
 	Scopes                          []string
-	CreatedAt                       string `json:"created_at"`
+	CreatedAt                       string                          `json:"created_at"`
 	CreatedBy                       struct{ Kind, ID, Name string } `json:"created_by"`
-	RotatedAt                       *string `json:"rotated_at"`
-	RevokedAt                       *string `json:"revoked_at"`
+	RotatedAt                       *string                         `json:"rotated_at"`
+	RevokedAt                       *string                         `json:"revoked_at"`
 	Version                         uint64
 }
 
