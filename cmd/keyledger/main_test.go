@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// binary is keyledger built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keyledger-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "keyledger")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build keyledger: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's output while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// process is a running `keyledger serve`.
+type process struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *lockedBuffer
+	done   chan error
+}
+
+// serveProcess starts the binary in dir with args and env, and waits until
+// /readyz answers 200.
+func serveProcess(t *testing.T, dir, addr string, env []string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	p := &process{cmd: cmd, url: "http://" + addr, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() { p.stop(t) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(p.url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("serve exited before it was ready: %v\n%s", err, p.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not answer 200 within 30s\n%s", p.stderr)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("serve exited with %v after SIGTERM\n%s", err, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("serve did not stop within 30s of SIGTERM\n%s", p.stderr)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func runBinary(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+func TestServeWithNoFlags(t *testing.T) {
+	if ln, err := net.Listen("tcp", "127.0.0.1:8080"); err != nil {
+		t.Skipf("127.0.0.1:8080 is taken on this machine, so serve cannot run with no flags: %v", err)
+	} else {
+		ln.Close()
+	}
+	dir := t.TempDir()
+	p := serveProcess(t, dir, "127.0.0.1:8080", nil)
+	if fi, err := os.Stat(filepath.Join(dir, "data", "jetstream")); err != nil || !fi.IsDir() {
+		t.Errorf("no JetStream store in ./data: %v", err)
+	}
+	res, err := http.Get(p.url + "/healthz")
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz: %v %v", res, err)
+	}
+	p.stop(t)
+	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop in the log:\n%s", p.stderr)
+	}
+}
+
+func TestBootstrapRefusesTheStoreOfARunningServer(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_DATA_DIR=" + dir, "KEYLEDGER_HTTP_ADDR=" + addr}
+	serveProcess(t, dir, addr, env)
+	_, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin")
+	if err == nil || !strings.Contains(stderr, "in use by a running keyledger") {
+		t.Errorf("bootstrap on a running store: %v %s", err, stderr)
+	}
+}
+
+func TestBootstrapFailures(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{"KEYLEDGER_DATA_DIR=" + dir}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"MissingOrg", []string{"bootstrap", "--name", "a"}, "needs --org and --name"},
+		{"BadOrg", []string{"bootstrap", "--org", "ac.me", "--name", "a"}, "org id must match"},
+		{"BadScope", []string{"bootstrap", "--org", "acme", "--name", "a", "--scopes", "Keys"}, "scope"},
+		{"BadPrefix", []string{"bootstrap", "--org", "acme", "--name", "a", "--key-prefix", "C8K"}, "prefix"},
+		{"UnknownCommand", []string{"frobnicate"}, "unknown command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, err := runBinary(t, dir, env, tc.args...)
+			if err == nil || !strings.Contains(stderr, tc.want) || stdout != "" {
+				t.Errorf("%v: err %v, stdout %q, stderr %q; want failure mentioning %q", tc.args, err, stdout, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// TestAgainstAnExistingNATS runs bootstrap and serve with --nats-url on a
+// separate nats-server listening on loopback.
+func TestAgainstAnExistingNATS(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr}
+	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "first admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, stderr)
+	}
+	p := serveProcess(t, dir, addr, env)
+	req, _ := http.NewRequest("GET", p.url+"/v1/orgs/acme/keys", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(admin))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var page struct{ Keys []struct{ Name, Masked string } }
+	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != http.StatusOK || len(page.Keys) != 1 {
+		t.Fatalf("listing with the bootstrapped key: %d %+v %v", res.StatusCode, page, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("with --nats-url, serve must not create ./data: %v", err)
+	}
+}
+
+func TestEnvironmentVariablesSetFlags(t *testing.T) {
+	t.Setenv("KEYLEDGER_HTTP_ADDR", "127.0.0.1:9999")
+	t.Setenv("KEYLEDGER_FSYNC", "false")
+	f, err := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.httpAddr != "127.0.0.1:9999" || f.fsync || f.dataDir != "/tmp/x" {
+		t.Errorf("parsed %+v", f)
+	}
+	t.Setenv("KEYLEDGER_DATA_DIR", "/from/env")
+	if f, _ := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard); f.dataDir != "/tmp/x" {
+		t.Errorf("a flag must win over its variable: %q", f.dataDir)
+	}
+	t.Setenv("KEYLEDGER_FSYNC", "sometimes")
+	if _, err := parseServe(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "KEYLEDGER_FSYNC") {
+		t.Errorf("a bad variable must be named in the error: %v", err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, err := runBinary(t, t.TempDir(), nil, "version")
+	if err != nil || strings.TrimSpace(out) == "" {
+		t.Errorf("version: %q %v", out, err)
+	}
+}
