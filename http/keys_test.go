@@ -3,6 +3,7 @@ package http_test
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/internal/natstest"
+	"github.com/keyledger/keyledger/projections"
 )
 
 func ids(keys []keyView) []string {
@@ -264,4 +268,81 @@ func TestConditionalAndIdempotentWrites(t *testing.T) {
 			t.Errorf("unreached min_seq: %s %v", res.body, res.Header)
 		}
 	})
+}
+
+func TestOrgEventsPageInStreamOrder(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	other := h.bootstrap("globex")
+	for i := range 3 {
+		k := h.create("acme", admin, map[string]any{"name": fmt.Sprint("k", i)})
+		h.rotate("acme", k.Key.ID, admin, nil)
+		h.create("globex", other, map[string]any{"name": "not acme's"})
+	}
+	var all []eventView
+	after := uint64(0)
+	for pages := 0; pages < 10; pages++ {
+		var page struct {
+			Events []eventView
+			Next   uint64 `json:"next_after_seq"`
+		}
+		h.must(http.StatusOK, "GET", fmt.Sprintf("/v1/orgs/acme/events?limit=2&after_seq=%d", after), admin, nil).json(t, &page)
+		if len(page.Events) == 0 {
+			if page.Next != after {
+				t.Errorf("empty page moved next_after_seq from %d to %d", after, page.Next)
+			}
+			break
+		}
+		all = append(all, page.Events...)
+		after = page.Next
+	}
+	if got, want := len(all), 7; got != want { // bootstrap + 3 × (create, rotate)
+		t.Fatalf("%d events, want %d", got, want)
+	}
+	for i, e := range all {
+		if e.OrgID != "acme" || (i > 0 && e.Seq <= all[i-1].Seq) {
+			t.Errorf("event %d: org %s seq %d, want acme's events in stream order", i, e.OrgID, e.Seq)
+		}
+	}
+}
+
+func TestRotateAcceptsAnEmptyJSONRequest(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "svc"}).Key
+	h.must(http.StatusOK, "POST", "/v1/orgs/acme/keys/"+k.ID+"/rotate", admin, "")
+	h.must(http.StatusOK, "POST", "/v1/orgs/acme/keys/"+k.ID+"/rotate", admin, "{}")
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	h := start(t)
+	h.must(http.StatusOK, "GET", "/healthz", "", nil)
+	var ready struct {
+		Status     string
+		AppliedSeq uint64 `json:"applied_seq"`
+	}
+	h.must(http.StatusOK, "GET", "/readyz", "", nil).json(t, &ready)
+	if ready.Status != "ready" {
+		t.Errorf("readyz = %+v", ready)
+	}
+	res := h.must(http.StatusMethodNotAllowed, "PUT", "/v1/verify", "", "{}")
+	if res.errorCode() != "method_not_allowed" {
+		t.Errorf("PUT /v1/verify = %s", res.body)
+	}
+}
+
+func TestNotReadyUntilCaughtUp(t *testing.T) {
+	env := natstest.Start(t)
+	idle := projections.NewRunner(env.Store, natstest.Quiet()) // never run: never caught up
+	api := &khttp.Server{Runner: idle, Listing: projections.NewListing(), Index: projections.NewVerifyIndex(), History: projections.NewHistory(), Logger: natstest.Quiet()}
+	srv := httptest.NewServer(api.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before catching up = %d, want 503", res.StatusCode)
+	}
 }

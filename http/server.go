@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -119,13 +120,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // decode reads a JSON body into v: JSON only, at most MaxBodyBytes, no
-// unknown field, one value. An empty body leaves v as it is when optional.
+// unknown field, one value. When optional, an empty body leaves v as it is.
 func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error {
 	if r.ContentLength > MaxBodyBytes {
 		return domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", MaxBodyBytes)
 	}
-	empty := r.ContentLength == 0 && r.Header.Get("Content-Type") == ""
-	if empty && optional {
+	if optional && r.ContentLength == 0 {
 		return nil
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -134,6 +134,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any, optional bool) error 
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if optional && errors.Is(err, io.EOF) {
+			return nil
+		}
 		return bodyError(err)
 	}
 	if dec.More() {
@@ -153,7 +156,7 @@ func bodyError(err error) error {
 		return domain.Errorf(domain.EINVALID, "body is not valid JSON (at byte %d)", syntax.Offset)
 	case errors.As(err, &typ):
 		return domain.Errorf(domain.EINVALID, "field %q must be %s", typ.Field, typ.Type)
-	case err.Error() == "EOF":
+	case errors.Is(err, io.EOF):
 		return domain.Errorf(domain.EINVALID, "body is empty")
 	}
 	// encoding/json reports unknown fields and truncation only as text;
