@@ -30,7 +30,6 @@ func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := domain.ValidatePrefix(c.keyPrefix); err != nil {
 		return fmt.Errorf("--key-prefix: %w", err)
 	}
-	c.logLevel = "warn"
 	log, err := c.logger(stderr)
 	if err != nil {
 		return err
