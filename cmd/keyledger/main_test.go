@@ -220,7 +220,9 @@ func TestAgainstAnExistingNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var page struct{ Keys []struct{ Name, Masked string } }
+	var page struct {
+		Keys []struct{ Name, Masked string }
+	}
 	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || res.StatusCode != http.StatusOK || len(page.Keys) != 1 {
 		t.Fatalf("listing with the bootstrapped key: %d %+v %v", res.StatusCode, page, err)
 	}
