@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -17,14 +19,22 @@ type EmbeddedConfig struct {
 	// Fsync makes every write reach the disk before it is acknowledged, so
 	// that an acknowledged revocation survives a power loss. Off, the
 	// server syncs on its own interval (2 minutes by default).
-	Fsync  bool
-	Logger *slog.Logger
+	Fsync bool
+	// Listen opens a client port ("host:port", port 0 for any free one) for
+	// other processes. It then requires credentials: see Credentials.
+	Listen string
+	// CredentialsDir holds the generated NKey seeds (Dir when empty).
+	CredentialsDir string
+	Logger         *slog.Logger
 }
 
 // Embedded is a running in-process nats-server and a connection to it.
 type Embedded struct {
 	Server *server.Server
 	Conn   *nats.Conn
+	// Credentials are the seed files of the users allowed on the client
+	// port; zero when no port is open.
+	Credentials Credentials
 }
 
 // StartEmbedded starts a JetStream-enabled nats-server in this process and
@@ -39,9 +49,33 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:   cfg.Dir,
 		SyncAlways: cfg.Fsync,
 		NoSigs:     true,
-		// No client port: the service talks to it in-process, and nothing
-		// else can reach the stream.
-		DontListen: true,
+		// Without Listen there is no client port: the service talks to it
+		// in-process, and nothing else can reach the stream.
+		DontListen: cfg.Listen == "",
+	}
+	var creds Credentials
+	connOpts := []nats.Option{nats.InProcessServer(nil), nats.Name("keyledger")}
+	if cfg.Listen != "" {
+		host, port, err := listenAddr(cfg.Listen)
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port = host, port
+		dir := cfg.CredentialsDir
+		if dir == "" {
+			dir = cfg.Dir
+		}
+		if creds, err = LoadOrCreateCredentials(dir); err != nil {
+			return nil, err
+		}
+		if opts.Nkeys, err = creds.users(); err != nil {
+			return nil, err
+		}
+		nk, err := nats.NkeyOptionFromSeed(creds.Service)
+		if err != nil {
+			return nil, err
+		}
+		connOpts = append(connOpts, nk)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -53,12 +87,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, errors.New("embedded nats-server did not become ready within 30s")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("keyledger"))
+	connOpts[0] = nats.InProcessServer(ns)
+	nc, err := nats.Connect("", connOpts...)
 	if err != nil {
 		ns.Shutdown()
 		return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
 	}
-	return &Embedded{Server: ns, Conn: nc}, nil
+	return &Embedded{Server: ns, Conn: nc, Credentials: creds}, nil
 }
 
 // Close drains the connection, then stops the server and waits for it.
@@ -94,6 +129,31 @@ func DrainConn(nc *nats.Conn, timeout time.Duration) error {
 		nc.Close()
 		return errors.New("NATS drain timed out")
 	}
+}
+
+// listenAddr splits host:port; port 0 asks for any free port.
+func listenAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("NATS listen address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("NATS listen address %q: bad port", addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+// ClientURL is where other processes reach the embedded server, or "" when
+// it has no client port.
+func (e *Embedded) ClientURL() string {
+	if e.Server.Addr() == nil {
+		return ""
+	}
+	return e.Server.ClientURL()
 }
 
 // natsLogger sends the embedded server's log to slog.

@@ -90,7 +90,8 @@ func (h *harness) waitReady() {
 func (h *harness) bootstrap(org string, scopes ...string) string {
 	h.t.Helper()
 	if len(scopes) == 0 {
-		scopes = []string{domain.ScopeManage}
+		// A key grants only scopes it holds: the admin holds those the tests give.
+		scopes = []string{domain.ScopeManage, "read", "write", "invoices:read"}
 	}
 	issued, err := h.keys.Create(context.Background(), domain.CreateKey{
 		OrgID: org, Name: "admin of " + org, Scopes: scopes,

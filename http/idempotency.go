@@ -65,7 +65,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		slot := caller(r.Context()).ID + " " + r.Method + " " + r.URL.Path + " " + ik
+		slot := caller(r.Context()).Actor.Kind + ":" + caller(r.Context()).Actor.ID + " " + r.Method + " " + r.URL.Path + " " + ik
 		e, fresh := s.idem.begin(slot, sha256.Sum256(body), time.Now())
 		switch {
 		case e == nil:

@@ -24,8 +24,17 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	p := caller(r.Context())
+	scopes, err := domain.ValidateScopes(req.Scopes)
+	if err == nil {
+		err = p.MayGrant(scopes)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	issued, err := s.Keys.Create(r.Context(), domain.CreateKey{
-		OrgID: chi.URLParam(r, "org"), Name: req.Name, Scopes: req.Scopes, ExpiresAt: req.ExpiresAt, Actor: caller(r.Context()),
+		OrgID: chi.URLParam(r, "org"), Name: req.Name, Scopes: scopes, ExpiresAt: req.ExpiresAt, Actor: p.Actor,
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -51,7 +60,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	// refuses anything over it, so cap them just past it.
 	grace := time.Duration(min(req.GracePeriodSeconds, int64(domain.MaxGracePeriod/time.Second)+1)) * time.Second
 	org, id := orgAndKey(r)
-	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, Actor: caller(r.Context())})
+	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, Actor: caller(r.Context()).Actor})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -72,7 +81,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, id := orgAndKey(r)
-	k, err := s.Keys.Revoke(r.Context(), org, id, domain.RevokeKey{Reason: req.Reason, IfVersion: ifVersion, Actor: caller(r.Context())})
+	k, err := s.Keys.Revoke(r.Context(), org, id, domain.RevokeKey{Reason: req.Reason, IfVersion: ifVersion, Actor: caller(r.Context()).Actor})
 	if err != nil {
 		s.fail(w, r, err)
 		return

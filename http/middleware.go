@@ -74,14 +74,43 @@ func bearer(r *http.Request) (string, bool) {
 	return cred, cred != ""
 }
 
-// manager lets through only a valid credential of a manager of {org}: for
-// now a key of that org holding keys:manage, checked through the verify
-// index, so a revoked management key stops at once.
+// authenticate turns the request's bearer credential into a principal: a
+// key, checked through the verify index (so a revoked key stops as soon as
+// its revocation is applied), or a JWT from the configured issuer. Returns
+// EUNAUTHENTICATED, or EUNAVAILABLE while the identity provider is unknown.
+func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
+	cred, ok := bearer(r)
+	switch {
+	case !ok:
+		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key or token>")
+	case domain.WellFormed(cred):
+		res := s.Index.Verify(cred, s.Now())
+		if !res.Valid() {
+			return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "key is not valid (%s)", res.Code)
+		}
+		return domain.KeyPrincipal(res.Key), nil
+	case s.OIDC != nil && looksLikeJWT(cred):
+		return s.OIDC.Verify(r.Context(), cred)
+	}
+	return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "credential is neither a key nor a token of the configured issuer")
+}
+
+// manager lets through only a manager of {org}. Failed authentications
+// spend the client address's budget; once it is spent, the address gets 429
+// without its credential even being looked at.
 func (s *Server) manager(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred, ok := bearer(r)
-		if !ok {
-			s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key>"))
+		addr := clientAddr(r)
+		if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+			s.rateLimited(w, r, retry, "failed authentications")
+			return
+		}
+		p, err := s.authenticate(r)
+		if err != nil {
+			if domain.ErrorCode(err) == domain.EUNAUTHENTICATED {
+				s.authLimiter.take(addr)
+			}
+			s.fail(w, r, err)
 			return
 		}
 		org := chi.URLParam(r, "org")
@@ -89,23 +118,17 @@ func (s *Server) manager(next http.Handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		res := s.Index.Verify(cred, s.Now())
-		if !res.Valid() {
-			s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "credential is not valid (%s)", res.Code))
+		if err := p.MayManage(org); err != nil {
+			s.fail(w, r, err)
 			return
 		}
-		if !res.Key.HasScope(domain.ScopeManage) || res.Key.OrgID != org {
-			s.fail(w, r, domain.Errorf(domain.EFORBIDDEN, "this credential may not manage the keys of org %s", org))
-			return
-		}
-		actor := domain.Actor{Kind: domain.ActorKey, ID: res.Key.ID, Name: res.Key.Name}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxCaller, actor)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxCaller, p)))
 	})
 }
 
-func caller(ctx context.Context) domain.Actor {
-	a, _ := ctx.Value(ctxCaller).(domain.Actor)
-	return a
+func caller(ctx context.Context) domain.Principal {
+	p, _ := ctx.Value(ctxCaller).(domain.Principal)
+	return p
 }
 
 // keyID validates {id} before any handler sees it.

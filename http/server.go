@@ -39,10 +39,19 @@ type Server struct {
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
 	// its own event to be applied; 5s when zero.
 	WaitTimeout time.Duration
+	// OIDC signs people in with JWTs; nil: management keys only.
+	OIDC *OIDC
+	// AuthFailureLimit bounds failed authentications per client address;
+	// VerifyLimit bounds verifications per client address.
+	AuthFailureLimit Limit
+	VerifyLimit      Limit
+	// CORSOrigins may call the API from a browser; none by default.
+	CORSOrigins []string
 
-	log   *slog.Logger
-	idem  *idempotency
-	ready func() bool
+	log           *slog.Logger
+	idem          *idempotency
+	authLimiter   *addrLimiter
+	verifyLimiter *addrLimiter
 }
 
 // Handler returns the router with every route.
@@ -58,9 +67,11 @@ func (s *Server) Handler() http.Handler {
 		s.WaitTimeout = 5 * time.Second
 	}
 	s.idem = newIdempotency(time.Hour, 10000)
+	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
+	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.accessLog, s.recoverer)
+	r.Use(middleware.RequestID, s.accessLog, s.recoverer, securityHeaders, cors(s.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
 	})
@@ -70,7 +81,7 @@ func (s *Server) Handler() http.Handler {
 
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Post("/v1/verify", s.verify)
+	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
 	r.Get("/v1/whoami", s.whoami)
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.manager)

@@ -38,10 +38,11 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 }
 
 // whoami answers the key of Authorization: Bearer <key>, if it is valid.
+// Failures spend the same per-address budget as the manager endpoints.
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
-	cred, ok := bearer(r)
-	if !ok {
-		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <key>"))
+	addr := clientAddr(r)
+	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+		s.rateLimited(w, r, retry, "failed authentications")
 		return
 	}
 	if err := s.minSeq(r); err != nil {
@@ -49,9 +50,11 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.Now()
+	cred, _ := bearer(r)
 	res := s.Index.Verify(cred, now)
 	if !res.Valid() {
-		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "key is not valid (%s)", res.Code))
+		s.authLimiter.take(addr)
+		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

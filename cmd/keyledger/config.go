@@ -8,21 +8,31 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // common are the flags every command that touches the store shares.
 type common struct {
-	dataDir   string
-	natsURL   string
-	fsync     bool
-	keyPrefix string
-	logFormat string
-	logLevel  string
+	dataDir     string
+	natsURL     string
+	natsCreds   string
+	natsTLSCA   string
+	natsTLSCert string
+	natsTLSKey  string
+	fsync       bool
+	keyPrefix   string
+	logFormat   string
+	logLevel    string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
 	fs.StringVar(&c.natsURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs) instead of the embedded one")
+	fs.StringVar(&c.natsCreds, "nats-creds", "", "with --nats-url: a NATS credentials file (JWT and NKey seed), or an NKey seed file (.nk)")
+	fs.StringVar(&c.natsTLSCA, "nats-tls-ca", "", "with --nats-url: CA certificates to trust for the NATS server (PEM)")
+	fs.StringVar(&c.natsTLSCert, "nats-tls-cert", "", "with --nats-url: client certificate for mutual TLS (PEM)")
+	fs.StringVar(&c.natsTLSKey, "nats-tls-key", "", "with --nats-url: key of --nats-tls-cert (PEM)")
 	fs.BoolVar(&c.fsync, "fsync", true, "embedded NATS: sync every write to disk before acknowledging it (false: sync every 2 minutes)")
 	fs.StringVar(&c.keyPrefix, "key-prefix", "c8k", "prefix of minted keys: lower-case letters and digits")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
@@ -75,12 +85,45 @@ func EnvName(flagName string) string {
 	return "KEYLEDGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// natsOptions are the connection options for --nats-url.
+func (c *common) natsOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case strings.HasSuffix(c.natsCreds, ".nk"):
+		nk, err := nats.NkeyOptionFromSeed(c.natsCreds)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds: %w", err)
+		}
+		opts = append(opts, nk)
+	case c.natsCreds != "":
+		opts = append(opts, nats.UserCredentials(c.natsCreds))
+	}
+	if c.natsTLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.natsTLSCA))
+	}
+	if (c.natsTLSCert == "") != (c.natsTLSKey == "") {
+		return nil, fmt.Errorf("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if c.natsTLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.natsTLSCert, c.natsTLSKey))
+	}
+	return opts, nil
+}
+
 // serveFlags are the flags of `keyledger serve`.
 type serveFlags struct {
 	common
-	httpAddr        string
-	maxKeyLifetime  time.Duration
-	shutdownTimeout time.Duration
+	httpAddr         string
+	maxKeyLifetime   time.Duration
+	shutdownTimeout  time.Duration
+	natsListen       string
+	oidcIssuer       string
+	oidcAudience     string
+	oidcJWKSURL      string
+	oidcRolesClaim   string
+	authFailureLimit int
+	verifyRateLimit  int
+	corsOrigins      string
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -91,5 +134,22 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.DurationVar(&f.maxKeyLifetime, "max-key-lifetime", 365*24*time.Hour, "latest expires_at a new key may have, from now")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
-	return f, parse(fs, args)
+	fs.StringVar(&f.natsListen, "nats-listen", "", "open the embedded NATS server's client port here (host:port), with generated credentials")
+	fs.StringVar(&f.oidcIssuer, "oidc-issuer", "", "sign people in with JWTs from this OpenID Connect issuer")
+	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "with --oidc-issuer: the audience the tokens must name (required)")
+	fs.StringVar(&f.oidcJWKSURL, "oidc-jwks-url", "", "with --oidc-issuer: fetch signing keys here instead of by discovery")
+	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
+	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
+	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
+	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if f.oidcIssuer != "" && f.oidcAudience == "" {
+		return nil, fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	if f.natsListen != "" && f.natsURL != "" {
+		return nil, fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")
+	}
+	return f, nil
 }

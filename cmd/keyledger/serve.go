@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,7 +29,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, f.common, log)
+	b, err := openBackend(ctx, f.common, f.natsListen, log)
 	if err != nil {
 		return err
 	}
@@ -53,7 +54,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 			return nil
 		},
-		Logger: log,
+		Logger:           log,
+		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
+		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
+		CORSOrigins:      splitList(f.corsOrigins),
+	}
+	if f.oidcIssuer != "" {
+		api.OIDC = khttp.NewOIDC(runCtx, khttp.OIDCConfig{
+			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, Logger: log,
+		})
 	}
 	srv := &http.Server{
 		Handler:           api.Handler(),
@@ -88,4 +97,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

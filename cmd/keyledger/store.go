@@ -26,9 +26,13 @@ type backend struct {
 // openBackend connects to --nats-url, or starts the embedded server on
 // --data-dir, holding a lock there so that no second process opens the same
 // store files.
-func openBackend(ctx context.Context, c common, log *slog.Logger) (*backend, error) {
+func openBackend(ctx context.Context, c common, natsListen string, log *slog.Logger) (*backend, error) {
 	if c.natsURL != "" {
-		nc, err := events.Connect(c.natsURL)
+		opts, err := c.natsOptions()
+		if err != nil {
+			return nil, err
+		}
+		nc, err := events.Connect(c.natsURL, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -41,10 +45,14 @@ func openBackend(ctx context.Context, c common, log *slog.Logger) (*backend, err
 	if err != nil {
 		return nil, err
 	}
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Logger: log})
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Listen: natsListen, Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err
+	}
+	if url := emb.ClientURL(); url != "" {
+		log.Info("embedded NATS client port open; credentials required",
+			"url", url, "service_seed", emb.Credentials.Service, "subscriber_seed", emb.Credentials.Subscriber)
 	}
 	return finishBackend(ctx, emb.Conn, log, func() { emb.Close(); unlock() })
 }

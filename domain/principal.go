@@ -1,0 +1,61 @@
+package domain
+
+import "slices"
+
+// RoleManager is the org role that may manage keys.
+const RoleManager = "manager"
+
+// Principal is an authenticated caller: a person signed in through the
+// identity provider, or a management key.
+type Principal struct {
+	Actor Actor
+	// roles maps org ids to a person's role there.
+	roles map[string]string
+	// key is set for a management key.
+	key *Key
+}
+
+// KeyPrincipal is the caller holding key k.
+func KeyPrincipal(k Key) Principal {
+	return Principal{Actor: Actor{Kind: ActorKey, ID: k.ID, Name: k.Name}, key: &k}
+}
+
+// PersonPrincipal is a signed-in person with their roles per org.
+func PersonPrincipal(subject, name string, roles map[string]string) Principal {
+	return Principal{Actor: Actor{Kind: ActorUser, ID: subject, Name: name}, roles: roles}
+}
+
+// SystemPrincipal is keyledger itself acting, e.g. for bootstrap.
+func SystemPrincipal(id, name string) Principal {
+	return Principal{Actor: Actor{Kind: ActorSystem, ID: id, Name: name}}
+}
+
+// MayManage returns nil when p may manage the keys of org: a person whose
+// role there is manager, or a key of that org holding keys:manage, or the
+// system. Returns EFORBIDDEN.
+func (p Principal) MayManage(org string) error {
+	switch {
+	case p.Actor.Kind == ActorSystem:
+		return nil
+	case p.key != nil && p.key.OrgID == org && p.key.HasScope(ScopeManage):
+		return nil
+	case p.key == nil && p.roles[org] == RoleManager:
+		return nil
+	}
+	return Errorf(EFORBIDDEN, "this credential may not manage the keys of org %s", org)
+}
+
+// MayGrant returns nil when p may give a new key these scopes: a key only
+// scopes it holds itself, so that no key can mint a stronger one. People
+// who manage the org, and the system, may grant any. Returns EFORBIDDEN.
+func (p Principal) MayGrant(scopes []string) error {
+	if p.key == nil {
+		return nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(p.key.Scopes, s) {
+			return Errorf(EFORBIDDEN, "this key cannot grant scope %q, which it does not hold", s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// Credentials are the NKey seed files of the embedded server's two users:
+// the service itself, and a read-only subscriber for services and auditors
+// that may read the stream and make consumers on it, but never publish an
+// event nor change, purge or delete the stream.
+type Credentials struct {
+	Service    string
+	Subscriber string
+}
+
+// LoadOrCreateCredentials returns the seed files in dir, creating any that
+// is missing with mode 0600.
+func LoadOrCreateCredentials(dir string) (Credentials, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Credentials{}, err
+	}
+	c := Credentials{
+		Service:    filepath.Join(dir, "nats-service.nk"),
+		Subscriber: filepath.Join(dir, "nats-subscriber.nk"),
+	}
+	for _, path := range []string{c.Service, c.Subscriber} {
+		if err := ensureSeed(path); err != nil {
+			return Credentials{}, err
+		}
+	}
+	return c, nil
+}
+
+func ensureSeed(path string) error {
+	if fi, err := os.Stat(path); err == nil {
+		if fi.Mode().Perm()&0o077 != 0 {
+			return fmt.Errorf("%s is readable by others (mode %v); make it 0600", path, fi.Mode().Perm())
+		}
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(seed, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func publicKey(seedFile string) (string, error) {
+	raw, err := os.ReadFile(seedFile)
+	if err != nil {
+		return "", err
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(raw))))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", seedFile, err)
+	}
+	return kp.PublicKey()
+}
+
+// SubscriberPermissions lets a client read KEYLEDGER — subscribe to its
+// subjects, make, read from and delete consumers, get messages, read stream
+// info — and nothing else. Everything not allowed is denied: no publish to
+// keyledger.events.>, no stream create, update, purge or delete, no message
+// delete.
+func SubscriberPermissions() *server.Permissions {
+	api := "$JS.API."
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			api + "INFO",
+			api + "STREAM.NAMES", api + "STREAM.LIST",
+			api + "STREAM.INFO." + StreamName,
+			api + "STREAM.MSG.GET." + StreamName,
+			api + "DIRECT.GET." + StreamName, api + "DIRECT.GET." + StreamName + ".>",
+			api + "CONSUMER.CREATE." + StreamName, api + "CONSUMER.CREATE." + StreamName + ".>",
+			api + "CONSUMER.DURABLE.CREATE." + StreamName + ".>",
+			api + "CONSUMER.INFO." + StreamName + ".>",
+			api + "CONSUMER.NAMES." + StreamName, api + "CONSUMER.LIST." + StreamName,
+			api + "CONSUMER.MSG.NEXT." + StreamName + ".>",
+			api + "CONSUMER.DELETE." + StreamName + ".>",
+			"$JS.ACK." + StreamName + ".>",
+			"$JS.FC." + StreamName + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{SubjectRoot + ".>", "_INBOX.>"}},
+	}
+}
+
+func (c Credentials) users() ([]*server.NkeyUser, error) {
+	svc, err := publicKey(c.Service)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := publicKey(c.Subscriber)
+	if err != nil {
+		return nil, err
+	}
+	return []*server.NkeyUser{
+		{Nkey: svc}, // the service: everything
+		{Nkey: sub, Permissions: SubscriberPermissions()},
+	}, nil
+}

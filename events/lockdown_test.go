@@ -1,0 +1,144 @@
+package events_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/natstest"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// TestSubscriberCredentialIsReadOnly opens the embedded server's client port
+// and checks, over TCP, what each credential may do.
+func TestSubscriberCredentialIsReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svcJS, _ := jetstream.New(emb.Conn)
+	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &domain.Keys{Store: store}
+	real, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "real", Actor: domain.Actor{Kind: domain.ActorSystem, ID: "test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, path := range []string{emb.Credentials.Service, emb.Credentials.Subscriber} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, err %v; want 0600", path, fi.Mode().Perm(), err)
+		}
+	}
+
+	t.Run("NoCredentialIsRefused", func(t *testing.T) {
+		if nc, err := nats.Connect(emb.ClientURL(), nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Error("connected to the client port without credentials")
+		}
+	})
+
+	nk, err := nats.NkeyOptionFromSeed(emb.Credentials.Subscriber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server answers a denied publish with an asynchronous error only.
+	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
+	nc, err := nats.Connect(emb.ClientURL(), nk, nats.MaxReconnects(0), quiet)
+	if err != nil {
+		t.Fatalf("subscriber cannot connect: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+
+	t.Run("SubscriberReadsTheStream", func(t *testing.T) {
+		stream, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"keyledger.events.>"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("subscriber cannot read the stream: %v", err)
+		}
+		if !strings.HasSuffix(m.Subject(), ".created") {
+			t.Errorf("read %s", m.Subject())
+		}
+	})
+
+	forged, err := domain.GenerateSecret(domain.DefaultPrefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("SubscriberCannotPublishAnEvent", func(t *testing.T) {
+		before, _ := store.LastSeq(ctx)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "forged", Scopes: []string{domain.ScopeManage}}, time.Now(), 0, forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := events.Encode(e)
+		if _, err := js.Publish(short(t), events.Subject(e.OrgID, e.KeyID, e.Type), body); err == nil {
+			t.Error("the subscriber published a forged KeyCreated")
+		}
+		if after, _ := store.LastSeq(ctx); after != before {
+			t.Errorf("the stream moved from %d to %d", before, after)
+		}
+	})
+
+	t.Run("SubscriberCannotDeleteOrPurgeTheStream", func(t *testing.T) {
+		if err := js.DeleteStream(short(t), events.StreamName); err == nil {
+			t.Error("the subscriber deleted the stream")
+		}
+		if _, err := js.UpdateStream(short(t), jetstream.StreamConfig{Name: events.StreamName, Subjects: []string{">"}}); err == nil {
+			t.Error("the subscriber updated the stream")
+		}
+		if stream, err := js.Stream(short(t), events.StreamName); err != nil || stream.Purge(short(t)) == nil {
+			t.Errorf("the subscriber purged the stream (or could not see it: %v)", err)
+		}
+		if _, err := svcJS.Stream(ctx, events.StreamName); err != nil {
+			t.Errorf("the stream is gone: %v", err)
+		}
+	})
+
+	t.Run("ForgedKeyNeverVerifies", func(t *testing.T) {
+		index := projections.NewVerifyIndex()
+		runner := projections.NewRunner(store, natstest.Quiet(), index)
+		rctx, rcancel := context.WithCancel(ctx)
+		defer rcancel()
+		go func() { _ = runner.Run(rctx) }()
+		last, _ := store.LastSeq(ctx)
+		if err := runner.WaitFor(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+		if got := index.Verify(forged, time.Now()).Code; got != domain.VerifyNotFound {
+			t.Errorf("forged key verifies %s, want NOT_FOUND", got)
+		}
+		if got := index.Verify(real.Secret, time.Now()).Code; got != domain.VerifyValid {
+			t.Errorf("real key verifies %s, want VALID", got)
+		}
+	})
+}
+
+// short is a context for a call the server is expected to leave unanswered.
+func short(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,137 @@
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// OIDCConfig says which identity provider's tokens sign people in.
+type OIDCConfig struct {
+	Issuer   string // must equal the tokens' iss
+	Audience string // must be among the tokens' aud
+	// JWKSURL skips discovery and fetches signing keys from here.
+	JWKSURL string
+	// RolesClaim names the claim holding {"<org>": "<role>"}; default
+	// "keyledger_roles".
+	RolesClaim string
+	Now        func() time.Time
+	Client     *http.Client
+	Logger     *slog.Logger
+}
+
+// DefaultRolesClaim is the claim read for org roles unless configured.
+const DefaultRolesClaim = "keyledger_roles"
+
+// signingAlgs are the asymmetric algorithms accepted. "none" and every HMAC
+// algorithm are absent: a token signed with the public key as an HMAC
+// secret is refused.
+var signingAlgs = []string{
+	oidc.RS256, oidc.RS384, oidc.RS512, oidc.PS256, oidc.PS384, oidc.PS512,
+	oidc.ES256, oidc.ES384, oidc.ES512, oidc.EdDSA,
+}
+
+// OIDC verifies people's JWTs. Discovery runs in the background and is
+// retried, so that an identity provider that is down at start costs
+// sign-ins (503) rather than the whole service; JWKS keys are cached and
+// fetched again when a token names a key id not seen yet (key rollover).
+type OIDC struct {
+	cfg OIDCConfig
+
+	mu       sync.RWMutex
+	verifier *oidc.IDTokenVerifier
+	lastErr  error
+}
+
+// NewOIDC starts discovery (or uses JWKSURL directly) until ctx ends.
+func NewOIDC(ctx context.Context, cfg OIDCConfig) *OIDC {
+	if cfg.RolesClaim == "" {
+		cfg.RolesClaim = DefaultRolesClaim
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	o := &OIDC{cfg: cfg, lastErr: fmt.Errorf("discovery of %s has not finished", cfg.Issuer)}
+	if cfg.Client != nil {
+		ctx = oidc.ClientContext(ctx, cfg.Client)
+	}
+	vcfg := &oidc.Config{ClientID: cfg.Audience, SupportedSigningAlgs: signingAlgs, Now: cfg.Now}
+	if cfg.JWKSURL != "" {
+		o.verifier = oidc.NewVerifier(cfg.Issuer, oidc.NewRemoteKeySet(ctx, cfg.JWKSURL), vcfg)
+		return o
+	}
+	go o.discover(ctx, vcfg)
+	return o
+}
+
+func (o *OIDC) discover(ctx context.Context, vcfg *oidc.Config) {
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		p, err := oidc.NewProvider(ctx, o.cfg.Issuer)
+		o.mu.Lock()
+		if err == nil {
+			o.verifier = p.VerifierContext(ctx, vcfg)
+		}
+		o.lastErr = err
+		o.mu.Unlock()
+		if err == nil {
+			return
+		}
+		o.cfg.Logger.Warn("OIDC discovery failed; retrying", "issuer", o.cfg.Issuer, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// looksLikeJWT reports whether a credential has a JWT's three parts.
+func looksLikeJWT(s string) bool { return strings.Count(s, ".") == 2 }
+
+// Verify checks a token's signature, iss, aud, exp and nbf, and returns the
+// person with their org roles. Returns EUNAUTHENTICATED, or EUNAVAILABLE
+// while the provider has not been discovered.
+func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error) {
+	o.mu.RLock()
+	v, lastErr := o.verifier, o.lastErr
+	o.mu.RUnlock()
+	if v == nil {
+		return domain.Principal{}, domain.Wrap(domain.EUNAVAILABLE, lastErr, "the identity provider cannot be reached")
+	}
+	tok, err := v.Verify(ctx, raw)
+	if err != nil {
+		return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, "token is not valid")
+	}
+	var claims map[string]json.RawMessage
+	if err := tok.Claims(&claims); err != nil {
+		return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, "token claims cannot be read")
+	}
+	var email, name string
+	_ = json.Unmarshal(claims["email"], &email)
+	_ = json.Unmarshal(claims["name"], &name)
+	if email != "" {
+		name = email
+	}
+	roles := map[string]string{}
+	if raw, ok := claims[o.cfg.RolesClaim]; ok {
+		if err := json.Unmarshal(raw, &roles); err != nil {
+			return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, fmt.Sprintf("claim %s must map org ids to roles", o.cfg.RolesClaim))
+		}
+	}
+	if tok.Subject == "" {
+		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "token has no sub")
+	}
+	return domain.PersonPrincipal(tok.Subject, name, roles), nil
+}
