@@ -80,17 +80,18 @@ func printable(field, s string) error {
 // ValidateScopes checks each scope against ^[a-z][a-z0-9:._-]{0,63}$, at most
 // 32 of them, and drops repeats. Returns EINVALID.
 func ValidateScopes(scopes []string) ([]string, error) {
-	out := make([]string, 0, len(scopes))
+	out := make([]string, 0, min(len(scopes), MaxScopes))
 	for _, s := range scopes {
 		if !scopeRE.MatchString(s) {
 			return nil, Errorf(EINVALID, "scope %q must match ^[a-z][a-z0-9:._-]{0,63}$", truncate(s, 70))
 		}
-		if !slices.Contains(out, s) {
-			out = append(out, s)
+		if slices.Contains(out, s) {
+			continue
 		}
-	}
-	if len(out) > MaxScopes {
-		return nil, Errorf(EINVALID, "at most %d scopes", MaxScopes)
+		if len(out) == MaxScopes {
+			return nil, Errorf(EINVALID, "at most %d scopes", MaxScopes)
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }
@@ -142,11 +143,13 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 	if err != nil {
 		return Event{}, err
 	}
-	if !cmd.ExpiresAt.IsZero() {
-		if !cmd.ExpiresAt.After(now) {
+	// The envelope keeps microseconds: judge the instant that will be kept.
+	expires := cmd.ExpiresAt.UTC().Truncate(time.Microsecond)
+	if !expires.IsZero() {
+		if !expires.After(now) {
 			return Event{}, Errorf(EINVALID, "expires_at must be in the future")
 		}
-		if maxExpiry > 0 && cmd.ExpiresAt.After(now.Add(maxExpiry)) {
+		if maxExpiry > 0 && expires.After(now.Add(maxExpiry)) {
 			return Event{}, Errorf(EINVALID, "expires_at must be at most %s ahead", maxExpiry)
 		}
 	}
@@ -155,7 +158,7 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 		OrgID: cmd.OrgID, KeyID: NewKeyID(), OccurredAt: now, Actor: cmd.Actor,
 		Data: KeyCreated{
 			Name: name, Scopes: scopes, SecretHash: HashSecret(secret),
-			Masked: MaskSecret(secret), ExpiresAt: cmd.ExpiresAt.UTC().Truncate(time.Microsecond),
+			Masked: MaskSecret(secret), ExpiresAt: expires,
 		},
 	}, nil
 }
@@ -178,7 +181,7 @@ func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, 
 	}
 	var prevEnd time.Time
 	if cmd.GracePeriod > 0 {
-		prevEnd = now.Add(cmd.GracePeriod)
+		prevEnd = now.Add(cmd.GracePeriod).Truncate(time.Microsecond)
 	}
 	return k.event(TypeKeyRotated, now, cmd.Actor, KeyRotated{
 		SecretHash: HashSecret(secret), Masked: MaskSecret(secret), PreviousSecretExpiresAt: prevEnd,
