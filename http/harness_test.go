@@ -51,7 +51,10 @@ func (b *syncBuffer) String() string {
 
 func start(t *testing.T) *harness { return startIn(t, t.TempDir()) }
 
-func startIn(t *testing.T, dir string) *harness {
+func startIn(t *testing.T, dir string) *harness { return startWith(t, dir, nil) }
+
+// startWith lets a test configure the API before it starts serving.
+func startWith(t *testing.T, dir string, configure func(*khttp.Server)) *harness {
 	t.Helper()
 	h := &harness{t: t, env: natstest.StartIn(t, dir), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -62,6 +65,9 @@ func startIn(t *testing.T, dir string) *harness {
 	go func() { defer close(done); _ = h.runner.Run(ctx) }()
 	h.keys = &domain.Keys{Store: h.env.Store, MaxExpiry: 365 * 24 * time.Hour}
 	api := &khttp.Server{Keys: h.keys, Listing: listing, Index: index, History: history, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
+	if configure != nil {
+		configure(api)
+	}
 	h.srv = httptest.NewServer(api.Handler())
 	h.stop = func() {
 		h.srv.Close()
