@@ -257,3 +257,38 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: %q %v", out, err)
 	}
 }
+
+// TestNATSCredentialsArePassedThrough opens the embedded server's port
+// with generated credentials, then points bootstrap at it with each seed.
+func TestNATSCredentialsArePassedThrough(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	natsAddr := freeAddr(t)
+	p := serveProcess(t, dir, addr, []string{"KEYLEDGER_DATA_DIR=" + dir + "/data", "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_NATS_LISTEN=" + natsAddr})
+	log := p.stderr.String()
+	service, subscriber := filepath.Join(dir, "data", "nats-service.nk"), filepath.Join(dir, "data", "nats-subscriber.nk")
+	if !strings.Contains(log, service) || !strings.Contains(log, subscriber) {
+		t.Errorf("the seed paths are not in the start-up log:\n%s", log)
+	}
+	url := "nats://" + natsAddr
+	if _, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--org", "acme", "--name", "x"); err == nil {
+		t.Errorf("bootstrap without credentials succeeded: %s", stderr)
+	}
+	if _, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--nats-creds", subscriber, "--org", "acme", "--name", "x"); err == nil {
+		t.Errorf("bootstrap with the read-only credential succeeded: %s", stderr)
+	}
+	key, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--nats-creds", service, "--org", "acme", "--name", "x")
+	if err != nil {
+		t.Fatalf("bootstrap with the service credential: %v\n%s", err, stderr)
+	}
+	req, _ := http.NewRequest("GET", p.url+"/v1/whoami?min_seq=1", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(key))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("the key bootstrapped over NATS: whoami %d", res.StatusCode)
+	}
+}

@@ -63,11 +63,24 @@ func finishBackend(ctx context.Context, nc *nats.Conn, log *slog.Logger, closeFn
 		closeFn()
 		return nil, err
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	// A denied request goes unanswered; the server says why only in an
+	// asynchronous error, which ends the wait at once.
+	octx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	octx, cancelTimeout := context.WithTimeout(octx, 30*time.Second)
+	defer cancelTimeout()
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			cancel(err)
+		}
+		log.Warn("NATS", "err", err)
+	})
 	store, err := events.Open(octx, js, events.Config{Logger: log})
 	if err != nil {
 		closeFn()
+		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
 		return nil, err
 	}
 	return &backend{store: store, conn: nc, close: closeFn}, nil
