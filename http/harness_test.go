@@ -26,6 +26,7 @@ type harness struct {
 	env    *natstest.Env
 	srv    *httptest.Server
 	keys   *domain.Keys
+	api    *khttp.Server
 	runner *projections.Runner
 	logs   *syncBuffer
 	stop   func()
@@ -56,7 +57,18 @@ func startIn(t *testing.T, dir string) *harness { return startWith(t, dir, nil) 
 // startWith lets a test configure the API before it starts serving.
 func startWith(t *testing.T, dir string, configure func(*khttp.Server)) *harness {
 	t.Helper()
-	h := &harness{t: t, env: natstest.StartIn(t, dir), logs: &syncBuffer{}}
+	env := natstest.StartIn(t, dir)
+	h := instance(t, env, configure)
+	stop := h.stop
+	h.stop = func() { stop(); env.Stop() }
+	return h
+}
+
+// instance runs one more keyledger instance on env's NATS, as a second
+// process on the same cluster would.
+func instance(t *testing.T, env *natstest.Env, configure func(*khttp.Server)) *harness {
+	t.Helper()
+	h := &harness{t: t, env: env, logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	listing, index, history := projections.NewListing(), projections.NewVerifyIndex(), projections.NewHistory()
 	h.runner = projections.NewRunner(h.env.Store, log, listing, index, history)
@@ -64,18 +76,17 @@ func startWith(t *testing.T, dir string, configure func(*khttp.Server)) *harness
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.runner.Run(ctx) }()
 	h.keys = &domain.Keys{Store: h.env.Store, MaxExpiry: 365 * 24 * time.Hour}
-	api := &khttp.Server{Keys: h.keys, Listing: listing, Index: index, History: history, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
+	h.api = &khttp.Server{Keys: h.keys, Listing: listing, Index: index, History: history, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
 	if configure != nil {
-		configure(api)
+		configure(h.api)
 	}
-	h.srv = httptest.NewServer(api.Handler())
+	h.srv = httptest.NewServer(h.api.Handler())
 	h.stop = func() {
 		h.srv.Close()
 		cancel()
 		<-done
-		h.env.Stop()
 	}
-	t.Cleanup(h.stop)
+	t.Cleanup(func() { h.stop() })
 	h.waitReady()
 	return h
 }

@@ -42,7 +42,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", fmt.Sprintf("/v1/orgs/%s/keys/%s", issued.Key.OrgID, issued.Key.ID))
 	s.written(w, r, issued.Key)
-	writeJSON(w, http.StatusCreated, issuedView{Key: viewKey(*issued.Key, s.Now()), Secret: issued.Secret})
+	writeJSON(w, http.StatusCreated, issuedView{Key: s.view(*issued.Key, s.Now()), Secret: issued.Secret})
 }
 
 type rotateRequest struct {
@@ -66,7 +66,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.written(w, r, issued.Key)
-	writeJSON(w, http.StatusOK, issuedView{Key: viewKey(*issued.Key, s.Now()), Secret: issued.Secret})
+	writeJSON(w, http.StatusOK, issuedView{Key: s.view(*issued.Key, s.Now()), Secret: issued.Secret})
 }
 
 type revokeRequest struct {
@@ -141,7 +141,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewKey(k, s.Now()))
+	writeJSON(w, http.StatusOK, s.view(k, s.Now()))
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
@@ -168,10 +168,19 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.Now()
-	page, next := s.Listing.List(chi.URLParam(r, "org"), projections.ListQuery{Status: status, Cursor: cursor, Limit: int(limit), Now: now})
+	lq := projections.ListQuery{Status: status, Cursor: cursor, Limit: int(limit), Now: now}
+	if within := q.Get("expiring_within"); within != "" {
+		d, err := parseSpan(within)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		lq.ExpiringBy = now.Add(d)
+	}
+	page, next := s.Listing.List(chi.URLParam(r, "org"), lq)
 	views := make([]KeyView, len(page))
 	for i, k := range page {
-		views[i] = viewKey(k, now)
+		views[i] = s.view(k, now)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": views, "next_cursor": next})
 }
@@ -217,4 +226,22 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": views, "next_after_seq": next})
+}
+
+// parseSpan reads a span such as "7d", "36h" or "90m" (Go durations, plus
+// whole days), up to ten years.
+func parseSpan(v string) (time.Duration, error) {
+	bad := domain.Errorf(domain.EINVALID, "expiring_within must be a span like 7d, 36h or 90m")
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 3650 {
+			return 0, bad
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > 3650*24*time.Hour {
+		return 0, bad
+	}
+	return d, nil
 }

@@ -88,6 +88,7 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 		if !res.Valid() {
 			return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "key is not valid (%s)", res.Code)
 		}
+		s.Usage.Touch(res.Key.OrgID, res.Key.ID, s.Now())
 		return domain.KeyPrincipal(res.Key), nil
 	case s.OIDC != nil && looksLikeJWT(cred):
 		return s.OIDC.Verify(r.Context(), cred)

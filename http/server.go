@@ -31,6 +31,7 @@ type Server struct {
 	Listing *projections.Listing
 	Index   *projections.VerifyIndex
 	History *projections.History
+	Usage   *projections.Usage
 	Runner  *projections.Runner
 	// Healthy reports whether the event store is reachable; nil: always.
 	Healthy func() error
@@ -62,6 +63,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Now == nil {
 		s.Now = time.Now
+	}
+	if s.Usage == nil {
+		s.Usage = projections.NewUsage()
 	}
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = 5 * time.Second

@@ -29,6 +29,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 	if len(req.Key) <= maxKeyLen {
 		res := s.Index.Verify(req.Key, s.Now())
 		view = VerifyView{Valid: res.Valid(), Code: res.Code, Deprecated: res.Deprecated, ExpiresAt: events.OptionalTime(res.ExpiresAt)}
+		if res.Valid() {
+			s.Usage.Touch(res.Key.OrgID, res.Key.ID, s.Now())
+		}
 		if res.Key.ID != "" {
 			view.OrgID, view.KeyID, view.Name, view.Scopes = &res.Key.OrgID, &res.Key.ID, &res.Key.Name, res.Key.Scopes
 		}
@@ -57,6 +60,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code))
 		return
 	}
+	s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, viewKey(res.Key, now))
+	writeJSON(w, http.StatusOK, s.view(res.Key, now))
 }

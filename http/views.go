@@ -24,6 +24,13 @@ type KeyView struct {
 	Version    uint64       `json:"version"`
 }
 
+// view shows k as it stands at now, with its last use seen anywhere.
+func (s *Server) view(k domain.Key, now time.Time) KeyView {
+	v := viewKey(k, now)
+	v.LastUsedAt = events.OptionalTime(s.Usage.LastUsed(k.OrgID, k.ID))
+	return v
+}
+
 func viewKey(k domain.Key, now time.Time) KeyView {
 	scopes := k.Scopes
 	if scopes == nil {

@@ -78,6 +78,8 @@ type ListQuery struct {
 	Cursor string // the last id of the previous page
 	Limit  int
 	Now    time.Time
+	// ExpiringBy, when set, keeps only active keys that expire by then.
+	ExpiringBy time.Time
 }
 
 // List returns a page of keys, newest first, and the cursor of the next page
@@ -92,7 +94,7 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 	}
 	for i := end - 1; i >= 0; i-- {
 		k := l.keys[org+"/"+ids[i]]
-		if !matches(k.Status(q.Now), q.Status) {
+		if !matches(k.Status(q.Now), q.Status) || !expiringBy(k, q) {
 			continue
 		}
 		if len(page) == q.Limit {
@@ -101,6 +103,13 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 		page = append(page, *k)
 	}
 	return page, ""
+}
+
+func expiringBy(k *domain.Key, q ListQuery) bool {
+	if q.ExpiringBy.IsZero() {
+		return true
+	}
+	return k.Status(q.Now) == domain.StatusActive && !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(q.ExpiringBy)
 }
 
 func matches(s domain.Status, want string) bool {

@@ -124,6 +124,7 @@ type serveFlags struct {
 	authFailureLimit int
 	verifyRateLimit  int
 	corsOrigins      string
+	usageFlush       time.Duration
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -142,8 +143,12 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
+	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	if err := parse(fs, args); err != nil {
 		return nil, err
+	}
+	if f.usageFlush < time.Minute {
+		return nil, fmt.Errorf("--usage-flush-interval must be at least 1m")
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return nil, fmt.Errorf("--oidc-issuer needs --oidc-audience")

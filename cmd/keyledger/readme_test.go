@@ -79,13 +79,17 @@ func TestReadmeWalkthrough(t *testing.T) {
 	t.Logf("walk-through output:\n%s", out)
 	want := []string{
 		`"masked":"c8k_****`, `"status":"active"`, // listing
-		`"valid":true,"code":"VALID"`,               // verify
-		`"name":"billing worker","status":"active"`, // whoami
-		`"valid":false,"code":"EXPIRED"`,            // old value after rotation
-		`"valid":true,"code":"VALID"`,               // new value
-		"204",                                       // revoke
-		`"valid":false,"code":"REVOKED"`,            // after revocation
+		`"valid":true,"code":"VALID"`,                                  // verify
+		`"name":"billing worker","status":"active"`,                    // whoami
+		`"valid":false,"code":"EXPIRED"`,                               // old value after rotation
+		`"valid":true,"code":"VALID"`,                                  // new value
+		`"valid":true,"code":"VALID","deprecated":true,"expires_at":"`, // in its grace period
+		`"last_used_at":"`,
+		"204",                            // revoke
+		`"valid":false,"code":"REVOKED"`, // after revocation, both values
+		`"valid":false,"code":"REVOKED"`,
 		`"type":"KeyCreated","by":"first admin"`,
+		`"type":"KeyRotated","by":"first admin"`,
 		`"type":"KeyRotated","by":"first admin"`,
 		`"type":"KeyRevoked","by":"first admin"`,
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -45,9 +46,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	defer func() { stopRunner(); <-runDone }()
 
+	usage := projections.NewUsage()
+	usageStore, err := events.OpenUsage(ctx, b.js, 1)
+	if err != nil {
+		return err
+	}
+	usageDone := make(chan struct{})
+	go func() {
+		defer close(usageDone)
+		usage.Run(runCtx, usageStore, f.usageFlush, log)
+	}()
+	defer func() { stopRunner(); <-usageDone }()
+
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
-		Listing: listing, Index: index, History: history, Runner: runner,
+		Listing: listing, Index: index, History: history, Usage: usage, Runner: runner,
 		Healthy: func() error {
 			if s := b.conn.Status(); s != nats.CONNECTED {
 				return fmt.Errorf("NATS connection is %s", s)

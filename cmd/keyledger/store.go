@@ -18,6 +18,7 @@ import (
 
 // backend is an open event store and how to let go of it.
 type backend struct {
+	js    jetstream.JetStream
 	store *events.Store
 	conn  *nats.Conn
 	close func()
@@ -83,7 +84,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, log *slog.Logger, closeFn
 		}
 		return nil, err
 	}
-	return &backend{store: store, conn: nc, close: closeFn}, nil
+	return &backend{js: js, store: store, conn: nc, close: closeFn}, nil
 }
 
 // lockDir takes an exclusive advisory lock on dir/keyledger.lock.
