@@ -55,6 +55,12 @@ func TestGracePeriodBoundary(t *testing.T) {
 	}
 	h.must(http.StatusOK, "GET", "/v1/whoami", k.Secret, nil)
 
+	for _, at := range []time.Time{end.Add(-time.Nanosecond), end, end.Add(time.Nanosecond)} {
+		clock.Set(at)
+		if v := h.list("acme", admin, "?status=all"); v[0].ID != k.Key.ID || v[0].Status != "active" {
+			t.Errorf("at %s: listing %+v, want the key active: a grace period is not an expiry", at.Sub(end), v[0])
+		}
+	}
 	for _, at := range []time.Time{end, end.Add(time.Nanosecond)} {
 		clock.Set(at)
 		if got := h.verify(k.Secret); got.Valid || got.Code != "EXPIRED" {
