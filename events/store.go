@@ -66,12 +66,6 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	if cfg.Conflicts == 0 {
-		cfg.Conflicts = 8
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "keyledger: every change to every API key; the only source of truth",
@@ -87,7 +81,28 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
 	}
-	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, log: cfg.Logger}, nil
+	return newStore(js, stream, cfg), nil
+}
+
+// Attach opens the existing stream without creating or changing it: what a
+// read-only credential (the subscriber user) can do. Appends through such
+// a store are refused by the server.
+func Attach(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	stream, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
+	}
+	return newStore(js, stream, cfg), nil
+}
+
+func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Store {
+	if cfg.Conflicts == 0 {
+		cfg.Conflicts = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, log: cfg.Logger}
 }
 
 // Create appends the first event of a new key. Returns ECONFLICT if the key

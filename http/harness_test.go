@@ -108,7 +108,7 @@ func (h *harness) bootstrap(org string, scopes ...string) string {
 	h.t.Helper()
 	if len(scopes) == 0 {
 		// A key grants only scopes it holds: the admin holds those the tests give.
-		scopes = []string{domain.ScopeManage, "read", "write", "invoices:read"}
+		scopes = []string{domain.ScopeManage, "read", "write", "invoices:read", "events:read"}
 	}
 	issued, err := h.keys.Create(context.Background(), domain.CreateKey{
 		OrgID: org, Name: "admin of " + org, Scopes: scopes,

@@ -48,6 +48,11 @@ type Server struct {
 	VerifyLimit      Limit
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
+	// Heartbeat is how often an idle event stream gets a comment (15s);
+	// SlowClientTimeout cuts a stream whose client does not take a write
+	// within it (10s).
+	Heartbeat         time.Duration
+	SlowClientTimeout time.Duration
 
 	log           *slog.Logger
 	idem          *idempotency
@@ -63,6 +68,12 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Now == nil {
 		s.Now = time.Now
+	}
+	if s.Heartbeat == 0 {
+		s.Heartbeat = 15 * time.Second
+	}
+	if s.SlowClientTimeout == 0 {
+		s.SlowClientTimeout = 10 * time.Second
 	}
 	if s.Usage == nil {
 		s.Usage = projections.NewUsage()
@@ -87,10 +98,12 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
 	r.Get("/v1/whoami", s.whoami)
+	r.Get("/v1/events/stream", s.keyEventStream)
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.manager)
 		r.Route("/keys", s.keyRoutes)
 		r.Get("/events", s.orgEvents)
+		r.Get("/events/stream", s.orgEventStream)
 	})
 	return r
 }

@@ -121,6 +121,16 @@ func (r *Runner) Applied() uint64 {
 // it was at start.
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
+// Behind returns how many sequences the stream holds beyond the last one
+// applied: how stale the projections may be.
+func (r *Runner) Behind(ctx context.Context) (uint64, error) {
+	last, err := r.src.LastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return last - min(last, r.Applied()), nil
+}
+
 // WaitFor returns once seq has been applied, or with ctx's error.
 func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
 	for {

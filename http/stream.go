@@ -1,0 +1,138 @@
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+)
+
+// ScopeEventsRead lets a key follow its org's events over SSE.
+const ScopeEventsRead = "events:read"
+
+// orgEventStream is GET /v1/orgs/{org}/events/stream, for managers.
+func (s *Server) orgEventStream(w http.ResponseWriter, r *http.Request) {
+	s.streamEvents(w, r, chi.URLParam(r, "org"))
+}
+
+// keyEventStream is GET /v1/events/stream, for a key holding events:read:
+// the events of that key's own org, never another's.
+func (s *Server) keyEventStream(w http.ResponseWriter, r *http.Request) {
+	addr := clientAddr(r)
+	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+		s.rateLimited(w, r, retry, "failed authentications")
+		return
+	}
+	cred, _ := bearer(r)
+	res := s.Index.Verify(cred, s.Now())
+	if !res.Valid() {
+		s.authLimiter.take(addr)
+		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <key with %s> (got %s)", ScopeEventsRead, res.Code))
+		return
+	}
+	if !res.Key.HasScope(ScopeEventsRead) {
+		s.fail(w, r, domain.Errorf(domain.EFORBIDDEN, "this key lacks the scope %s", ScopeEventsRead))
+		return
+	}
+	s.Usage.Touch(res.Key.OrgID, res.Key.ID, s.Now())
+	s.streamEvents(w, r, res.Key.OrgID)
+}
+
+// streamParams reads where a stream starts (Last-Event-ID, else
+// ?after_seq=, else now) and which types it carries (?types=, else all).
+func (s *Server) streamParams(r *http.Request) (after uint64, types []string, err error) {
+	after = s.Runner.Applied()
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		if after, err = strconv.ParseUint(id, 10, 64); err != nil {
+			return 0, nil, domain.Errorf(domain.EINVALID, "Last-Event-ID must be a stream sequence")
+		}
+	} else if r.URL.Query().Has("after_seq") {
+		if after, err = queryUint(r, "after_seq", 0, 0, 1<<63); err != nil {
+			return 0, nil, err
+		}
+	}
+	if t := r.URL.Query().Get("types"); t != "" {
+		types = strings.Split(t, ",")
+		for _, name := range types {
+			switch domain.EventType(name) {
+			case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
+			default:
+				return 0, nil, domain.Errorf(domain.EINVALID, "types must list KeyCreated, KeyRotated or KeyRevoked")
+			}
+		}
+	}
+	return after, types, nil
+}
+
+// streamEvents sends org's events as Server-Sent Events, each with its
+// stream sequence as id, in order. It reads them from the history at the
+// client's pace, so nothing is buffered for a slow client: a write that
+// takes longer than SlowClientTimeout ends the stream, and the client
+// resumes with Last-Event-ID.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string) {
+	after, types, err := s.streamParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(chunk string) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.SlowClientTimeout))
+		if _, err := fmt.Fprint(w, chunk); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	if write(": keyledger events of "+org+"\n\n") != nil {
+		return
+	}
+	for {
+		applied := s.Runner.Applied() // before reading: nothing slips between
+		evs, next := s.History.Org(org, after, 100)
+		var batch strings.Builder
+		for _, e := range evs {
+			if types != nil && !slices.Contains(types, string(e.Type)) {
+				continue
+			}
+			env, err := events.ToEnvelope(e)
+			if err != nil {
+				continue
+			}
+			data, _ := json.Marshal(env)
+			fmt.Fprintf(&batch, "id: %d\nevent: %s\ndata: %s\n\n", e.Seq, e.Type, data)
+		}
+		after = next
+		if batch.Len() > 0 && write(batch.String()) != nil {
+			return
+		}
+		if len(evs) == 100 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.Heartbeat)
+		err := s.Runner.WaitFor(ctx, applied+1)
+		cancel()
+		switch {
+		case r.Context().Err() != nil:
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			if write(": heartbeat\n\n") != nil {
+				return
+			}
+		}
+	}
+}

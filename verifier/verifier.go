@@ -1,0 +1,132 @@
+// Package verifier lets a service check keyledger keys in-process, with no
+// network call per request: it replays the KEYLEDGER stream into its own
+// copy of the verify index — the same projection code the service runs —
+// and follows the stream, so a revocation reaches it as soon as the stream
+// has it. It needs only a read-only NATS credential.
+package verifier
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// Result is a verification: Code (VALID, MALFORMED, NOT_FOUND, REVOKED,
+// EXPIRED), Deprecated, ExpiresAt, and the key unless it is unknown.
+type Result = projections.Result
+
+// Event is a change to a key, as appended to the stream.
+type Event = domain.Event
+
+// Options are optional. Callbacks run on the verifier's one feed goroutine,
+// in stream order, once per event, after the index has applied the event;
+// a slow callback delays the index, so hand long work off.
+type Options struct {
+	OnCreated func(Event)
+	OnRotated func(Event)
+	OnRevoked func(Event)
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Verifier is a local, always-current verify index.
+type Verifier struct {
+	index  *projections.VerifyIndex
+	runner *projections.Runner
+	now    func() time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New attaches to the KEYLEDGER stream through js and starts following it
+// from its first event. Call Close to stop.
+func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	store, err := events.Attach(ctx, js, events.Config{Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	v := &Verifier{index: projections.NewVerifyIndex(), now: opts.Now, done: make(chan struct{})}
+	v.runner = projections.NewRunner(store, opts.Logger, v.index, &callbacks{opts: opts})
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	v.cancel = cancel
+	go func() {
+		defer close(v.done)
+		_ = v.runner.Run(runCtx)
+	}()
+	return v, nil
+}
+
+// Verify tells what key is worth now, from memory.
+func (v *Verifier) Verify(key string) Result { return v.index.Verify(key, v.now()) }
+
+// Ready reports whether the verifier has applied every event that was in
+// the stream when it started.
+func (v *Verifier) Ready() bool { return v.runner.Ready() }
+
+// WaitReady returns once Ready, or with ctx's error.
+func (v *Verifier) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !v.Ready() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// Applied returns the stream sequence of the last event applied; a write
+// acknowledged with X-Keyledger-Seq: N is reflected once Applied() >= N.
+func (v *Verifier) Applied() uint64 { return v.runner.Applied() }
+
+// WaitFor returns once the event at seq has been applied.
+func (v *Verifier) WaitFor(ctx context.Context, seq uint64) error { return v.runner.WaitFor(ctx, seq) }
+
+// Behind asks the stream how many events the verifier has yet to apply.
+func (v *Verifier) Behind(ctx context.Context) (uint64, error) { return v.runner.Behind(ctx) }
+
+// Close stops following the stream.
+func (v *Verifier) Close() {
+	v.cancel()
+	<-v.done
+}
+
+// callbacks is the projection that tells the service of each event.
+type callbacks struct {
+	opts Options
+	last uint64
+}
+
+func (c *callbacks) Apply(e domain.Event) error {
+	c.last = e.Seq
+	var fn func(Event)
+	switch e.Type {
+	case domain.TypeKeyCreated:
+		fn = c.opts.OnCreated
+	case domain.TypeKeyRotated:
+		fn = c.opts.OnRotated
+	case domain.TypeKeyRevoked:
+		fn = c.opts.OnRevoked
+	}
+	if fn != nil && e.Data != nil {
+		fn(e)
+	}
+	return nil
+}
+
+func (c *callbacks) LastSeq() uint64 { return c.last }
