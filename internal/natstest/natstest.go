@@ -33,7 +33,19 @@ func Start(t testing.TB) *Env {
 // earlier through Env.Stop.
 func StartIn(t testing.TB, dir string) *Env {
 	t.Helper()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: false, Logger: Quiet()})
+	return start(t, dir, "")
+}
+
+// StartListening also opens a client port on loopback, with the generated
+// credentials (Env.Embedded.Credentials), for tests of separate clients.
+func StartListening(t testing.TB) *Env {
+	t.Helper()
+	return start(t, t.TempDir(), "127.0.0.1:0")
+}
+
+func start(t testing.TB, dir, listen string) *Env {
+	t.Helper()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: false, Listen: listen, Logger: Quiet()})
 	if err != nil {
 		t.Fatalf("start embedded nats-server: %v", err)
 	}
