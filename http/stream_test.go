@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyledger/keyledger/domain"
 	khttp "github.com/keyledger/keyledger/http"
 )
 
@@ -172,4 +175,51 @@ func TestEventStream(t *testing.T) {
 		}
 		s.quiet(t)
 	})
+}
+
+// TestSlowStreamClientIsCutOff never reads its stream: the server must not
+// buffer for it without bound, but end the stream once a write stalls.
+func TestSlowStreamClientIsCutOff(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.SlowClientTimeout = 200 * time.Millisecond })
+	admin := h.bootstrap("acme")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096) // a client that takes little, and then nothing
+	}
+	fmt.Fprintf(conn, "GET /v1/orgs/acme/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", admin)
+	// More events than loopback's socket buffers hold (a few MB).
+	const n, writers = 4000, 8
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range n / writers {
+				if _, err := h.keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: fmt.Sprint("bulk ", w, " ", i), Actor: domain.Actor{Kind: domain.ActorSystem}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The handler returns — its access line is written — once a write to
+	// the stalled client has waited past SlowClientTimeout.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(h.logs.String(), `"path":"/v1/orgs/acme/events/stream","route":"/v1/orgs/{org}/events/stream","status":200`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server still serves a client that stopped reading")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	body, _ := io.ReadAll(conn)
+	if got := strings.Count(string(body), "\nevent: "); got >= n {
+		t.Errorf("the stalled client got all %d events: the server buffered for it", got)
+	} else {
+		t.Logf("the stalled client got %d of %d events before it was cut off", got, n)
+	}
 }
