@@ -192,7 +192,7 @@ func TestSlowStreamClientIsCutOff(t *testing.T) {
 	}
 	fmt.Fprintf(conn, "GET /v1/orgs/acme/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", admin)
 	// More events than loopback's socket buffers hold (a few MB).
-	const n, writers = 4000, 8
+	const n, writers = 16000, 8
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for w := range writers {
