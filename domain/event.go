@@ -30,8 +30,7 @@ type Actor struct {
 }
 
 // Event is one change to one key. Data is KeyCreated, KeyRotated or
-// KeyRevoked, or nil for a type this code does not know. Seq is the stream
-// sequence, zero until the event has been appended.
+// KeyRevoked, or nil for a type this code does not know.
 type Event struct {
 	ID            string
 	Type          EventType
@@ -41,7 +40,13 @@ type Event struct {
 	OccurredAt    time.Time
 	Actor         Actor
 	Data          any
-	Seq           uint64
+	// PrevHash is the SHA-256 (hex) of the key's previous event as stored;
+	// empty for a key's first event. It makes each key's history a chain.
+	PrevHash string
+	// Seq is the stream sequence and Hash the SHA-256 (hex) of the event as
+	// stored, both set when an event is read back.
+	Seq  uint64
+	Hash string
 }
 
 // KeyCreated is the data of a TypeKeyCreated event.

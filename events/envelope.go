@@ -23,7 +23,10 @@ type Envelope struct {
 	OccurredAt    string          `json:"occurred_at"`
 	Actor         Actor           `json:"actor"`
 	Data          json.RawMessage `json:"data"`
-	Seq           uint64          `json:"seq,omitempty"`
+	// PrevHash is the SHA-256 (hex) of the key's previous event as stored,
+	// "" for its first: each key's history is a hash chain.
+	PrevHash string `json:"prev_hash"`
+	Seq      uint64 `json:"seq,omitempty"`
 }
 
 // Actor is the JSON form of domain.Actor.
@@ -94,7 +97,7 @@ func ToEnvelope(e domain.Event) (Envelope, error) {
 	return Envelope{
 		EventID: e.ID, Type: string(e.Type), SchemaVersion: e.SchemaVersion,
 		OrgID: e.OrgID, KeyID: e.KeyID, OccurredAt: FormatTime(e.OccurredAt),
-		Actor: Actor(e.Actor), Data: raw, Seq: e.Seq,
+		Actor: Actor(e.Actor), Data: raw, PrevHash: e.PrevHash, Seq: e.Seq,
 	}, nil
 }
 
@@ -121,7 +124,8 @@ func Decode(body []byte, seq uint64) (domain.Event, error) {
 	}
 	e := domain.Event{
 		ID: env.EventID, Type: domain.EventType(env.Type), SchemaVersion: env.SchemaVersion,
-		OrgID: env.OrgID, KeyID: env.KeyID, OccurredAt: at.UTC(), Actor: domain.Actor(env.Actor), Seq: seq,
+		OrgID: env.OrgID, KeyID: env.KeyID, OccurredAt: at.UTC(), Actor: domain.Actor(env.Actor),
+		PrevHash: env.PrevHash, Seq: seq,
 	}
 	e.Data, err = decodeData(e.Type, env.Data)
 	if err != nil {

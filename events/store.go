@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +21,8 @@ import (
 const (
 	StreamName  = "KEYLEDGER"
 	SubjectRoot = "keyledger.events"
+	// CheckpointSubject carries the signed checkpoints, in the same stream.
+	CheckpointSubject = "keyledger.checkpoints"
 )
 
 // Subject is where an event of type t about org/key is published.
@@ -69,7 +74,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "keyledger: every change to every API key; the only source of truth",
-		Subjects:    []string{SubjectRoot + ".>"},
+		Subjects:    []string{SubjectRoot + ".>", CheckpointSubject},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Replicas:    cfg.Replicas,
@@ -108,12 +113,8 @@ func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Stor
 // Create appends the first event of a new key. Returns ECONFLICT if the key
 // id already has events, EUNAVAILABLE when NATS cannot be reached.
 func (s *Store) Create(ctx context.Context, e domain.Event) (domain.Event, error) {
-	seq, err := s.append(ctx, e, 0)
-	if err != nil {
-		return domain.Event{}, err
-	}
-	e.Seq = seq
-	return e, nil
+	e.PrevHash = ""
+	return s.append(ctx, e, 0)
 }
 
 // Update loads, decides and appends in one call; see domain.Store.
@@ -131,7 +132,7 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 		if err != nil {
 			return nil, err
 		}
-		err = s.appendAll(ctx, k, news)
+		err = s.appendAll(ctx, k, evs[len(evs)-1].Hash, news)
 		if domain.ErrorCode(err) != domain.ECONFLICT || attempt >= s.conflicts {
 			return k, err
 		}
@@ -146,13 +147,16 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 	}
 }
 
-func (s *Store) appendAll(ctx context.Context, k *domain.Key, news []domain.Event) error {
+// appendAll appends news after the key's last event, whose stored hash is
+// prevHash, chaining each to the one before.
+func (s *Store) appendAll(ctx context.Context, k *domain.Key, prevHash string, news []domain.Event) error {
 	for _, e := range news {
-		seq, err := s.append(ctx, e, k.Version)
+		e.PrevHash = prevHash
+		e, err := s.append(ctx, e, k.Version)
 		if err != nil {
 			return err
 		}
-		e.Seq = seq
+		prevHash = e.Hash
 		if err := k.Apply(e); err != nil {
 			return domain.Wrap(domain.EINTERNAL, err, "cannot apply the new event")
 		}
@@ -161,14 +165,15 @@ func (s *Store) appendAll(ctx context.Context, k *domain.Key, news []domain.Even
 }
 
 // append publishes e expecting that the last event of its key has the
-// stream sequence expected (zero: that the key has no event yet).
-func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (uint64, error) {
+// stream sequence expected (zero: that the key has no event yet), and
+// returns it with its sequence and stored hash.
+func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (domain.Event, error) {
 	if domain.ValidateOrgID(e.OrgID) != nil || domain.ValidateKeyID(e.KeyID) != nil {
-		return 0, domain.Errorf(domain.EINVALID, "event %s names no valid org and key", e.ID)
+		return e, domain.Errorf(domain.EINVALID, "event %s names no valid org and key", e.ID)
 	}
 	body, err := Encode(e)
 	if err != nil {
-		return 0, domain.Wrap(domain.EINTERNAL, err, "cannot encode the event")
+		return e, domain.Wrap(domain.EINTERNAL, err, "cannot encode the event")
 	}
 	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: Subject(e.OrgID, e.KeyID, e.Type), Data: body},
 		jetstream.WithMsgID(e.ID),
@@ -176,12 +181,13 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (ui
 		jetstream.WithExpectLastSequenceForSubject(expected, KeySubjects(e.OrgID, e.KeyID)),
 	)
 	if err != nil {
-		return 0, publishError(err)
+		return e, publishError(err)
 	}
 	if ack.Duplicate {
 		s.log.Info("append deduplicated", "event_id", e.ID, "seq", ack.Sequence)
 	}
-	return ack.Sequence, nil
+	e.Seq, e.Hash = ack.Sequence, BodyHash(body)
+	return e, nil
 }
 
 // IsConflict reports whether err is JetStream's answer to a stale expected
@@ -213,15 +219,57 @@ func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error
 	if err := domain.ValidateKeyID(id); err != nil {
 		return nil, err
 	}
-	c, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     KeySubjects(org, id),
+	var evs []domain.Event
+	err := s.Scan(ctx, KeySubjects(org, id), 1, func(m Msg) error {
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		evs = append(evs, e)
+		return nil
+	})
+	return evs, err
+}
+
+// Msg is a stored message as read back: an event or a checkpoint.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+}
+
+// IsEvent reports whether m is an event (not a checkpoint).
+func (m Msg) IsEvent() bool { return strings.HasPrefix(m.Subject, SubjectRoot+".") }
+
+// BodyHash is the SHA-256 (hex) of a stored message body: what prev_hash
+// and checkpoints refer to.
+func BodyHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// scanBatch bounds the memory of a scan, whatever the stream's size.
+const scanBatch = 256
+
+// Scan calls fn with every message matching filter from sequence from on,
+// as the stream stands when the scan starts, in order and in batches, so
+// that memory stays flat however long the stream. Returns EUNAVAILABLE, or
+// fn's error.
+func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Msg) error) error {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
-		InactiveThreshold: 10 * time.Second,
-	})
+		InactiveThreshold: 30 * time.Second,
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := s.stream.CreateConsumer(ctx, cfg)
 	if err != nil {
-		return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+		return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
 	}
 	defer func() {
 		// A fresh context: the consumer should go even if ctx has ended.
@@ -229,37 +277,31 @@ func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error
 		defer cancel()
 		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
 	}()
-	pending := int(c.CachedInfo().NumPending)
-	evs := make([]domain.Event, 0, pending)
-	for len(evs) < pending {
-		batch, err := c.Fetch(pending-len(evs), jetstream.FetchMaxWait(5*time.Second))
+	for pending := c.CachedInfo().NumPending; pending > 0; {
+		batch, err := c.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+			return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
 		}
-		n := len(evs)
+		got := 0
 		for m := range batch.Messages() {
-			e, err := decodeMsg(m)
+			md, err := m.Metadata()
 			if err != nil {
-				return nil, domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+				return domain.Wrap(domain.EINTERNAL, err, "a stored message has no metadata")
 			}
-			evs = append(evs, e)
+			got++
+			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
+				return err
+			}
 		}
 		if err := batch.Error(); err != nil {
-			return nil, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+			return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
 		}
-		if len(evs) == n {
-			return nil, domain.Errorf(domain.EUNAVAILABLE, "the event store did not deliver the key's events")
+		if got == 0 {
+			return domain.Errorf(domain.EUNAVAILABLE, "the event store did not deliver the stream")
 		}
+		pending -= uint64(got)
 	}
-	return evs, nil
-}
-
-func decodeMsg(m jetstream.Msg) (domain.Event, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return domain.Event{}, err
-	}
-	return Decode(m.Data(), md.Sequence.Stream)
+	return nil
 }
 
 // LastSeq returns the sequence of the last message in the stream.
@@ -272,15 +314,28 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 }
 
 // Follow calls fn with every event from sequence from on, in stream order,
-// until ctx ends or fn fails. It runs one ordered consumer, which survives
-// reconnects and resumes after the last message it delivered. An event that
-// cannot be decoded is logged and passed on with nil Data, so that the
-// sequence still advances.
+// until ctx ends or fn fails. Messages that are not events (checkpoints)
+// and events that cannot be decoded (logged) come with nil Data, so that
+// the sequence still advances.
 func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{SubjectRoot + ".>"},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	}
+	return s.FollowRaw(ctx, from, func(m Msg) error {
+		if !m.IsEvent() {
+			return fn(domain.Event{Seq: m.Seq})
+		}
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			s.log.Error("skipping an event that cannot be decoded", "seq", m.Seq, "err", err)
+		}
+		e.Hash = BodyHash(m.Data)
+		return fn(e)
+	})
+}
+
+// FollowRaw calls fn with every message from sequence from on, in stream
+// order, until ctx ends or fn fails. It runs one ordered consumer, which
+// survives reconnects and resumes after the last message it delivered.
+func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
@@ -309,11 +364,12 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) e
 			s.log.Warn("following the stream", "err", err)
 			continue
 		}
-		e, err := decodeMsg(m)
+		md, err := m.Metadata()
 		if err != nil {
-			s.log.Error("skipping an event that cannot be decoded", "seq", e.Seq, "err", err)
+			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)
+			continue
 		}
-		if err := fn(e); err != nil {
+		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
 			return err
 		}
 	}
