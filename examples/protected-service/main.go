@@ -59,8 +59,10 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 		return err
 	}
 	v, err := verifier.New(ctx, js, verifier.Options{
-		Logger:    log,
-		OnRevoked: func(e verifier.Event) { log.Info("key revoked: refused from now on", "key_id", e.KeyID, "org", e.OrgID) },
+		Logger: log,
+		OnRevoked: func(e verifier.Event) {
+			log.Info("key revoked: refused from now on", "key_id", e.KeyID, "org", e.OrgID)
+		},
 		OnRotated: func(e verifier.Event) { log.Info("key rotated", "key_id", e.KeyID, "org", e.OrgID) },
 	})
 	if err != nil {
