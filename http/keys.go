@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
 )
 
@@ -150,6 +151,10 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	if q.Has("as_of") {
+		s.keysAsOf(w, r)
+		return
+	}
 	status := q.Get("status")
 	switch status {
 	case "", "all", string(domain.StatusActive), string(domain.StatusRevoked), string(domain.StatusExpired):
@@ -219,13 +224,52 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, next := s.History.Org(chi.URLParam(r, "org"), after, int(limit))
+	f, err := eventFilter(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, next, _ := s.History.Org(chi.URLParam(r, "org"), after, int(limit), f)
 	views, err := viewEvents(evs)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": views, "next_after_seq": next})
+}
+
+// eventFilter reads ?type=, ?key_id=, ?actor=, ?since= and ?until=.
+func eventFilter(r *http.Request) (projections.EventFilter, error) {
+	q := r.URL.Query()
+	var f projections.EventFilter
+	var err error
+	if f.Types, err = eventTypes(q.Get("type")); err != nil {
+		return f, err
+	}
+	if f.KeyID = q.Get("key_id"); f.KeyID != "" {
+		if err := domain.ValidateKeyID(f.KeyID); err != nil {
+			return f, err
+		}
+	}
+	f.ActorID = q.Get("actor")
+	if f.Since, err = queryTime(r, "since"); err != nil {
+		return f, err
+	}
+	f.Until, err = queryTime(r, "until")
+	return f, err
+}
+
+// queryTime reads an optional RFC 3339 instant.
+func queryTime(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, domain.Errorf(domain.EINVALID, "%s must be an RFC 3339 instant such as 2026-11-26T10:00:00Z", name)
+	}
+	return t, nil
 }
 
 // parseSpan reads a span such as "7d", "36h" or "90m" (Go durations, plus
@@ -244,4 +288,31 @@ func parseSpan(v string) (time.Duration, error) {
 		return 0, bad
 	}
 	return d, nil
+}
+
+// KeyAtView is a key as it stood at an instant, for auditors.
+type KeyAtView struct {
+	KeyView
+	Valid         bool         `json:"valid"`
+	LastChangedBy events.Actor `json:"last_changed_by"`
+	LastChangedAt string       `json:"last_changed_at"`
+}
+
+// keysAsOf answers GET /v1/orgs/{org}/keys?as_of=T: every key that existed
+// at T, as it stood then.
+func (s *Server) keysAsOf(w http.ResponseWriter, r *http.Request) {
+	at, err := queryTime(r, "as_of")
+	if err != nil || at.IsZero() {
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "as_of must be an RFC 3339 instant such as 2026-11-26T10:00:00Z"))
+		return
+	}
+	fold := projections.NewAsOf(chi.URLParam(r, "org"), at)
+	s.History.Each(chi.URLParam(r, "org"), func(e domain.Event) { _ = fold.Apply(e) })
+	keys := fold.Keys()
+	views := make([]KeyAtView, len(keys))
+	for i, k := range keys {
+		v := viewKey(k.Key, at)
+		views[i] = KeyAtView{KeyView: v, Valid: k.Valid(), LastChangedBy: events.Actor(k.LastChangedBy), LastChangedAt: events.FormatTime(k.LastChangedAt)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"as_of": events.FormatTime(at), "keys": views})
 }

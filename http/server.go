@@ -4,6 +4,7 @@ package http
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
 )
 
@@ -40,6 +42,9 @@ type Server struct {
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
 	// its own event to be applied; 5s when zero.
 	WaitTimeout time.Duration
+	// AuditKey is the public half of the checkpoint signing key, served at
+	// /v1/audit/pubkey; nil: none configured.
+	AuditKey ed25519.PublicKey
 	// OIDC signs people in with JWTs; nil: management keys only.
 	OIDC *OIDC
 	// AuthFailureLimit bounds failed authentications per client address;
@@ -99,6 +104,7 @@ func (s *Server) Handler() http.Handler {
 	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
 	r.Get("/v1/whoami", s.whoami)
 	r.Get("/v1/events/stream", s.keyEventStream)
+	r.Get("/v1/audit/pubkey", s.auditPubkey)
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.manager)
 		r.Route("/keys", s.keyRoutes)
@@ -139,6 +145,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+// auditPubkey publishes the key that signs checkpoints (PEM), so that
+// anyone can check them with keyledger audit verify --pubkey.
+func (s *Server) auditPubkey(w http.ResponseWriter, r *http.Request) {
+	if s.AuditKey == nil {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this instance signs no checkpoints"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Header().Set("X-Keyledger-Key-Id", events.KeyID(s.AuditKey))
+	_, _ = w.Write(events.PublicKeyPEM(s.AuditKey))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +14,25 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/projections"
 )
+
+// eventTypes reads a comma-separated list of event types; none: all.
+func eventTypes(list string) ([]domain.EventType, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var types []domain.EventType
+	for _, name := range strings.Split(list, ",") {
+		switch t := domain.EventType(name); t {
+		case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
+			types = append(types, t)
+		default:
+			return nil, domain.Errorf(domain.EINVALID, "types must list KeyCreated, KeyRotated or KeyRevoked")
+		}
+	}
+	return types, nil
+}
 
 // ScopeEventsRead lets a key follow its org's events over SSE.
 const ScopeEventsRead = "events:read"
@@ -50,7 +67,7 @@ func (s *Server) keyEventStream(w http.ResponseWriter, r *http.Request) {
 
 // streamParams reads where a stream starts (Last-Event-ID, else
 // ?after_seq=, else now) and which types it carries (?types=, else all).
-func (s *Server) streamParams(r *http.Request) (after uint64, types []string, err error) {
+func (s *Server) streamParams(r *http.Request) (after uint64, types []domain.EventType, err error) {
 	after = s.Runner.Applied()
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		if after, err = strconv.ParseUint(id, 10, 64); err != nil {
@@ -61,17 +78,8 @@ func (s *Server) streamParams(r *http.Request) (after uint64, types []string, er
 			return 0, nil, err
 		}
 	}
-	if t := r.URL.Query().Get("types"); t != "" {
-		types = strings.Split(t, ",")
-		for _, name := range types {
-			switch domain.EventType(name) {
-			case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
-			default:
-				return 0, nil, domain.Errorf(domain.EINVALID, "types must list KeyCreated, KeyRotated or KeyRevoked")
-			}
-		}
-	}
-	return after, types, nil
+	types, err = eventTypes(r.URL.Query().Get("types"))
+	return after, types, err
 }
 
 // streamEvents sends org's events as Server-Sent Events, each with its
@@ -103,12 +111,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 	}
 	for {
 		applied := s.Runner.Applied() // before reading: nothing slips between
-		evs, next := s.History.Org(org, after, 100)
+		evs, next, more := s.History.Org(org, after, 100, projections.EventFilter{Types: types})
 		var batch strings.Builder
 		for _, e := range evs {
-			if types != nil && !slices.Contains(types, string(e.Type)) {
-				continue
-			}
 			env, err := events.ToEnvelope(e)
 			if err != nil {
 				continue
@@ -120,7 +125,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		if batch.Len() > 0 && write(batch.String()) != nil {
 			return
 		}
-		if len(evs) == 100 {
+		if more {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.Heartbeat)

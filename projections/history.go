@@ -3,6 +3,7 @@ package projections
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
 )
@@ -42,10 +43,36 @@ func (h *History) Key(org, id string) []domain.Event {
 	return copyEvents(h.byKey[org+"/"+id])
 }
 
-// Org returns up to limit events of an org with a sequence above after,
-// oldest first, and the sequence to ask after next (after itself when
-// there is nothing more yet).
-func (h *History) Org(org string, after uint64, limit int) ([]domain.Event, uint64) {
+// Each calls fn with every event of org, oldest first, under the read lock.
+func (h *History) Each(org string, fn func(domain.Event)) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, e := range h.byOrg[org] {
+		fn(*e)
+	}
+}
+
+// EventFilter selects events; its zero value selects all.
+type EventFilter struct {
+	Types   []domain.EventType
+	KeyID   string
+	ActorID string
+	Since   time.Time // occurred at or after
+	Until   time.Time // occurred before
+}
+
+func (f EventFilter) match(e *domain.Event) bool {
+	return (len(f.Types) == 0 || slices.Contains(f.Types, e.Type)) &&
+		(f.KeyID == "" || e.KeyID == f.KeyID) &&
+		(f.ActorID == "" || e.Actor.ID == f.ActorID) &&
+		(f.Since.IsZero() || !e.OccurredAt.Before(f.Since)) &&
+		(f.Until.IsZero() || e.OccurredAt.Before(f.Until))
+}
+
+// Org returns up to limit events of org with a sequence above after that
+// match f, oldest first; the sequence to ask after next (after itself when
+// nothing more was looked at); and whether more events were left unread.
+func (h *History) Org(org string, after uint64, limit int, f EventFilter) (page []domain.Event, next uint64, more bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	all := h.byOrg[org]
@@ -58,11 +85,17 @@ func (h *History) Org(org string, after uint64, limit int) ([]domain.Event, uint
 		}
 		return 0
 	})
-	page := copyEvents(all[i:min(len(all), i+limit)])
-	if len(page) > 0 {
-		after = page[len(page)-1].Seq
+	next = after
+	for ; i < len(all); i++ {
+		if len(page) == limit {
+			return page, next, true
+		}
+		if e := all[i]; f.match(e) {
+			page = append(page, *e)
+		}
+		next = all[i].Seq
 	}
-	return page, after
+	return page, next, false
 }
 
 func copyEvents(ptrs []*domain.Event) []domain.Event {
