@@ -257,6 +257,12 @@ const scanBatch = 256
 // that memory stays flat however long the stream. Returns EUNAVAILABLE, or
 // fn's error.
 func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Msg) error) error {
+	return s.ScanCounted(ctx, filter, from, nil, fn)
+}
+
+// ScanCounted is Scan that first tells onTotal how many messages it will
+// read (for a progress bar).
+func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onTotal func(uint64), fn func(Msg) error) error {
 	cfg := jetstream.ConsumerConfig{
 		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -277,6 +283,9 @@ func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Ms
 		defer cancel()
 		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
 	}()
+	if onTotal != nil {
+		onTotal(c.CachedInfo().NumPending)
+	}
 	for pending := c.CachedInfo().NumPending; pending > 0; {
 		batch, err := c.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {

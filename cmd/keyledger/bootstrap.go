@@ -34,7 +34,7 @@ func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, c, "", log)
+	b, err := openBackend(ctx, c, openOpts{}, log)
 	if err != nil {
 		return err
 	}

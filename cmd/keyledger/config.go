@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -125,6 +126,8 @@ type serveFlags struct {
 	verifyRateLimit  int
 	corsOrigins      string
 	usageFlush       time.Duration
+	auditKey         string
+	checkpointEvery  time.Duration
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -144,8 +147,16 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
+	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
+	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	if err := parse(fs, args); err != nil {
 		return nil, err
+	}
+	if f.auditKey == "" && f.natsURL == "" {
+		f.auditKey = filepath.Join(f.dataDir, "audit-signing-key.pem")
+	}
+	if f.checkpointEvery < time.Second {
+		return nil, fmt.Errorf("--checkpoint-interval must be at least 1s")
 	}
 	if f.usageFlush < time.Minute {
 		return nil, fmt.Errorf("--usage-flush-interval must be at least 1m")

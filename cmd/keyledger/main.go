@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,8 @@ Usage:
   keyledger serve      [flags]   run the service (embedded NATS in ./data by default)
   keyledger bootstrap  --org ORG --name NAME [flags]
                                  mint an org's first management key and print it once
+  keyledger audit      export|as-of|verify|pubkey [flags]
+                                 read, check and export the history
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR.
@@ -30,7 +33,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "keyledger:", err)
+		if !errors.Is(err, errTampered) {
+			fmt.Fprintln(os.Stderr, "keyledger:", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -45,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "bootstrap":
 		return bootstrap(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return audit(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil

@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,33 +35,29 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, f.common, f.natsListen, log)
+	b, err := openBackend(ctx, f.common, openOpts{natsListen: f.natsListen}, log)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	bg := newBackground()
+	defer bg.stop() // before b.close: the background work still needs NATS
 
 	listing, index, history := projections.NewListing(), projections.NewVerifyIndex(), projections.NewHistory()
 	runner := projections.NewRunner(b.store, log, listing, index, history)
-	runCtx, stopRunner := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	go func() {
-		defer close(runDone)
-		_ = runner.Run(runCtx)
-	}()
-	defer func() { stopRunner(); <-runDone }()
+	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 
 	usage := projections.NewUsage()
 	usageStore, err := events.OpenUsage(ctx, b.js, 1)
 	if err != nil {
 		return err
 	}
-	usageDone := make(chan struct{})
-	go func() {
-		defer close(usageDone)
-		usage.Run(runCtx, usageStore, f.usageFlush, log)
-	}()
-	defer func() { stopRunner(); <-usageDone }()
+	bg.run(func(ctx context.Context) { usage.Run(ctx, usageStore, f.usageFlush, log) })
+
+	pub, err := startCheckpoints(bg, b.store, f, log)
+	if err != nil {
+		return err
+	}
 
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
@@ -68,17 +69,44 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return nil
 		},
 		Logger:           log,
+		AuditKey:         pub,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
 		CORSOrigins:      splitList(f.corsOrigins),
 	}
 	if f.oidcIssuer != "" {
-		api.OIDC = khttp.NewOIDC(runCtx, khttp.OIDCConfig{
+		api.OIDC = khttp.NewOIDC(bg.ctx, khttp.OIDCConfig{
 			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, Logger: log,
 		})
 	}
+	return serveHTTP(ctx, f, api.Handler(), log)
+}
+
+// startCheckpoints signs checkpoints in the background with --audit-key,
+// and returns its public half; nil when no key is configured.
+func startCheckpoints(bg *background, store *events.Store, f *serveFlags, log *slog.Logger) (ed25519.PublicKey, error) {
+	if f.auditKey == "" {
+		log.Warn("no --audit-key: this instance signs no checkpoints; give every instance on the stream the same key")
+		return nil, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(f.auditKey), 0o700); err != nil {
+		return nil, err
+	}
+	signing, err := events.LoadOrCreateSigningKey(f.auditKey)
+	if err != nil {
+		return nil, fmt.Errorf("--audit-key: %w", err)
+	}
+	pub := signing.Public().(ed25519.PublicKey)
+	log.Info("signing checkpoints", "key_id", events.KeyID(pub), "key_file", f.auditKey, "every", f.checkpointEvery)
+	cp := &events.Checkpointer{Store: store, Key: signing, Logger: log}
+	bg.run(func(ctx context.Context) { cp.Run(ctx, f.checkpointEvery) })
+	return pub, nil
+}
+
+// serveHTTP serves until ctx ends, then lets in-flight requests finish.
+func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -110,6 +138,25 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// background runs the service's loops until stop, which waits for them.
+type background struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newBackground() *background {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &background{ctx: ctx, cancel: cancel}
+}
+
+func (b *background) run(fn func(context.Context)) { b.wg.Go(func() { fn(b.ctx) }) }
+
+func (b *background) stop() {
+	b.cancel()
+	b.wg.Wait()
 }
 
 func splitList(s string) []string {

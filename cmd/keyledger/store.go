@@ -27,7 +27,7 @@ type backend struct {
 // openBackend connects to --nats-url, or starts the embedded server on
 // --data-dir, holding a lock there so that no second process opens the same
 // store files.
-func openBackend(ctx context.Context, c common, natsListen string, log *slog.Logger) (*backend, error) {
+func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*backend, error) {
 	if c.natsURL != "" {
 		opts, err := c.natsOptions()
 		if err != nil {
@@ -37,7 +37,7 @@ func openBackend(ctx context.Context, c common, natsListen string, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		return finishBackend(ctx, nc, log, func() { _ = events.DrainConn(nc, 10*time.Second) })
+		return finishBackend(ctx, nc, o, log, func() { _ = events.DrainConn(nc, 10*time.Second) })
 	}
 	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -46,7 +46,7 @@ func openBackend(ctx context.Context, c common, natsListen string, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Listen: natsListen, Logger: log})
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Listen: o.natsListen, Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err
@@ -55,10 +55,16 @@ func openBackend(ctx context.Context, c common, natsListen string, log *slog.Log
 		log.Info("embedded NATS client port open; credentials required",
 			"url", url, "service_seed", emb.Credentials.Service, "subscriber_seed", emb.Credentials.Subscriber)
 	}
-	return finishBackend(ctx, emb.Conn, log, func() { emb.Close(); unlock() })
+	return finishBackend(ctx, emb.Conn, o, log, func() { emb.Close(); unlock() })
 }
 
-func finishBackend(ctx context.Context, nc *nats.Conn, log *slog.Logger, closeFn func()) (*backend, error) {
+// openOpts say how a command uses the store.
+type openOpts struct {
+	natsListen string // serve: open the embedded server's client port
+	readOnly   bool   // audits: attach to the stream, never create or change it
+}
+
+func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Logger, closeFn func()) (*backend, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		closeFn()
@@ -76,7 +82,11 @@ func finishBackend(ctx context.Context, nc *nats.Conn, log *slog.Logger, closeFn
 		}
 		log.Warn("NATS", "err", err)
 	})
-	store, err := events.Open(octx, js, events.Config{Logger: log})
+	open := events.Open
+	if o.readOnly {
+		open = events.Attach
+	}
+	store, err := open(octx, js, events.Config{Logger: log})
 	if err != nil {
 		closeFn()
 		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {

@@ -43,6 +43,12 @@ func StartListening(t testing.TB) *Env {
 	return start(t, t.TempDir(), "127.0.0.1:0")
 }
 
+// StartListeningIn is StartListening on dir.
+func StartListeningIn(t testing.TB, dir string) *Env {
+	t.Helper()
+	return start(t, dir, "127.0.0.1:0")
+}
+
 func start(t testing.TB, dir, listen string) *Env {
 	t.Helper()
 	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: false, Listen: listen, Logger: Quiet()})

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/projections"
+)
+
+const auditUsage = `Usage:
+  keyledger audit export --org ORG [--key ID] [--since T] [--until T] [--format jsonl|csv]
+  keyledger audit as-of  --org ORG --at T [--format text|json]
+  keyledger audit verify [--pubkey FILE]
+  keyledger audit pubkey
+They read ./data while the server is stopped, or a running system with
+--nats-url (the read-only subscriber credential is enough).
+`
+
+// errTampered makes `audit verify` exit non-zero without another message.
+var errTampered = errors.New("the history was altered")
+
+func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return errors.New("audit needs a command")
+	}
+	fs := flag.NewFlagSet("audit "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	a := auditFlags{}
+	fs.StringVar(&a.org, "org", "", "org whose history to read")
+	fs.StringVar(&a.key, "key", "", "export: only this key")
+	fs.StringVar(&a.since, "since", "", "export: events at or after this RFC 3339 instant")
+	fs.StringVar(&a.until, "until", "", "export: events before this RFC 3339 instant")
+	fs.StringVar(&a.at, "at", "", "as-of: the RFC 3339 instant")
+	fs.StringVar(&a.format, "format", "", "export: jsonl (default) or csv; as-of: text (default) or json")
+	fs.StringVar(&a.pubkey, "pubkey", "", "verify: the checkpoint signers' public key (PEM); default: the one of --audit-key")
+	fs.StringVar(&a.signingKey, "audit-key", "", "the checkpoint signing key (default <data-dir>/audit-signing-key.pem)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if a.signingKey == "" {
+		a.signingKey = filepath.Join(c.dataDir, "audit-signing-key.pem")
+	}
+	if args[0] == "pubkey" {
+		pub, err := a.publicKey()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(events.PublicKeyPEM(pub))
+		return err
+	}
+	run, ok := map[string]func(context.Context, *events.Store, io.Writer, io.Writer) error{
+		"export": a.export, "as-of": a.asOf, "verify": a.verify,
+	}[args[0]]
+	if !ok {
+		fmt.Fprint(stderr, auditUsage)
+		return fmt.Errorf("unknown audit command %q", args[0])
+	}
+	if err := a.check(args[0]); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(ctx, c, openOpts{readOnly: true}, log)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	return run(ctx, b.store, stdout, stderr)
+}
+
+type auditFlags struct {
+	org, key, since, until, at, format, pubkey, signingKey string
+}
+
+func (a *auditFlags) check(cmd string) error {
+	if cmd == "verify" {
+		return nil
+	}
+	if err := domain.ValidateOrgID(a.org); err != nil {
+		return fmt.Errorf("--org: %w", err)
+	}
+	if a.key != "" {
+		if err := domain.ValidateKeyID(a.key); err != nil {
+			return fmt.Errorf("--key: %w", err)
+		}
+	}
+	formats := map[string][]string{"export": {"", "jsonl", "csv"}, "as-of": {"", "text", "json"}}[cmd]
+	for _, f := range formats {
+		if a.format == f {
+			return nil
+		}
+	}
+	return fmt.Errorf("--format %q is not one of %s", a.format, strings.Join(formats[1:], ", "))
+}
+
+// publicKey reads --pubkey, or derives it from the signing key file.
+func (a *auditFlags) publicKey() (ed25519.PublicKey, error) {
+	if a.pubkey != "" {
+		raw, err := os.ReadFile(a.pubkey)
+		if err != nil {
+			return nil, err
+		}
+		return events.ParsePublicKeyPEM(raw)
+	}
+	if _, err := os.Stat(a.signingKey); err != nil {
+		return nil, fmt.Errorf("no signing key at %s (give --pubkey or --audit-key): %w", a.signingKey, err)
+	}
+	priv, err := events.LoadOrCreateSigningKey(a.signingKey)
+	if err != nil {
+		return nil, err
+	}
+	return priv.Public().(ed25519.PublicKey), nil
+}
+
+func parseInstant(flagName, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--%s must be an RFC 3339 instant such as 2026-11-26T10:00:00Z", flagName)
+	}
+	return t, nil
+}
+
+// export streams the org's events to stdout, one batch of the stream at a
+// time: memory stays flat whatever the history's length.
+func (a *auditFlags) export(ctx context.Context, s *events.Store, stdout, stderr io.Writer) error {
+	since, err := parseInstant("since", a.since)
+	if err != nil {
+		return err
+	}
+	until, err := parseInstant("until", a.until)
+	if err != nil {
+		return err
+	}
+	filter := events.SubjectRoot + "." + a.org + ".>"
+	if a.key != "" {
+		filter = events.KeySubjects(a.org, a.key)
+	}
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	w := newExportWriter(a.format, out)
+	var bar *progressbar.ProgressBar
+	onTotal := func(total uint64) {
+		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			bar = progressbar.NewOptions64(int64(total), progressbar.OptionSetWriter(stderr),
+				progressbar.OptionSetDescription("exporting "+a.org), progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond))
+		}
+	}
+	err = s.ScanCounted(ctx, filter, 1, onTotal, func(m events.Msg) error {
+		if bar != nil {
+			_ = bar.Add(1)
+		}
+		e, err := events.Decode(m.Data, m.Seq)
+		if err != nil {
+			return err
+		}
+		if (!since.IsZero() && e.OccurredAt.Before(since)) || (!until.IsZero() && !e.OccurredAt.Before(until)) {
+			return nil
+		}
+		return w.write(e)
+	})
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(stderr)
+	}
+	if err != nil {
+		return err
+	}
+	w.flush()
+	return out.Flush()
+}
+
+// exportWriter writes events as JSON lines or CSV rows.
+type exportWriter struct {
+	jsonl *json.Encoder
+	csv   *csv.Writer
+}
+
+// CSVHeader names the columns of a CSV export.
+var CSVHeader = []string{"seq", "event_id", "type", "org_id", "key_id", "occurred_at", "actor_kind", "actor_id", "actor_name",
+	"name", "scopes", "masked", "secret_hash", "expires_at", "previous_secret_expires_at", "reason", "prev_hash"}
+
+func newExportWriter(format string, w io.Writer) *exportWriter {
+	if format == "csv" {
+		c := csv.NewWriter(w)
+		_ = c.Write(CSVHeader)
+		return &exportWriter{csv: c}
+	}
+	return &exportWriter{jsonl: json.NewEncoder(w)}
+}
+
+func (x *exportWriter) write(e domain.Event) error {
+	if x.jsonl != nil {
+		env, err := events.ToEnvelope(e)
+		if err != nil {
+			return err
+		}
+		return x.jsonl.Encode(env)
+	}
+	row := []string{strconv.FormatUint(e.Seq, 10), e.ID, string(e.Type), e.OrgID, e.KeyID, events.FormatTime(e.OccurredAt),
+		e.Actor.Kind, e.Actor.ID, e.Actor.Name, "", "", "", "", "", "", "", e.PrevHash}
+	opt := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return events.FormatTime(t)
+	}
+	switch d := e.Data.(type) {
+	case domain.KeyCreated:
+		row[9], row[10], row[11], row[12], row[13] = d.Name, strings.Join(d.Scopes, " "), d.Masked, d.SecretHash, opt(d.ExpiresAt)
+	case domain.KeyRotated:
+		row[11], row[12], row[14] = d.Masked, d.SecretHash, opt(d.PreviousSecretExpiresAt)
+	case domain.KeyRevoked:
+		row[15] = d.Reason
+	}
+	return x.csv.Write(row)
+}
+
+func (x *exportWriter) flush() {
+	if x.csv != nil {
+		x.csv.Flush()
+	}
+}
+
+// asOf prints the org's keys as they stood at --at.
+func (a *auditFlags) asOf(ctx context.Context, s *events.Store, stdout, _ io.Writer) error {
+	at, err := parseInstant("at", a.at)
+	if err != nil || at.IsZero() {
+		return errors.New("as-of needs --at, an RFC 3339 instant such as 2026-11-26T10:00:00Z")
+	}
+	fold := projections.NewAsOf(a.org, at)
+	err = s.Scan(ctx, events.SubjectRoot+"."+a.org+".>", 1, func(m events.Msg) error {
+		e, err := events.Decode(m.Data, m.Seq)
+		if err != nil {
+			return err
+		}
+		return fold.Apply(e)
+	})
+	if err != nil {
+		return err
+	}
+	keys := fold.Keys()
+	if a.format == "json" {
+		enc := json.NewEncoder(stdout)
+		for _, k := range keys {
+			if err := enc.Encode(map[string]any{
+				"id": k.Key.ID, "name": k.Key.Name, "masked": k.Key.Masked, "status": k.Status, "valid": k.Valid(),
+				"last_changed_by": events.Actor(k.LastChangedBy), "last_changed_at": events.FormatTime(k.LastChangedAt),
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "keys of %s as of %s\n", a.org, events.FormatTime(at))
+	fmt.Fprintln(tw, "KEY\tNAME\tMASKED\tSTATUS\tVALID\tLAST CHANGED BY\tLAST CHANGED AT")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s:%s\t%s\n", k.Key.ID, k.Key.Name, k.Key.Masked, k.Status, k.Valid(),
+			k.LastChangedBy.Kind, k.LastChangedBy.Name, events.FormatTime(k.LastChangedAt))
+	}
+	return tw.Flush()
+}
+
+// verify replays the stream and says where it was altered, if anywhere.
+func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.Writer) error {
+	pub, err := a.publicKey()
+	if err != nil {
+		return err
+	}
+	r, err := events.Audit(ctx, s, pub)
+	if err != nil {
+		return err
+	}
+	if !r.Intact() {
+		fmt.Fprintf(stdout, "NOT INTACT at sequence %d: %s\n", r.Finding.Seq, r.Finding.Problem)
+		return errTampered
+	}
+	fmt.Fprintf(stdout, "intact up to sequence %d: %d events, %d checkpoints by key %s, signed up to sequence %d\n",
+		r.LastSeq, r.Events, r.Checkpoints, events.KeyID(pub), r.SignedUpTo)
+	return nil
+}
