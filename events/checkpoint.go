@@ -216,27 +216,36 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 	return true, more, nil
 }
 
-// Run writes checkpoints every interval until ctx ends, catching up in
-// several when many events wait.
+// Run writes checkpoints every interval until ctx ends, and once more
+// then, so that a clean stop leaves every event signed.
 func (c *Checkpointer) Run(ctx context.Context, every time.Duration) {
-	log := c.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		for more := true; more && ctx.Err() == nil; {
-			var err error
-			if _, more, err = c.Once(ctx); err != nil {
-				log.Warn("checkpoint not written; will retry", "err", err)
-				break
-			}
-		}
+		c.catchUp(ctx)
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			c.catchUp(fctx)
+			cancel()
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// catchUp writes checkpoints until none is due, in several when many
+// events wait.
+func (c *Checkpointer) catchUp(ctx context.Context) {
+	for more := true; more && ctx.Err() == nil; {
+		var err error
+		if _, more, err = c.Once(ctx); err != nil {
+			log := c.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Warn("checkpoint not written; will retry", "err", err)
+			return
 		}
 	}
 }

@@ -281,6 +281,10 @@ func TestNATSCredentialsArePassedThrough(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bootstrap with the service credential: %v\n%s", err, stderr)
 	}
+	out, stderr, err := runBinary(t, dir, nil, "audit", "export", "--org", "acme", "--nats-url", url, "--nats-creds", subscriber)
+	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"type":"KeyCreated"`) {
+		t.Errorf("export with the read-only credential: %v\n%s%s", err, out, stderr)
+	}
 	req, _ := http.NewRequest("GET", p.url+"/v1/whoami?min_seq=1", nil)
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(key))
 	res, err := http.DefaultClient.Do(req)
