@@ -175,11 +175,25 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	if err != nil {
 		return e, domain.Wrap(domain.EINTERNAL, err, "cannot encode the event")
 	}
-	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: Subject(e.OrgID, e.KeyID, e.Type), Data: body},
+	msg := &nats.Msg{Subject: Subject(e.OrgID, e.KeyID, e.Type), Data: body}
+	opts := []jetstream.PublishOpt{
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(StreamName),
 		jetstream.WithExpectLastSequenceForSubject(expected, KeySubjects(e.OrgID, e.KeyID)),
-	)
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, opts...)
+	if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+		// The ack may be what was lost: send the same message again. Its
+		// Nats-Msg-Id keeps it from being stored twice.
+		ack, err = s.js.PublishMsg(ctx, msg, opts...)
+	}
+	if IsConflict(err) {
+		// The server checks the expected sequence before duplicates: a
+		// retry of an append that was stored answers "conflict". Look.
+		if stored, ok := s.stored(ctx, e); ok {
+			return stored, nil
+		}
+	}
 	if err != nil {
 		return e, publishError(err)
 	}
@@ -188,6 +202,21 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	}
 	e.Seq, e.Hash = ack.Sequence, BodyHash(body)
 	return e, nil
+}
+
+// stored finds e among its key's events, as a retried append needs.
+func (s *Store) stored(ctx context.Context, e domain.Event) (domain.Event, bool) {
+	evs, err := s.Load(ctx, e.OrgID, e.KeyID)
+	if err != nil {
+		return e, false
+	}
+	for _, got := range evs {
+		if got.ID == e.ID {
+			s.log.Info("append was already stored", "event_id", e.ID, "seq", got.Seq)
+			return got, true
+		}
+	}
+	return e, false
 }
 
 // IsConflict reports whether err is JetStream's answer to a stale expected
