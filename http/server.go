@@ -99,6 +99,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{errorDetail{Code: "method_not_allowed", Message: "method not allowed on this route"}})
 	})
 
+	s.pageRoutes(r)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.With(s.verifyLimit).Post("/v1/verify", s.verify)

@@ -1,0 +1,292 @@
+// keyledger's "Settings → API" page. Every value from the API is rendered
+// as text (textContent, value), never as HTML.
+"use strict";
+
+const org = decodeURIComponent(location.pathname.split("/")[1] || "");
+const storageKey = "keyledger.credential";
+const $ = (id) => document.getElementById(id);
+let keys = [];
+let following = null;
+
+function credential() { return sessionStorage.getItem(storageKey) || ""; }
+
+class APIError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+async function api(method, path, body) {
+  const headers = { "Authorization": "Bearer " + credential() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const e = data.error || {};
+    const err = new APIError(res.status, e.code || "", e.message || res.statusText);
+    if (res.status === 401) signIn("Your sign-in is not valid any more (" + err.message + "). Sign in again.");
+    if (res.status === 403 && e.code === "forbidden" && method === "GET") show("forbidden");
+    throw err;
+  }
+  return data;
+}
+
+function show(which) {
+  for (const id of ["signin", "forbidden", "keys"]) $(id).hidden = id !== which;
+  $("sign-out").hidden = which === "signin";
+}
+
+function signIn(reason) {
+  sessionStorage.removeItem(storageKey);
+  stopFollowing();
+  $("signin-reason").textContent = reason || "Paste a management key of this organisation, or an access token of a manager.";
+  show("signin");
+  $("credential").value = "";
+  $("credential").focus();
+}
+
+const fmt = (iso) => iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) : "";
+const who = (actor) => actor ? (actor.name || actor.id) + (actor.kind === "key" ? " (key)" : actor.kind === "system" ? " (system)" : "") : "";
+
+function cell(row, label, text, cls) {
+  const td = document.createElement("td");
+  td.dataset.label = label;
+  if (cls) td.className = cls;
+  if (text !== undefined) td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+function button(text, onClick, cls) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (cls) b.className = cls;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function render() {
+  const rows = $("rows");
+  rows.replaceChildren();
+  for (const k of keys) {
+    const tr = document.createElement("tr");
+    tr.dataset.keyId = k.id;
+    cell(tr, "Name", k.name, "name");
+    cell(tr, "Key", k.masked, "mono masked");
+    const created = cell(tr, "Created", fmt(k.created_at));
+    const by = document.createElement("span");
+    by.className = "sub";
+    by.textContent = "by " + who(k.created_by);
+    created.appendChild(by);
+    cell(tr, "Last used", k.last_used_at ? fmt(k.last_used_at) : "Never");
+    const st = cell(tr, "Status");
+    const pill = document.createElement("span");
+    pill.className = "status " + k.status;
+    pill.textContent = k.status;
+    st.appendChild(pill);
+    const actions = cell(tr, "Actions");
+    const box = document.createElement("div");
+    box.className = "row-actions";
+    box.appendChild(button("History", () => openHistory(k), "history"));
+    if (k.status === "active") box.appendChild(button("Rotate", () => openRotate(k), "rotate"));
+    if (k.status !== "revoked") box.appendChild(button("Delete", () => openDelete(k), "delete"));
+    actions.appendChild(box);
+    rows.appendChild(tr);
+  }
+  $("empty").hidden = keys.length > 0;
+}
+
+async function load() {
+  const all = $("show-revoked").checked ? "?status=all&limit=1000" : "?limit=1000";
+  try {
+    const data = await api("GET", `/v1/orgs/${encodeURIComponent(org)}/keys${all}`);
+    keys = data.keys;
+    $("error").hidden = true;
+    show("keys");
+    render();
+    follow();
+  } catch (err) {
+    if (err.status !== 401 && err.status !== 403) showError($("error"), err);
+  }
+}
+
+function showError(el, err) {
+  el.textContent = err.message || String(err);
+  el.hidden = false;
+}
+
+function openDialog(d) {
+  d.querySelectorAll(".error").forEach((e) => { e.hidden = true; });
+  d.showModal();
+}
+
+// The one-time display of a full key. Closing it removes the value from
+// the page: afterwards only the masked form exists anywhere in the DOM.
+function showSecret(name, secret) {
+  $("secret-name").textContent = name;
+  $("secret-value").value = secret;
+  $("copy-status").textContent = "";
+  openDialog($("secret-dialog"));
+  $("secret-value").select();
+}
+
+$("secret-dialog").addEventListener("close", () => {
+  $("secret-value").value = "";
+  $("secret-name").textContent = "";
+  $("copy-status").textContent = "";
+  load();
+});
+
+$("copy").addEventListener("click", async () => {
+  const input = $("secret-value");
+  try {
+    await navigator.clipboard.writeText(input.value);
+  } catch {
+    input.select();
+    document.execCommand("copy");
+  }
+  $("copy-status").textContent = "Copied to the clipboard.";
+});
+
+$("create").addEventListener("click", () => {
+  $("create-form").reset();
+  openDialog($("create-dialog"));
+  $("key-name").focus();
+});
+
+$("create-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const body = { name: $("key-name").value };
+  const days = $("key-expiry").value;
+  if (days) body.expires_at = new Date(Date.now() + Number(days) * 86400000).toISOString();
+  try {
+    const out = await api("POST", `/v1/orgs/${encodeURIComponent(org)}/keys`, body);
+    $("create-dialog").close();
+    showSecret(out.key.name, out.secret);
+  } catch (err) {
+    showError($("create-error"), err);
+  }
+});
+
+let target = null;
+
+function openRotate(k) {
+  target = k;
+  $("rotate-name").textContent = k.name;
+  $("rotate-form").reset();
+  openDialog($("rotate-dialog"));
+}
+
+$("rotate-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const grace = Number(new FormData($("rotate-form")).get("grace"));
+  try {
+    const out = await api("POST", `/v1/orgs/${encodeURIComponent(org)}/keys/${encodeURIComponent(target.id)}/rotate`, { grace_period_seconds: grace });
+    $("rotate-dialog").close();
+    showSecret(out.key.name, out.secret);
+  } catch (err) {
+    showError($("rotate-error"), err);
+  }
+});
+
+function openDelete(k) {
+  target = k;
+  $("delete-name").textContent = k.name;
+  $("delete-last-used").textContent = k.last_used_at ? fmt(k.last_used_at) : "never";
+  openDialog($("delete-dialog"));
+}
+
+$("delete-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await api("DELETE", `/v1/orgs/${encodeURIComponent(org)}/keys/${encodeURIComponent(target.id)}`, { reason: "deleted on the settings page" });
+    $("delete-dialog").close();
+    load();
+  } catch (err) {
+    showError($("delete-error"), err);
+  }
+});
+
+const what = { KeyCreated: "created the key", KeyRotated: "rotated the key", KeyRevoked: "deleted (revoked) the key" };
+
+async function openHistory(k) {
+  $("history-name").textContent = k.name;
+  const list = $("history-list");
+  list.replaceChildren();
+  openDialog($("history-dialog"));
+  try {
+    const data = await api("GET", `/v1/orgs/${encodeURIComponent(org)}/keys/${encodeURIComponent(k.id)}/events`);
+    for (const e of data.events) {
+      const li = document.createElement("li");
+      const when = document.createElement("time");
+      when.dateTime = e.occurred_at;
+      when.textContent = fmt(e.occurred_at);
+      li.append(when, " — " + who(e.actor) + " " + (what[e.type] || e.type));
+      if (e.type === "KeyRotated" && e.data.previous_secret_expires_at) li.append(" (old value valid until " + fmt(e.data.previous_secret_expires_at) + ")");
+      if (e.type === "KeyRevoked" && e.data.reason) li.append(": " + e.data.reason);
+      list.appendChild(li);
+    }
+  } catch (err) {
+    const li = document.createElement("li");
+    li.className = "error";
+    li.textContent = err.message;
+    list.appendChild(li);
+  }
+}
+
+for (const b of document.querySelectorAll("dialog .cancel")) b.addEventListener("click", () => b.closest("dialog").close());
+
+// Follow changes made elsewhere through the SSE feed, read with fetch
+// (EventSource cannot send an Authorization header), resuming after the
+// last event seen.
+function stopFollowing() { if (following) following.abort(); following = null; }
+
+async function follow() {
+  if (following) return;
+  const ctl = new AbortController();
+  following = ctl;
+  let lastId = "";
+  let pending = null;
+  while (following === ctl) {
+    try {
+      const headers = { "Authorization": "Bearer " + credential() };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const res = await fetch(`/v1/orgs/${encodeURIComponent(org)}/events/stream`, { headers, signal: ctl.signal });
+      if (!res.ok) { stopFollowing(); return; }
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const id = block.split("\n").find((l) => l.startsWith("id: "));
+          if (!id) continue;
+          lastId = id.slice(4);
+          clearTimeout(pending);
+          pending = setTimeout(load, 150);
+        }
+      }
+    } catch (err) {
+      if (ctl.signal.aborted) return;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+$("signin-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(storageKey, $("credential").value.trim());
+  $("credential").value = "";
+  load();
+});
+$("sign-out").addEventListener("click", () => signIn("Signed out."));
+$("forbidden-signin").addEventListener("click", () => signIn());
+$("show-revoked").addEventListener("change", load);
+
+$("org-name").textContent = org;
+document.title = "API keys · " + org;
+if (credential()) load(); else signIn();
