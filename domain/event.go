@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // EventType names what happened to a key.
 type EventType string
@@ -69,4 +72,22 @@ type KeyRotated struct {
 // KeyRevoked is the data of a TypeKeyRevoked event.
 type KeyRevoked struct {
 	Reason string
+}
+
+// EventFilter selects events; its zero value selects all.
+type EventFilter struct {
+	Types   []EventType
+	KeyID   string
+	ActorID string
+	Since   time.Time // occurred at or after
+	Until   time.Time // occurred before
+}
+
+// Match reports whether e is selected.
+func (f EventFilter) Match(e Event) bool {
+	return (len(f.Types) == 0 || slices.Contains(f.Types, e.Type)) &&
+		(f.KeyID == "" || e.KeyID == f.KeyID) &&
+		(f.ActorID == "" || e.Actor.ID == f.ActorID) &&
+		(f.Since.IsZero() || !e.OccurredAt.Before(f.Since)) &&
+		(f.Until.IsZero() || e.OccurredAt.Before(f.Until))
 }

@@ -240,3 +240,33 @@ func TestJetStreamStoreFollowsInOrderFromASequence(t *testing.T) {
 		t.Errorf("followed %v, want %v", got, want[2:])
 	}
 }
+
+func TestJetStreamStoreOrgEventsPageFromTheStream(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := context.Background()
+	var acme []domain.Event
+	for i := range 5 {
+		e, _ := env.Store.Create(ctx, newKeyEvent(t, "acme"))
+		acme = append(acme, e)
+		if i%2 == 0 {
+			if _, err := env.Store.Create(ctx, newKeyEvent(t, "globex")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	page, next, more, err := env.Store.OrgEvents(ctx, "acme", 0, 3, domain.EventFilter{})
+	if err != nil || len(page) != 3 || next != acme[2].Seq || !more {
+		t.Fatalf("first page: %d events, next %d, more %v, %v", len(page), next, more, err)
+	}
+	page, next, more, _ = env.Store.OrgEvents(ctx, "acme", next, 3, domain.EventFilter{})
+	if len(page) != 2 || page[0].ID != acme[3].ID || next != acme[4].Seq || more {
+		t.Errorf("second page: %d events, next %d, more %v", len(page), next, more)
+	}
+	page, _, _, _ = env.Store.OrgEvents(ctx, "acme", 0, 10, domain.EventFilter{KeyID: acme[1].KeyID})
+	if len(page) != 1 || page[0].KeyID != acme[1].KeyID {
+		t.Errorf("filtered by key: %+v", page)
+	}
+	if _, _, _, err := env.Store.OrgEvents(ctx, "ac.me", 0, 10, domain.EventFilter{}); domain.ErrorCode(err) != domain.EINVALID {
+		t.Errorf("bad org: %v", err)
+	}
+}

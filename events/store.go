@@ -261,6 +261,47 @@ func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error
 	return evs, err
 }
 
+// OrgEvents reads, from the stream, up to limit events of org after a
+// sequence that match f, oldest first; the sequence to ask after next; and
+// whether more may follow. Returns EINVALID, EUNAVAILABLE.
+func (s *Store) OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) (page []domain.Event, next uint64, more bool, err error) {
+	next = after
+	err = s.EachOrgEvent(ctx, org, after+1, func(e domain.Event) error {
+		if len(page) == limit {
+			more = true
+			return errPageFull
+		}
+		next = e.Seq
+		if f.Match(e) {
+			page = append(page, e)
+		}
+		return nil
+	})
+	if errors.Is(err, errPageFull) {
+		err = nil
+	}
+	return page, next, more, err
+}
+
+var errPageFull = errors.New("page full")
+
+// EachOrgEvent calls fn with every event of org from sequence from on, read
+// from the stream in bounded batches. Returns EINVALID, EUNAVAILABLE, or
+// fn's error.
+func (s *Store) EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return err
+	}
+	return s.Scan(ctx, SubjectRoot+"."+org+".>", from, func(m Msg) error {
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		return fn(e)
+	})
+}
+
 // Msg is a stored message as read back: an event or a checkpoint.
 type Msg struct {
 	Seq     uint64

@@ -70,13 +70,13 @@ func instance(t *testing.T, env *natstest.Env, configure func(*khttp.Server)) *h
 	t.Helper()
 	h := &harness{t: t, env: env, logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	listing, index, history := projections.NewListing(), projections.NewVerifyIndex(), projections.NewHistory()
-	h.runner = projections.NewRunner(h.env.Store, log, listing, index, history)
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	h.runner = projections.NewRunner(h.env.Store, log, listing, index)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.runner.Run(ctx) }()
 	h.keys = &domain.Keys{Store: h.env.Store, MaxExpiry: 365 * 24 * time.Hour}
-	h.api = &khttp.Server{Keys: h.keys, Listing: listing, Index: index, History: history, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
+	h.api = &khttp.Server{Keys: h.keys, Listing: listing, Index: index, Log: h.env.Store, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
 	if configure != nil {
 		configure(h.api)
 	}

@@ -196,7 +196,11 @@ func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, id := orgAndKey(r)
-	evs := s.History.Key(org, id)
+	evs, err := s.Log.Load(r.Context(), org, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if len(evs) == 0 {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
 		return
@@ -229,7 +233,11 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	evs, next, _ := s.History.Org(chi.URLParam(r, "org"), after, int(limit), f)
+	evs, next, _, err := s.Log.OrgEvents(r.Context(), chi.URLParam(r, "org"), after, int(limit), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	views, err := viewEvents(evs)
 	if err != nil {
 		s.fail(w, r, err)
@@ -239,9 +247,9 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // eventFilter reads ?type=, ?key_id=, ?actor=, ?since= and ?until=.
-func eventFilter(r *http.Request) (projections.EventFilter, error) {
+func eventFilter(r *http.Request) (domain.EventFilter, error) {
 	q := r.URL.Query()
-	var f projections.EventFilter
+	var f domain.EventFilter
 	var err error
 	if f.Types, err = eventTypes(q.Get("type")); err != nil {
 		return f, err
@@ -307,7 +315,10 @@ func (s *Server) keysAsOf(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fold := projections.NewAsOf(chi.URLParam(r, "org"), at)
-	s.History.Each(chi.URLParam(r, "org"), func(e domain.Event) { _ = fold.Apply(e) })
+	if err := s.Log.EachOrgEvent(r.Context(), chi.URLParam(r, "org"), 1, fold.Apply); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	keys := fold.Keys()
 	views := make([]KeyAtView, len(keys))
 	for i, k := range keys {

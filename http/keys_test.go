@@ -334,7 +334,7 @@ func TestHealthAndReadiness(t *testing.T) {
 func TestNotReadyUntilCaughtUp(t *testing.T) {
 	env := natstest.Start(t)
 	idle := projections.NewRunner(env.Store, natstest.Quiet()) // never run: never caught up
-	api := &khttp.Server{Runner: idle, Listing: projections.NewListing(), Index: projections.NewVerifyIndex(), History: projections.NewHistory(), Logger: natstest.Quiet()}
+	api := &khttp.Server{Runner: idle, Listing: projections.NewListing(), Index: projections.NewVerifyIndex(), Log: env.Store, Logger: natstest.Quiet()}
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/readyz")

@@ -23,6 +23,17 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
+// EventLog reads the history from the stream, on demand: it is not held in
+// memory. events.Store is one.
+type EventLog interface {
+	// Load returns one key's events, oldest first.
+	Load(ctx context.Context, org, id string) ([]domain.Event, error)
+	// OrgEvents returns a page of an org's events after a sequence.
+	OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) ([]domain.Event, uint64, bool, error)
+	// EachOrgEvent calls fn with each event of an org from a sequence on.
+	EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error
+}
+
 // MaxBodyBytes is the largest request body accepted.
 const MaxBodyBytes = 64 << 10
 
@@ -32,7 +43,7 @@ type Server struct {
 	Keys    *domain.Keys
 	Listing *projections.Listing
 	Index   *projections.VerifyIndex
-	History *projections.History
+	Log     EventLog
 	Usage   *projections.Usage
 	Runner  *projections.Runner
 	// Healthy reports whether the event store is reachable; nil: always.

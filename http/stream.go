@@ -14,7 +14,6 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
-	"github.com/keyledger/keyledger/projections"
 )
 
 // eventTypes reads a comma-separated list of event types; none: all.
@@ -84,7 +83,7 @@ func (s *Server) streamParams(r *http.Request) (after uint64, types []domain.Eve
 
 // streamEvents sends org's events as Server-Sent Events, each with its
 // stream sequence as id, in order. It reads them from the history at the
-// client's pace, so nothing is buffered for a slow client: a write that
+// client's pace from the stream, so nothing is buffered for a slow client: a write that
 // takes longer than SlowClientTimeout ends the stream, and the client
 // resumes with Last-Event-ID.
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string) {
@@ -111,7 +110,11 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 	}
 	for {
 		applied := s.Runner.Applied() // before reading: nothing slips between
-		evs, next, more := s.History.Org(org, after, 100, projections.EventFilter{Types: types})
+		evs, next, more, err := s.Log.OrgEvents(r.Context(), org, after, 100, domain.EventFilter{Types: types})
+		if err != nil {
+			s.requestLog(r).Warn("event stream cut: the history cannot be read", "err", err)
+			return
+		}
 		var batch strings.Builder
 		for _, e := range evs {
 			env, err := events.ToEnvelope(e)
@@ -129,7 +132,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 			continue
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.Heartbeat)
-		err := s.Runner.WaitFor(ctx, applied+1)
+		err = s.Runner.WaitFor(ctx, applied+1)
 		cancel()
 		switch {
 		case r.Context().Err() != nil:

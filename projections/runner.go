@@ -1,7 +1,9 @@
-// Package projections builds what is read — the masked listing, the verify
-// index and the history — as folds over the event stream, applied in stream
-// order from one ordered consumer. Each can be rebuilt from sequence 1 and
-// knows the last sequence it applied.
+// Package projections builds what is read from memory — the masked
+// listing and the verify index — as folds over the event stream, applied in
+// stream order from one ordered consumer. Each can be rebuilt from sequence
+// 1 and knows the last sequence it applied. The history is not held: it is
+// read from the stream on demand (events.Store), and AsOf folds it for an
+// instant.
 package projections
 
 import (

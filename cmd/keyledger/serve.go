@@ -43,8 +43,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	bg := newBackground()
 	defer bg.stop() // before b.close: the background work still needs NATS
 
-	listing, index, history := projections.NewListing(), projections.NewVerifyIndex(), projections.NewHistory()
-	runner := projections.NewRunner(b.store, log, listing, index, history)
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	runner := projections.NewRunner(b.store, log, listing, index)
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 
 	usage := projections.NewUsage()
@@ -61,7 +61,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
-		Listing: listing, Index: index, History: history, Usage: usage, Runner: runner,
+		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner,
 		Healthy: func() error {
 			if s := b.conn.Status(); s != nats.CONNECTED {
 				return fmt.Errorf("NATS connection is %s", s)

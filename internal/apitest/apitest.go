@@ -25,13 +25,13 @@ type API struct {
 // Start runs an instance on env until the test ends.
 func Start(t testing.TB, env *natstest.Env) *API {
 	t.Helper()
-	listing, index, history := projections.NewListing(), projections.NewVerifyIndex(), projections.NewHistory()
-	runner := projections.NewRunner(env.Store, natstest.Quiet(), listing, index, history)
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	runner := projections.NewRunner(env.Store, natstest.Quiet(), listing, index)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
 	keys := &domain.Keys{Store: env.Store}
-	api := &khttp.Server{Keys: keys, Listing: listing, Index: index, History: history, Runner: runner, Logger: natstest.Quiet()}
+	api := &khttp.Server{Keys: keys, Listing: listing, Index: index, Log: env.Store, Runner: runner, Logger: natstest.Quiet()}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(func() { srv.Close(); cancel(); <-done })
 	return &API{URL: srv.URL, Keys: keys, Runner: runner}
