@@ -58,7 +58,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if target == 0 {
+	if target <= r.Applied() {
 		r.ready.Store(true)
 	}
 	for {
@@ -110,6 +110,14 @@ func (r *Runner) apply(e domain.Event) {
 	close(r.advance)
 	r.advance = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// ResumeAfter makes Run start after seq, which every projection already
+// holds (restored from a snapshot). Call it before Run.
+func (r *Runner) ResumeAfter(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applied = seq
 }
 
 // Applied returns the last sequence applied to every projection.

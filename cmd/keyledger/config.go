@@ -128,6 +128,7 @@ type serveFlags struct {
 	usageFlush       time.Duration
 	auditKey         string
 	checkpointEvery  time.Duration
+	snapshotEvery    uint64
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -149,6 +150,7 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
+	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	if err := parse(fs, args); err != nil {
 		return nil, err
 	}

@@ -44,7 +44,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer bg.stop() // before b.close: the background work still needs NATS
 
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	runner := projections.NewRunner(b.store, log, listing, index)
+	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, 1)
+	if err != nil {
+		return err
+	}
+	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
+	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
+	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 
 	usage := projections.NewUsage()
