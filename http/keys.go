@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"github.com/go-chi/chi/v5"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -205,6 +206,7 @@ func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
 		return
 	}
+	evs = slices.DeleteFunc(evs, func(e domain.Event) bool { return e.Data == nil }) // unknown types
 	views, err := viewEvents(evs)
 	if err != nil {
 		s.fail(w, r, err)

@@ -85,6 +85,9 @@ type ListQuery struct {
 // List returns a page of keys, newest first, and the cursor of the next page
 // ("" when there is none).
 func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string) {
+	if q.Limit <= 0 {
+		return nil, ""
+	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	ids := l.ids[org]

@@ -40,6 +40,7 @@ type Runner struct {
 	applied uint64
 	advance chan struct{} // closed, and replaced, whenever applied moves
 	ready   atomic.Bool
+	target  atomic.Uint64 // the stream's last sequence when Run started
 }
 
 // NewRunner returns a runner for projs over src.
@@ -58,15 +59,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.target.Store(target)
 	if target <= r.Applied() {
 		r.ready.Store(true)
 	}
 	for {
 		err := r.src.Follow(ctx, r.Applied()+1, func(e domain.Event) error {
 			r.apply(e)
-			if e.Seq >= target {
-				r.ready.Store(true)
-			}
 			return nil
 		})
 		if ctx.Err() != nil {
@@ -104,6 +103,9 @@ func (r *Runner) apply(e domain.Event) {
 		if err := p.Apply(e); err != nil {
 			r.log.Error("projection skipped an event", "seq", e.Seq, "event_id", e.ID, "err", err)
 		}
+	}
+	if e.Seq >= r.target.Load() {
+		r.ready.Store(true) // before waking WaitFor: readers see it ready
 	}
 	r.mu.Lock()
 	r.applied = e.Seq

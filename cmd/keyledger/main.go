@@ -23,6 +23,7 @@ Usage:
                                  mint an org's first management key and print it once
   keyledger audit      export|as-of|verify|pubkey [flags]
                                  read, check and export the history
+  keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR.
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return bootstrap(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return audit(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil

@@ -296,3 +296,19 @@ func TestNATSCredentialsArePassedThrough(t *testing.T) {
 		t.Errorf("the key bootstrapped over NATS: whoami %d", res.StatusCode)
 	}
 }
+
+// TestBenchQuickRunsEveryScenario runs `keyledger bench --quick`, as CI
+// must: every scenario runs without error; timings are not judged here.
+func TestBenchQuickRunsEveryScenario(t *testing.T) {
+	start := time.Now()
+	out, stderr, err := runBinary(t, t.TempDir(), nil, "bench", "--quick")
+	if err != nil {
+		t.Fatalf("bench --quick: %v\n%s", err, stderr)
+	}
+	for _, scenario := range []string{"verify in-process", "verify over HTTP", "commands over HTTP", "revocation propagation", "cold start", "memory"} {
+		if !strings.Contains(out, scenario) {
+			t.Errorf("no %q row in:\n%s", scenario, out)
+		}
+	}
+	t.Logf("bench --quick took %s:\n%s", time.Since(start).Round(time.Millisecond), out)
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+
+	"github.com/keyledger/keyledger/internal/bench"
+)
+
+// benchCmd runs `keyledger bench`: every scenario in this process against
+// the embedded default, each beside a baseline measured in the same run.
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "a small version of every scenario (for CI); timings are shown but not judged")
+	keys := fs.Int("keys", 0, "keys for verify, cold start and memory (default 1,000,000; --quick 5,000)")
+	dir := fs.String("dir", "", "scratch directory (default: a temporary one, removed afterwards)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rows, err := bench.Run(ctx, bench.Options{
+		Quick: *quick, Keys: *keys, Dir: *dir,
+		Observe: func(s string) { fmt.Fprintln(stderr, "running:", s) },
+	}, stdout)
+	if err != nil {
+		return err
+	}
+	if *quick {
+		return nil
+	}
+	for _, r := range rows {
+		if !r.Met {
+			return errors.New("some targets are not met (see docs/PERFORMANCE.md)")
+		}
+	}
+	return nil
+}

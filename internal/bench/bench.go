@@ -1,0 +1,167 @@
+// Package bench measures keyledger against the bare work it cannot avoid,
+// in one process and one run, so that each figure comes with a baseline
+// from the same machine at the same moment: `keyledger bench`.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// Options size a run.
+type Options struct {
+	Quick   bool   // a small version of everything, for CI: no timing judged
+	Keys    int    // keys for verify, cold start and memory (1,000,000; quick 5,000)
+	Dir     string // scratch directory for the embedded stores
+	Logger  *slog.Logger
+	Observe func(scenario string) // called as each scenario starts
+}
+
+// Row is one line of the table.
+type Row struct {
+	Scenario string
+	Figure   string
+	Baseline string
+	Ratio    float64 // figure ÷ baseline (for memory: ÷ the target)
+	Target   string
+	Met      bool
+}
+
+// Run runs every scenario and writes the table to w.
+func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
+	if o.Keys == 0 {
+		o.Keys = 1000000
+		if o.Quick {
+			o.Keys = 5000
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Dir == "" {
+		dir, err := os.MkdirTemp("", "keyledger-bench")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		o.Dir = dir
+	}
+	fx, err := newFixture(o.Keys)
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, s := range []struct {
+		name string
+		run  func(context.Context, Options, *fixture) ([]Row, error)
+	}{
+		{"verify in-process", verifyInProcess},
+		{"verify over HTTP", verifyOverHTTP},
+		{"commands", commands},
+		{"revocation propagation", propagation},
+		{"cold start", coldStart},
+		{"memory", memory},
+	} {
+		if o.Observe != nil {
+			o.Observe(s.name)
+		}
+		got, err := s.run(ctx, o, fx)
+		if err != nil {
+			return rows, fmt.Errorf("%s: %w", s.name, err)
+		}
+		rows = append(rows, got...)
+	}
+	Print(w, rows, o)
+	return rows, nil
+}
+
+// Print writes the table.
+func Print(w io.Writer, rows []Row, o Options) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tFIGURE\tBASELINE (same run)\tRATIO\tTARGET\tMET")
+	for _, r := range rows {
+		met := "yes"
+		switch {
+		case o.Quick:
+			met = "(quick: not judged)"
+		case !r.Met:
+			met = "NO"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\n", r.Scenario, r.Figure, r.Baseline, r.Ratio, r.Target, met)
+	}
+	tw.Flush()
+}
+
+// fixture is the keys every scenario shares: their secrets and creation
+// events, made once.
+type fixture struct {
+	secrets []string
+	created []domain.Event
+	// serverBytesPerKey is measured by the cold start for the memory row.
+	serverBytesPerKey float64
+}
+
+var benchActor = domain.Actor{Kind: domain.ActorSystem, ID: "bench", Name: "keyledger bench"}
+
+func newFixture(n int) (*fixture, error) {
+	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n)}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	for i := range n {
+		s, err := domain.GenerateSecret(domain.DefaultPrefix, nil)
+		if err != nil {
+			return nil, err
+		}
+		org := fmt.Sprintf("org-%d", i%100)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "service key", Scopes: []string{"read"}, Actor: benchActor}, now, 0, s)
+		if err != nil {
+			return nil, err
+		}
+		f.secrets[i], f.created[i] = s, e
+	}
+	return f, nil
+}
+
+// percentile returns the p-th percentile (0..100) of sorted durations.
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	i := int(float64(len(d)-1) * p / 100)
+	return d[i]
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%d ns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.1f µs", float64(d.Nanoseconds())/1e3)
+	case d < time.Second:
+		return fmt.Sprintf("%.2f ms", float64(d.Nanoseconds())/1e6)
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func rate(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
+
+func count(n float64) string {
+	s := fmt.Sprintf("%.0f", n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/projections"
+)
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// heap returns the live heap after a full collection.
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// rss returns the process's resident set, from /proc (0 elsewhere).
+func rss() uint64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// coldStart fills a stream with the fixture's keys and times the ways to a
+// ready instance: from a snapshot, by full replay, and a raw ordered
+// consumer draining the same stream. It also measures the memory the
+// projections and the embedded nats-server hold per key.
+func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n := len(f.created)
+	before := rss()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: filepath.Join(o.Dir, "cold"), Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	defer emb.Close()
+	js, _ := jetstream.New(emb.Conn)
+	store, err := events.Open(ctx, js, events.Config{Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range f.created {
+		body, _ := events.Encode(e)
+		if _, err := js.PublishAsync(events.Subject(e.OrgID, e.KeyID, e.Type), body); err != nil {
+			return nil, err
+		}
+		if i%10000 == 9999 || i == n-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(2 * time.Minute):
+				return nil, fmt.Errorf("publishing %d events took too long", n)
+			}
+		}
+	}
+	serverShare := float64(rss()-min(before, rss())) / float64(n)
+
+	// The raw drain: one ordered consumer reading every message.
+	stream, _ := js.Stream(ctx, events.StreamName)
+	start := time.Now()
+	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return nil, err
+	}
+	for range n {
+		if _, err := it.Next(); err != nil {
+			return nil, err
+		}
+	}
+	it.Stop()
+	drain := time.Since(start)
+
+	// Full replay, as a start without a snapshot.
+	replay, listing, index, err := readyIn(ctx, store, quiet, nil)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := events.OpenSnapshots(ctx, js, store, 1)
+	if err != nil {
+		return nil, err
+	}
+	last, _ := store.LastSeq(ctx)
+	hash, _ := snaps.MsgHash(ctx, last)
+	if err := (&projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Logger: quiet}).SaveNow(last, hash); err != nil {
+		return nil, err
+	}
+	fromSnapshot, _, _, err := readyIn(ctx, store, quiet, snaps)
+	if err != nil {
+		return nil, err
+	}
+	replayRatio := rate(n, replay) / rate(n, drain)
+	rows := []Row{
+		{Scenario: fmt.Sprintf("cold start, %s keys: ready from a snapshot", count(float64(n))), Figure: dur(fromSnapshot),
+			Baseline: "raw drain: " + dur(drain), Ratio: float64(fromSnapshot) / float64(drain), Target: "≤ 3 s", Met: fromSnapshot <= 3*time.Second},
+		{Scenario: fmt.Sprintf("cold start, %s keys: full replay", count(float64(n))), Figure: fmt.Sprintf("%s (%s events/s)", dur(replay), count(rate(n, replay))),
+			Baseline: fmt.Sprintf("raw drain: %s events/s", count(rate(n, drain))), Ratio: replayRatio, Target: "≥ 0.8 × drain rate", Met: replayRatio >= 0.8},
+	}
+	f.serverBytesPerKey = serverShare
+	return rows, nil
+}
+
+// readyIn starts projections on store, from a snapshot when snaps is not
+// nil, and returns how long until they were ready.
+func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *events.Snapshots) (time.Duration, *projections.Listing, *projections.VerifyIndex, error) {
+	start := time.Now()
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	runner := projections.NewRunner(store, log, listing, index)
+	if snaps != nil {
+		runner.ResumeAfter((&projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Logger: log}).Restore(ctx))
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = runner.Run(rctx) }()
+	for !runner.Ready() {
+		if time.Since(start) > 10*time.Minute {
+			return 0, nil, nil, fmt.Errorf("not ready after 10 minutes")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start), listing, index, nil
+}
+
+// memory measures the live heap of the in-memory projections per key,
+// built from events decoded afresh as a start would, and reports the
+// embedded nats-server's resident share measured while filling the stream.
+func memory(_ context.Context, o Options, f *fixture) ([]Row, error) {
+	n := len(f.created)
+	bodies := make([][]byte, n)
+	for i, e := range f.created {
+		bodies[i], _ = events.Encode(e)
+	}
+	base := heap()
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	for i := range bodies {
+		e, err := events.Decode(bodies[i], uint64(i+1))
+		if err != nil {
+			return nil, err
+		}
+		bodies[i] = nil
+		_ = listing.Apply(e)
+		_ = index.Apply(e)
+	}
+	bodies = nil
+	perKey := float64(heap()-min(base, heap())) / float64(n)
+	runtime.KeepAlive(listing)
+	runtime.KeepAlive(index)
+	return []Row{{
+		Scenario: fmt.Sprintf("memory, %s keys: listing + verify index", count(float64(n))),
+		Figure:   fmt.Sprintf("%.0f B/key", perKey),
+		Baseline: fmt.Sprintf("embedded nats-server: %.0f B/key resident", f.serverBytesPerKey),
+		Ratio:    perKey / 300, Target: "≤ 300 B/key", Met: perKey <= 300,
+	}}, nil
+}

@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/projections"
+)
+
+// measure times f over growing counts until a run lasts at least min, and
+// returns the time per call.
+func measure(min time.Duration, f func(i int)) time.Duration {
+	for n := 1000; ; n *= 4 {
+		start := time.Now()
+		for i := range n {
+			f(i)
+		}
+		if el := time.Since(start); el >= min || n > 1<<30 {
+			return el / time.Duration(n)
+		}
+	}
+}
+
+func (o Options) window() time.Duration {
+	if o.Quick {
+		return 200 * time.Millisecond
+	}
+	return 3 * time.Second
+}
+
+func (f *fixture) index() *projections.VerifyIndex {
+	idx := projections.NewVerifyIndex()
+	for i, e := range f.created {
+		e.Seq = uint64(i + 1)
+		_ = idx.Apply(e)
+	}
+	return idx
+}
+
+func verifyInProcess(_ context.Context, o Options, f *fixture) ([]Row, error) {
+	idx := f.index()
+	now := time.Now()
+	n := len(f.secrets)
+	got := measure(o.window(), func(i int) { idx.Verify(f.secrets[i%n], now) })
+	bare := make(map[[sha256.Size]byte]int, n)
+	for i, s := range f.secrets {
+		bare[sha256.Sum256([]byte(s))] = i
+	}
+	base := measure(o.window(), func(i int) { _ = bare[sha256.Sum256([]byte(f.secrets[i%n]))] })
+	ratio := float64(got) / float64(base)
+	return []Row{{
+		Scenario: "verify in-process, " + count(float64(n)) + " keys", Figure: dur(got) + "/op", Baseline: "SHA-256 + Go map: " + dur(base) + "/op",
+		Ratio: ratio, Target: "≤ 1.3 × bare", Met: ratio <= 1.3,
+	}}, nil
+}
+
+// serve runs h on a loopback port until the returned stop.
+func serve(h http.Handler) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+// loadResult is what a closed-loop load at a fixed concurrency achieved.
+type loadResult struct {
+	ops      int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+	errors   int
+}
+
+func (r loadResult) perSecond() float64 { return rate(r.ops, r.elapsed) }
+
+// load runs op from c goroutines for d and collects its latencies.
+func load(c int, d time.Duration, op func(worker, i int) error) loadResult {
+	var mu sync.Mutex
+	var all []time.Duration
+	errs := 0
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			var mine []time.Duration
+			bad := 0
+			for i := 0; time.Now().Before(deadline); i++ {
+				t0 := time.Now()
+				if err := op(w, i); err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			errs += bad
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return loadResult{ops: len(all), elapsed: time.Since(start), p50: percentile(all, 50), p99: percentile(all, 99), errors: errs}
+}
+
+func httpClient(c int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c, DisableCompression: true}}
+}
+
+// postVerify sends one verification and reads the answer.
+func postVerify(client *http.Client, url, key string) error {
+	res, err := client.Post(url+"/v1/verify", "application/json", bytes.NewReader([]byte(`{"key":"`+key+`"}`)))
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return errStatus(res.StatusCode)
+	}
+	return nil
+}
+
+type errStatus int
+
+func (e errStatus) Error() string { return "status " + http.StatusText(int(e)) }
+
+// bareVerify is the least an HTTP verify can do: decode, hash, look up,
+// encode.
+func bareVerify(m map[[sha256.Size]byte]int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Key string `json:"key"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		_, ok := m[sha256.Sum256([]byte(req.Key))]
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"valid": ok})
+	})
+}
+
+func verifyOverHTTP(_ context.Context, o Options, f *fixture) ([]Row, error) {
+	const c = 32
+	idx := f.index()
+	// The access log as serve writes it (JSON, info), into the void.
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	api := &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: projections.NewRunner(nil, log), Logger: log}
+	url, stop, err := serve(api.Handler())
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	bare := make(map[[sha256.Size]byte]int, len(f.secrets))
+	for i, s := range f.secrets {
+		bare[sha256.Sum256([]byte(s))] = i
+	}
+	burl, bstop, err := serve(bareVerify(bare))
+	if err != nil {
+		return nil, err
+	}
+	defer bstop()
+	run := func(url string) loadResult {
+		client := httpClient(c)
+		defer client.CloseIdleConnections()
+		return load(c, o.window(), func(w, i int) error { return postVerify(client, url, f.secrets[(w*7919+i)%len(f.secrets)]) })
+	}
+	base := run(burl)
+	got := run(url)
+	if got.errors > 0 {
+		return nil, errStatus(http.StatusInternalServerError)
+	}
+	tput := got.perSecond() / base.perSecond()
+	p99 := float64(got.p99) / float64(base.p99)
+	return []Row{
+		{Scenario: "verify over HTTP, 32 connections: throughput", Figure: count(got.perSecond()) + "/s",
+			Baseline: "bare net/http: " + count(base.perSecond()) + "/s", Ratio: tput, Target: "≥ 0.85 × bare", Met: tput >= 0.85},
+		{Scenario: "verify over HTTP, 32 connections: p50 / p99", Figure: dur(got.p50) + " / " + dur(got.p99),
+			Baseline: "bare: " + dur(base.p50) + " / " + dur(base.p99), Ratio: p99, Target: "p99 ≤ 1.2 × bare", Met: p99 <= 1.2},
+	}, nil
+}
