@@ -14,6 +14,8 @@ import (
 	"github.com/keyledger/keyledger/internal/natstest"
 )
 
+var system = domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "test"}
+
 // audited is a stream with history and checkpoints, and its signing key.
 type audited struct {
 	env  *natstest.Env

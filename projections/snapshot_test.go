@@ -14,6 +14,8 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
+var system = domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "test"}
+
 // instance is a listing and an index fed by a runner, maybe from a snapshot.
 type instance struct {
 	listing *projections.Listing

@@ -1,0 +1,185 @@
+package events_test
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/internal/natstest"
+)
+
+func eventSeqs(evs []domain.Event) []uint64 {
+	out := []uint64{}
+	for _, e := range evs {
+		out = append(out, e.Seq)
+	}
+	return out
+}
+
+// publishUnknown appends an event of a type this code does not know (as a
+// newer version would write it) after the key's last event, and returns
+// its sequence.
+func publishUnknown(t *testing.T, env *natstest.Env, org, key string) uint64 {
+	t.Helper()
+	body := `{"event_id":"` + domain.NewEventID() + `","type":"KeyRenamed","schema_version":2,"org_id":"` + org +
+		`","key_id":"` + key + `","occurred_at":"2026-11-26T10:05:00.000000Z","actor":{"kind":"user","id":"u_7","name":"x"},"data":{"name":"new"},"prev_hash":""}`
+	ack, err := env.JS.Publish(testCtx(t), "keyledger.events."+org+"."+key+".renamed", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// TestStoreHistory reads each key's and each org's history back from the
+// stream, as the events endpoints do.
+func TestStoreHistory(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := testCtx(t)
+	update := func(key string, fn func(*domain.Key) ([]domain.Event, error)) {
+		t.Helper()
+		if _, err := env.Store.Update(ctx, "acme", key, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := mustCreate(t, env.Store, "acme") // 1
+	mustCreate(t, env.Store, "globex")    // 2
+	b := mustCreate(t, env.Store, "acme") // 3
+	update(a.KeyID, rotateNow)            // 4
+	mustCreate(t, env.Store, "acme-co")   // 5: shares a prefix, not a token, with acme
+	unknown := publishUnknown(t, env, "acme", a.KeyID)
+	update(b.KeyID, revokeNow)            // 7
+	update(a.KeyID, rotateNow)            // 8
+	update(a.KeyID, revokeNow)            // 9
+	c := mustCreate(t, env.Store, "acme") // 10
+	if unknown != 6 || c.Seq != 10 {
+		t.Fatalf("setup: unknown at %d, last at %d; want 6, 10", unknown, c.Seq)
+	}
+
+	t.Run("KeyIsOldestFirstWithUnknownTypesAsNilData", func(t *testing.T) {
+		evs := mustLoad(t, env.Store, "acme", a.KeyID)
+		if got, want := eventSeqs(evs), []uint64{1, 4, 6, 8, 9}; !slices.Equal(got, want) {
+			t.Fatalf("seqs = %v, want %v", got, want)
+		}
+		if evs[2].Data != nil || evs[2].Type != "KeyRenamed" {
+			t.Errorf("unknown event = %+v, want type KeyRenamed with nil Data", evs[2])
+		}
+		// The aggregate counts it: its version is the key's last subject seq.
+		k, err := domain.Rebuild(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !k.Revoked || k.Version != 9 {
+			t.Errorf("rebuilt key: Revoked %v, Version %d; want true, 9", k.Revoked, k.Version)
+		}
+	})
+
+	t.Run("UpdateAfterAnUnknownTypeAppends", func(t *testing.T) {
+		k := mustCreate(t, env.Store, "initech")
+		seq := publishUnknown(t, env, "initech", k.KeyID)
+		got, err := env.Store.Update(ctx, "initech", k.KeyID, rotateNow)
+		if err != nil {
+			t.Fatalf("Update after an unknown type: %v", err)
+		}
+		if got.Version <= seq {
+			t.Errorf("Version = %d, want after %d", got.Version, seq)
+		}
+	})
+
+	all := []uint64{1, 3, 4, 7, 8, 9, 10} // acme's known events
+	for _, tt := range []struct {
+		name   string
+		org    string
+		after  uint64
+		limit  int
+		filter domain.EventFilter
+		want   []uint64
+		next   uint64
+		more   bool
+	}{
+		{"FirstPage", "acme", 0, 3, domain.EventFilter{}, []uint64{1, 3, 4}, 4, true},
+		{"LastPage", "acme", 8, 3, domain.EventFilter{}, []uint64{9, 10}, 10, false},
+		{"AfterTheEndIsEmpty", "acme", 10, 3, domain.EventFilter{}, []uint64{}, 10, false},
+		{"AfterASeqOfAnotherOrg", "acme", 2, 2, domain.EventFilter{}, []uint64{3, 4}, 4, true},
+		{"OtherOrg", "globex", 0, 100, domain.EventFilter{}, []uint64{2}, 2, false},
+		{"OrgIsAWholeToken", "acme-co", 0, 100, domain.EventFilter{}, []uint64{5}, 5, false},
+		{"UnknownOrgIsEmpty", "umbrella", 0, 100, domain.EventFilter{}, []uint64{}, 0, false},
+		{"TypeFilter", "acme", 0, 100, domain.EventFilter{Types: []domain.EventType{domain.TypeKeyRevoked}}, []uint64{7, 9}, 10, false},
+		{"KeyFilter", "acme", 0, 100, domain.EventFilter{KeyID: b.KeyID}, []uint64{3, 7}, 10, false},
+		// Consumers ignore types they do not know (PRODUCT.md); the
+		// history the events endpoints show cannot encode them.
+		{"UnknownTypeIsSkipped", "acme", 0, 100, domain.EventFilter{}, all, 10, false},
+		{"PageAcrossAnUnknownType", "acme", 4, 3, domain.EventFilter{}, []uint64{7, 8, 9}, 9, true},
+	} {
+		t.Run("Org"+tt.name, func(t *testing.T) {
+			page, next, more, err := env.Store.OrgEvents(ctx, tt.org, tt.after, tt.limit, tt.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := eventSeqs(page); !slices.Equal(got, tt.want) {
+				t.Errorf("seqs = %v, want %v", got, tt.want)
+			}
+			if got, want := next, tt.next; got != want {
+				t.Errorf("next = %d, want %d", got, want)
+			}
+			if got, want := more, tt.more; got != want {
+				t.Errorf("more = %v, want %v", got, want)
+			}
+			for _, e := range page {
+				if e.Data == nil {
+					t.Errorf("seq %d of type %q has no data: the events endpoints cannot show it", e.Seq, e.Type)
+				}
+			}
+		})
+	}
+
+	t.Run("OrgPagesMatchLoad", func(t *testing.T) {
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, domain.EventFilter{KeyID: c.KeyID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := page, mustLoad(t, env.Store, "acme", c.KeyID); !reflect.DeepEqual(got, want) {
+			t.Errorf("OrgEvents:\n got %+v\nwant %+v (Load)", got, want)
+		}
+	})
+
+	t.Run("InvalidOrgIsInvalid", func(t *testing.T) {
+		for _, org := range []string{"ac.me", "*", ">", "", "ACME"} {
+			_, _, _, err := env.Store.OrgEvents(ctx, org, 0, 10, domain.EventFilter{})
+			if got, want := domain.ErrorCode(err), domain.EINVALID; got != want {
+				t.Errorf("OrgEvents(%q) code = %q (%v), want %q", org, got, err, want)
+			}
+		}
+	})
+
+	t.Run("SinceAndUntilFilterByOccurredAt", func(t *testing.T) {
+		// Creations occur at codecAt, rotations a minute later, revocations two.
+		f := domain.EventFilter{Since: codecAt.Add(time.Minute), Until: codecAt.Add(2 * time.Minute)}
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			if e.Type != domain.TypeKeyRotated {
+				t.Errorf("seq %d is %s, want only rotations", e.Seq, e.Type)
+			}
+		}
+		if got, want := len(page), 2; got != want {
+			t.Errorf("%d events, want %d", got, want)
+		}
+	})
+
+	t.Run("EncodableForTheAPI", func(t *testing.T) {
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, domain.EventFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			if _, err := events.ToEnvelope(e); err != nil {
+				t.Errorf("ToEnvelope(seq %d): %v", e.Seq, err)
+			}
+		}
+	})
+}
