@@ -75,6 +75,22 @@ func appendChecksum(dst []byte, sum uint32) []byte {
 	return append(dst, c[:]...)
 }
 
+// charClass marks the bytes a key may hold: 1 for a prefix (a-z, 0-9), 2
+// for the random part and checksum (base62). A table: this is the first
+// step of every verification.
+var charClass = func() (t [256]uint8) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = 1 | 2
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = 1 | 2
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = 2
+	}
+	return t
+}()
+
 // WellFormed reports whether s has the shape of a key and a matching
 // checksum. A string that is not well formed is MALFORMED without a look-up.
 func WellFormed(s string) bool {
@@ -84,7 +100,7 @@ func WellFormed(s string) bool {
 			us = i
 			break
 		}
-		if !(s[i] >= 'a' && s[i] <= 'z' || s[i] >= '0' && s[i] <= '9') {
+		if charClass[s[i]]&1 == 0 {
 			return false
 		}
 	}
@@ -92,17 +108,20 @@ func WellFormed(s string) bool {
 		return false
 	}
 	for i := us + 1; i < len(s); i++ {
-		if !isBase62(s[i]) {
+		if charClass[s[i]]&2 == 0 {
 			return false
 		}
 	}
-	body := s[:len(s)-checksumLen]
-	var want [checksumLen]byte
-	return string(appendChecksum(want[:0], crc32.ChecksumIEEE([]byte(body)))) == s[len(body):]
-}
-
-func isBase62(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
+	body := len(s) - checksumLen
+	var buf [maxPrefixLen + 1 + randomLen]byte
+	sum := crc32.ChecksumIEEE(append(buf[:0], s[:body]...))
+	for i := len(s) - 1; i >= body; i-- {
+		if s[i] != Base62[sum%62] {
+			return false
+		}
+		sum /= 62
+	}
+	return sum == 0
 }
 
 // HashSecret returns the stored form of a secret: "sha256:" and the hex of
