@@ -2,6 +2,7 @@ package projections_test
 
 import (
 	"crypto/sha256"
+	"runtime"
 	"testing"
 	"time"
 
@@ -46,4 +47,38 @@ func BenchmarkVerifyIndex(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkProjectionsMemory builds the listing and the verify index for
+// 100,000 keys and reports their live heap per key; for a heap profile:
+//
+//	go test -run '^$' -bench ProjectionsMemory -benchtime 1x -memprofile mem.out ./projections/
+func BenchmarkProjectionsMemory(b *testing.B) {
+	const n = 100000
+	for range b.N {
+		evs := make([]domain.Event, n)
+		now := time.Now()
+		for i := range evs {
+			s, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
+			evs[i], _ = domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "service key", Scopes: []string{"read"}, Actor: domain.Actor{Kind: domain.ActorSystem}}, now, 0, s)
+			evs[i].Seq = uint64(i + 1)
+		}
+		before := liveHeap()
+		l, v := projections.NewListing(), projections.NewVerifyIndex()
+		for _, e := range evs {
+			_ = l.Apply(e)
+			_ = v.Apply(e)
+		}
+		b.ReportMetric(float64(liveHeap()-before)/n, "B/key-shared-strings")
+		runtime.KeepAlive(l)
+		runtime.KeepAlive(v)
+		runtime.KeepAlive(evs)
+	}
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
