@@ -38,8 +38,11 @@ type Key struct {
 	RevokedAt time.Time
 	Revoked   bool
 
-	// Version is the stream sequence of the last event applied.
-	Version uint64
+	// Version is the stream sequence of the last event applied, and
+	// LastHash its stored hash (set when events are read back): the next
+	// event's expected sequence and prev_hash.
+	Version  uint64
+	LastHash string
 }
 
 // Apply evolves k by one event. It fails only on an event that cannot
@@ -74,6 +77,9 @@ func (k *Key) Apply(e Event) error {
 	}
 	if e.Seq != 0 {
 		k.Version = e.Seq
+	}
+	if e.Hash != "" {
+		k.LastHash = e.Hash
 	}
 	return nil
 }

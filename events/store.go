@@ -61,7 +61,20 @@ type Store struct {
 	stream    jetstream.Stream
 	conflicts int
 	log       *slog.Logger
+	cache     KeyCache
 }
+
+// KeyCache is the state of keys that the projections already hold. It may
+// lag the stream, never lead it.
+type KeyCache interface {
+	Get(org, id string) (domain.Key, bool)
+}
+
+// UseCache lets Update decide first on the state the projections hold, and
+// read the key's events from the stream only when that state proves stale
+// (the append's expected sequence does not match) or the decision refuses.
+// Without it every Update reads the key's events: three round trips more.
+func (s *Store) UseCache(c KeyCache) { s.cache = c }
 
 var _ domain.Store = (*Store)(nil)
 
@@ -119,6 +132,9 @@ func (s *Store) Create(ctx context.Context, e domain.Event) (domain.Event, error
 
 // Update loads, decides and appends in one call; see domain.Store.
 func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key) ([]domain.Event, error)) (*domain.Key, error) {
+	if k, ok := s.fromCache(ctx, org, id, fn); ok {
+		return k, nil
+	}
 	for attempt := 1; ; attempt++ {
 		evs, err := s.Load(ctx, org, id)
 		if err != nil {
@@ -145,6 +161,28 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 			return nil, domain.Wrap(domain.EUNAVAILABLE, ctx.Err(), "request ended before the key could be changed")
 		}
 	}
+}
+
+// fromCache decides on the projections' state of the key and appends
+// expecting that state's version. It reports false, having appended
+// nothing, when the state is missing or stale, or the decision refuses:
+// a refusal may rest on stale state, so the stream's state decides again.
+func (s *Store) fromCache(ctx context.Context, org, id string, fn func(*domain.Key) ([]domain.Event, error)) (*domain.Key, bool) {
+	if s.cache == nil {
+		return nil, false
+	}
+	k, ok := s.cache.Get(org, id)
+	if !ok || k.LastHash == "" {
+		return nil, false
+	}
+	news, err := fn(&k)
+	if err != nil || len(news) != 1 {
+		return nil, false // several events could half-land: only the loaded path takes them
+	}
+	if err := s.appendAll(ctx, &k, k.LastHash, news); err != nil {
+		return nil, false
+	}
+	return &k, true
 }
 
 // appendAll appends news after the key's last event, whose stored hash is

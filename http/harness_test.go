@@ -72,6 +72,7 @@ func instance(t *testing.T, env *natstest.Env, configure func(*khttp.Server)) *h
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
 	h.runner = projections.NewRunner(h.env.Store, log, listing, index)
+	h.env.Store.UseCache(listing)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.runner.Run(ctx) }()

@@ -92,6 +92,23 @@ func run[T any](t *testing.T, b *browser, a chromedp.Action[T]) T {
 	return v
 }
 
+// click clicks sel, again if the table was re-rendered under it (the page
+// follows changes live, so a row can be replaced between find and click).
+func (b *browser) click(t *testing.T, sel string) {
+	t.Helper()
+	var err error
+	for range 20 {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		err = chromedp.Do(ctx, chromedp.Click(sel))
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("click %s: %v", sel, err)
+}
+
 // signIn opens the org's page and signs in with credential.
 func (b *browser) signIn(t *testing.T, h *harness, org, credential string) {
 	t.Helper()
@@ -161,8 +178,8 @@ func TestManagerPage(t *testing.T) {
 	})
 
 	t.Run("RotateShowsTheNewKeyOnce", func(t *testing.T) {
+		b.click(t, `//tr[td[text()="billing worker"]]//button[contains(@class,"rotate")]`)
 		b.do(t,
-			chromedp.Click(`//tr[td[text()="billing worker"]]//button[contains(@class,"rotate")]`),
 			chromedp.WaitVisible("#rotate-dialog"),
 			chromedp.Click(`#rotate-form input[value="3600"]`),
 			chromedp.Click("#rotate-form button[type=submit]"),
@@ -183,10 +200,8 @@ func TestManagerPage(t *testing.T) {
 	})
 
 	t.Run("HistoryShowsWhoDidWhat", func(t *testing.T) {
-		b.do(t,
-			chromedp.Click(`//tr[td[text()="billing worker"]]//button[contains(@class,"history")]`),
-			chromedp.WaitVisible(`#history-list li:nth-child(2)`),
-		)
+		b.click(t, `//tr[td[text()="billing worker"]]//button[contains(@class,"history")]`)
+		b.do(t, chromedp.WaitVisible(`#history-list li:nth-child(2)`))
 		text := run(t, b, chromedp.Text("#history-list"))
 		if !strings.Contains(text, "admin of acme (key) created the key") || !strings.Contains(text, "rotated the key") {
 			t.Errorf("history = %q", text)
@@ -199,9 +214,9 @@ func TestManagerPage(t *testing.T) {
 		b.do(t,
 			chromedp.Reload(),
 			chromedp.WaitVisible(`//td[text()="billing worker"]`),
-			chromedp.Click(`//tr[td[text()="billing worker"]]//button[contains(@class,"delete")]`),
-			chromedp.WaitVisible("#delete-dialog"),
 		)
+		b.click(t, `//tr[td[text()="billing worker"]]//button[contains(@class,"delete")]`)
+		b.do(t, chromedp.WaitVisible("#delete-dialog"))
 		body := run(t, b, chromedp.Text("#delete-dialog"))
 		if !strings.Contains(body, "billing worker") || !strings.Contains(body, "fails at once") || strings.Contains(body, "Last used: never") {
 			t.Errorf("confirmation = %q", body)

@@ -18,7 +18,7 @@ import (
 
 // SnapshotVersion names the snapshot encoding; a snapshot of another
 // version is ignored and the projections are replayed from the stream.
-const SnapshotVersion = 1
+const SnapshotVersion = 2
 
 // snapshotHeader opens a snapshot: what it is and where in the stream.
 type snapshotHeader struct {

@@ -50,6 +50,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
 	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
+	b.store.UseCache(listing)
 	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 

@@ -65,7 +65,13 @@ function button(text, onClick, cls) {
   return b;
 }
 
+let rendered = "";
+
 function render() {
+  // Re-render only on a change: keeps focus and the rows a user points at.
+  const sig = JSON.stringify(keys);
+  if (sig === rendered) return;
+  rendered = sig;
   const rows = $("rows");
   rows.replaceChildren();
   for (const k of keys) {
@@ -130,10 +136,16 @@ function showSecret(name, secret) {
   $("secret-value").select();
 }
 
-$("secret-dialog").addEventListener("close", () => {
+function forgetSecret() {
   $("secret-value").value = "";
   $("secret-name").textContent = "";
   $("copy-status").textContent = "";
+}
+
+// The button forgets the key at once; "close" (also Esc) comes later.
+$("secret-dialog").querySelector("form").addEventListener("submit", forgetSecret);
+$("secret-dialog").addEventListener("close", () => {
+  forgetSecret();
   load();
 });
 

@@ -27,6 +27,7 @@ func Start(t testing.TB, env *natstest.Env) *API {
 	t.Helper()
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
 	runner := projections.NewRunner(env.Store, natstest.Quiet(), listing, index)
+	env.Store.UseCache(listing)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()

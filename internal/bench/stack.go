@@ -49,6 +49,7 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	}
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
 	s.runner = projections.NewRunner(s.store, quiet, listing, index)
+	s.store.UseCache(listing)
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = s.runner.Run(rctx) }()
 	s.keys = &domain.Keys{Store: s.store}
