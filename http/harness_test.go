@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/internal/apitest"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -70,37 +71,9 @@ func instance(t *testing.T, env *natstest.Env, configure func(*khttp.Server)) *h
 	t.Helper()
 	h := &harness{t: t, env: env, logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	h.runner = projections.NewRunner(h.env.Store, log, listing, index)
-	h.env.Store.UseCache(listing)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.runner.Run(ctx) }()
-	h.keys = &domain.Keys{Store: h.env.Store, MaxExpiry: 365 * 24 * time.Hour}
-	h.api = &khttp.Server{Keys: h.keys, Listing: listing, Index: index, Log: h.env.Store, Runner: h.runner, Logger: log, WaitTimeout: time.Second}
-	if configure != nil {
-		configure(h.api)
-	}
-	h.srv = httptest.NewServer(h.api.Handler())
-	h.stop = func() {
-		h.srv.Close()
-		cancel()
-		<-done
-	}
-	t.Cleanup(func() { h.stop() })
-	h.waitReady()
+	a := apitest.Start(t, env, apitest.Options{Logger: log, Configure: configure})
+	h.keys, h.api, h.runner, h.srv, h.stop = a.Keys, a.Server, a.Runner, a.HTTP, a.Stop
 	return h
-}
-
-func (h *harness) waitReady() {
-	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !h.runner.Ready() {
-		if time.Now().After(deadline) {
-			h.t.Fatal("projections did not catch up within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // bootstrap mints a management key for org the way `keyledger bootstrap`

@@ -75,7 +75,15 @@ func (a *addrLimiter) get(addr string) *rate.Limiter {
 
 // take spends a token of addr; when there is none it returns how long until
 // there is one.
-func (a *addrLimiter) take(addr string) (ok bool, retry time.Duration) {
+func (a *addrLimiter) take(addr string) (ok bool, retry time.Duration) { return a.check(addr, true) }
+
+// exhausted reports, without spending, whether addr has no token left.
+func (a *addrLimiter) exhausted(addr string) (bool, time.Duration) {
+	ok, retry := a.check(addr, false)
+	return !ok, retry
+}
+
+func (a *addrLimiter) check(addr string, spend bool) (bool, time.Duration) {
 	if a == nil {
 		return true, 0
 	}
@@ -83,29 +91,12 @@ func (a *addrLimiter) take(addr string) (ok bool, retry time.Duration) {
 	defer a.mu.Unlock()
 	lim := a.get(addr)
 	now := a.now()
-	if lim.AllowN(now, 1) {
+	if spend && lim.AllowN(now, 1) || !spend && lim.TokensAt(now) >= 1 {
 		return true, 0
 	}
 	r := lim.ReserveN(now, 1)
 	defer r.CancelAt(now)
 	return false, r.DelayFrom(now)
-}
-
-// exhausted reports, without spending, whether addr has no token left.
-func (a *addrLimiter) exhausted(addr string) (bool, time.Duration) {
-	if a == nil {
-		return false, 0
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	lim := a.get(addr)
-	now := a.now()
-	if lim.TokensAt(now) >= 1 {
-		return false, 0
-	}
-	r := lim.ReserveN(now, 1)
-	defer r.CancelAt(now)
-	return true, r.DelayFrom(now)
 }
 
 // clientAddr is the address a request came from. Forwarded headers are not

@@ -1,10 +1,11 @@
 // Package apitest runs a whole keyledger instance — projections following
 // the stream and the HTTP API on a real server — on a natstest environment,
-// for tests of packages that sit beside the service.
+// for the tests of the API and of the packages beside the service.
 package apitest
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -15,31 +16,62 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
+// Options are optional.
+type Options struct {
+	Logger *slog.Logger // quiet when nil
+	// Configure changes the API before it starts serving.
+	Configure func(*khttp.Server)
+}
+
 // API is a running instance.
 type API struct {
 	URL    string
+	HTTP   *httptest.Server
+	Server *khttp.Server
 	Keys   *domain.Keys
 	Runner *projections.Runner
+	// Stop stops serving and following; calling it again does nothing.
+	Stop func()
 }
 
-// Start runs an instance on env until the test ends.
-func Start(t testing.TB, env *natstest.Env) *API {
+// Start runs an instance on env until the test ends, wired as serve does.
+func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Logger == nil {
+		o.Logger = natstest.Quiet()
+	}
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	runner := projections.NewRunner(env.Store, natstest.Quiet(), listing, index)
+	runner := projections.NewRunner(env.Store, o.Logger, listing, index)
 	env.Store.UseCache(listing)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	keys := &domain.Keys{Store: env.Store}
-	api := &khttp.Server{Keys: keys, Listing: listing, Index: index, Log: env.Store, Runner: runner, Logger: natstest.Quiet()}
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(func() { srv.Close(); cancel(); <-done })
-	return &API{URL: srv.URL, Keys: keys, Runner: runner}
+	a := &API{Keys: &domain.Keys{Store: env.Store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner}
+	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: env.Store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second}
+	if o.Configure != nil {
+		o.Configure(a.Server)
+	}
+	a.HTTP = httptest.NewServer(a.Server.Handler())
+	a.URL = a.HTTP.URL
+	a.Stop = func() { a.HTTP.Close(); cancel(); <-done }
+	t.Cleanup(a.Stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for !runner.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("projections did not catch up within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return a
 }
 
 // Bootstrap mints a management key of org holding scopes besides
-// keys:manage, and waits until the instance knows it.
+// keys:manage, the way `keyledger bootstrap` does, and waits until the
+// instance knows it.
 func (a *API) Bootstrap(t testing.TB, org string, scopes ...string) string {
 	t.Helper()
 	issued, err := a.Keys.Create(context.Background(), domain.CreateKey{
