@@ -165,9 +165,11 @@ func TestSnapshots(t *testing.T) {
 	t.Run("SnapshotsAreTakenEverySoManyEvents", func(t *testing.T) {
 		startInstance(t, env, snaps, false, 10)
 		before := env.LastSeq(t)
-		history(t, env, 12) // over ten more events while the instance follows
-		deadline := time.Now().Add(10 * time.Second)
+		// Keep appending: a snapshot triggered while another is still being
+		// saved waits for the next events, as in production.
+		deadline := time.Now().Add(20 * time.Second)
 		for {
+			history(t, env, 12) // over ten more events while the instance follows
 			probe := &projections.Snapshotter{Store: snaps, Listing: projections.NewListing(), Index: projections.NewVerifyIndex(), Logger: natstest.Quiet()}
 			if got := probe.Restore(ctx); got > before {
 				break
@@ -175,7 +177,7 @@ func TestSnapshots(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatal("no snapshot was taken while following the stream")
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 }
