@@ -4,8 +4,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	khttp "github.com/keyledger/keyledger/http"
 )
 
 // TestBadInputAppendsNothing sends every kind of bad request and checks
@@ -119,5 +121,37 @@ func TestRevokedManagementKeyStopsAtOnce(t *testing.T) {
 	res := h.must(http.StatusUnauthorized, "GET", "/v1/orgs/acme/keys", second.Secret, nil)
 	if strings.Contains(string(res.body), second.Secret) {
 		t.Error("the error answer holds the credential")
+	}
+}
+
+// TestWritesAnswer503WhileNATSIsDown stops the event store under a running
+// instance: writes answer 503 unavailable with Retry-After within the
+// command timeout, and verification keeps answering from memory.
+func TestWritesAnswer503WhileNATSIsDown(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.CommandTimeout = time.Second })
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "survivor"})
+	h.env.Stop()
+
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/v1/orgs/acme/keys"},
+		{"POST", "/v1/orgs/acme/keys/" + k.Key.ID + "/rotate"},
+		{"DELETE", "/v1/orgs/acme/keys/" + k.Key.ID},
+	} {
+		start := time.Now()
+		var body any
+		if tc.path == "/v1/orgs/acme/keys" {
+			body = map[string]any{"name": "while down"}
+		}
+		res := h.request(tc.method, tc.path, admin, body)
+		if res.StatusCode != http.StatusServiceUnavailable || res.errorCode() != "unavailable" || res.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s while NATS is down: %d %s", tc.method, tc.path, res.StatusCode, res.body)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s %s took %s, want within the command timeout", tc.method, tc.path, took)
+		}
+	}
+	if got := h.verify(k.Secret); got.Code != "VALID" {
+		t.Errorf("verify while NATS is down: %s, want VALID from memory", got.Code)
 	}
 }

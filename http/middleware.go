@@ -132,6 +132,16 @@ func caller(ctx context.Context) domain.Principal {
 	return p
 }
 
+// bounded gives a write at most CommandTimeout with the event store: when
+// NATS is unreachable the write answers 503 with Retry-After, never hangs.
+func (s *Server) bounded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.CommandTimeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // keyID validates {id} before any handler sees it.
 func (s *Server) keyID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -53,6 +53,9 @@ type Server struct {
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
 	// its own event to be applied; 5s when zero.
 	WaitTimeout time.Duration
+	// CommandTimeout bounds a write's work with the event store: past it
+	// the write answers 503 unavailable rather than hang; 5s when zero.
+	CommandTimeout time.Duration
 	// AuditKey is the public half of the checkpoint signing key, served at
 	// /v1/audit/pubkey; nil: none configured.
 	AuditKey ed25519.PublicKey
@@ -97,6 +100,9 @@ func (s *Server) Handler() http.Handler {
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = 5 * time.Second
 	}
+	if s.CommandTimeout == 0 {
+		s.CommandTimeout = 5 * time.Second
+	}
 	s.idem = newIdempotency(time.Hour, 10000)
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
@@ -127,13 +133,13 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) keyRoutes(r chi.Router) {
-	r.With(s.idempotent).Post("/", s.createKey)
+	r.With(s.idempotent, s.bounded).Post("/", s.createKey)
 	r.Get("/", s.listKeys)
 	r.Route("/{id}", func(r chi.Router) {
 		r.Use(s.keyID)
 		r.Get("/", s.getKey)
-		r.With(s.idempotent).Post("/rotate", s.rotateKey)
-		r.With(s.idempotent).Delete("/", s.revokeKey)
+		r.With(s.idempotent, s.bounded).Post("/rotate", s.rotateKey)
+		r.With(s.idempotent, s.bounded).Delete("/", s.revokeKey)
 		r.Get("/events", s.keyEvents)
 	})
 }
