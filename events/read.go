@@ -1,0 +1,232 @@
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// Load returns the events of one key, oldest first; none for an unknown key.
+// Returns EINVALID for ids that could not name a subject, EUNAVAILABLE.
+func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return nil, err
+	}
+	if err := domain.ValidateKeyID(id); err != nil {
+		return nil, err
+	}
+	var evs []domain.Event
+	err := s.Scan(ctx, KeySubjects(org, id), 1, func(m Msg) error {
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		evs = append(evs, e)
+		return nil
+	})
+	return evs, err
+}
+
+// OrgEvents reads, from the stream, up to limit events of org after a
+// sequence that match f, oldest first; the sequence to ask after next; and
+// whether more may follow. Returns EINVALID, EUNAVAILABLE.
+func (s *Store) OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) (page []domain.Event, next uint64, more bool, err error) {
+	next = after
+	err = s.EachOrgEvent(ctx, org, after+1, func(e domain.Event) error {
+		if len(page) == limit {
+			more = true
+			return errPageFull
+		}
+		next = e.Seq
+		if e.Data != nil && f.Match(e) { // types this code does not know are skipped
+			page = append(page, e)
+		}
+		return nil
+	})
+	if errors.Is(err, errPageFull) {
+		err = nil
+	}
+	return page, next, more, err
+}
+
+var errPageFull = errors.New("page full")
+
+// EachOrgEvent calls fn with every event of org from sequence from on, read
+// from the stream in bounded batches. Returns EINVALID, EUNAVAILABLE, or
+// fn's error.
+func (s *Store) EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return err
+	}
+	return s.Scan(ctx, SubjectRoot+"."+org+".>", from, func(m Msg) error {
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		return fn(e)
+	})
+}
+
+// Msg is a stored message as read back: an event or a checkpoint.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	Data    []byte
+}
+
+// IsEvent reports whether m is an event (not a checkpoint).
+func (m Msg) IsEvent() bool { return strings.HasPrefix(m.Subject, SubjectRoot+".") }
+
+// BodyHash is the SHA-256 (hex) of a stored message body: what prev_hash
+// and checkpoints refer to.
+func BodyHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// scanBatch bounds the memory of a scan, whatever the stream's size.
+const scanBatch = 256
+
+// Scan calls fn with every message matching filter from sequence from on,
+// as the stream stands when the scan starts, in order and in batches, so
+// that memory stays flat however long the stream. Returns EUNAVAILABLE, or
+// fn's error.
+func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Msg) error) error {
+	return s.ScanCounted(ctx, filter, from, nil, fn)
+}
+
+// ScanCounted is Scan that first tells onTotal how many messages it will
+// read (for a progress bar).
+func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onTotal func(uint64), fn func(Msg) error) error {
+	cfg := jetstream.ConsumerConfig{
+		FilterSubject:     filter,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: 30 * time.Second,
+	}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := s.stream.CreateConsumer(ctx, cfg)
+	if err != nil {
+		return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+	}
+	defer func() {
+		// A fresh context: the consumer should go even if ctx has ended.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
+	}()
+	if onTotal != nil {
+		onTotal(c.CachedInfo().NumPending)
+	}
+	for pending := c.CachedInfo().NumPending; pending > 0; {
+		batch, err := c.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+		}
+		got := 0
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return domain.Wrap(domain.EINTERNAL, err, "a stored message has no metadata")
+			}
+			got++
+			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+		}
+		if got == 0 {
+			return domain.Errorf(domain.EUNAVAILABLE, "the event store did not deliver the stream")
+		}
+		pending -= uint64(got)
+	}
+	return nil
+}
+
+// LastSeq returns the sequence of the last message in the stream.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
+	}
+	return info.State.LastSeq, nil
+}
+
+// Follow calls fn with every event from sequence from on, in stream order,
+// until ctx ends or fn fails. Messages that are not events (checkpoints)
+// and events that cannot be decoded (logged) come with nil Data, so that
+// the sequence still advances.
+func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
+	return s.FollowRaw(ctx, from, func(m Msg) error {
+		if !m.IsEvent() {
+			return fn(domain.Event{Seq: m.Seq})
+		}
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			s.log.Error("skipping an event that cannot be decoded", "seq", m.Seq, "err", err)
+		}
+		e.Hash = BodyHash(m.Data)
+		return fn(e)
+	})
+}
+
+// FollowRaw calls fn with every message from sequence from on, in stream
+// order, until ctx ends or fn fails. It runs one ordered consumer, which
+// survives reconnects and resumes after the last message it delivered.
+func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	ctx, cancel := context.WithCancel(ctx) // ends the watcher below when fn fails
+	defer cancel()
+	c, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("follow the stream: %w", err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return fmt.Errorf("follow the stream: %w", err)
+	}
+	defer it.Stop()
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return fmt.Errorf("follow the stream: %w", err)
+			}
+			s.log.Warn("following the stream", "err", err)
+			continue
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)
+			continue
+		}
+		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
+			return err
+		}
+	}
+}
