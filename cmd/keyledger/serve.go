@@ -43,17 +43,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	bg := newBackground()
 	defer bg.stop() // before b.close: the background work still needs NATS
 
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, 1)
+	listing, index, runner, err := startProjections(ctx, bg, b, f, log)
 	if err != nil {
 		return err
 	}
-	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
-	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
-	b.store.UseCache(listing)
-	runner.ResumeAfter(snapshotter.Restore(ctx))
-	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
-
 	usage := projections.NewUsage()
 	usageStore, err := events.OpenUsage(ctx, b.js, 1)
 	if err != nil {
@@ -87,6 +80,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		})
 	}
 	return serveHTTP(ctx, f, api.Handler(), log)
+}
+
+// startProjections restores the listing and the verify index from the
+// newest snapshot, if one fits, and follows the stream from there.
+func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, error) {
+	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, 1)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
+	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
+	b.store.UseCache(listing) // commands decide on the projections' state first
+	runner.ResumeAfter(snapshotter.Restore(ctx))
+	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
+	return listing, index, runner, nil
 }
 
 // startCheckpoints signs checkpoints in the background with --audit-key,
