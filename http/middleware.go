@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -28,9 +29,19 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
-		s.requestLog(r).Info("request",
-			"method", r.Method, "path", r.URL.Path, "route", chi.RouteContext(r.Context()).RoutePattern(),
-			"status", ww.Status(), "bytes", ww.BytesWritten(), "duration", time.Since(start))
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		level := slog.LevelInfo
+		if route == "/v1/verify" && ww.Status() == http.StatusOK {
+			// Verifications come by the thousand a second: one line each
+			// would cost more than the verification. Debug shows them.
+			level = slog.LevelDebug
+		}
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		s.log.LogAttrs(r.Context(), level, "request", slog.String("request_id", requestID(r.Context())),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", time.Since(start)))
 	})
 }
 
