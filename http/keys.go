@@ -2,12 +2,13 @@ package http
 
 import (
 	"fmt"
-	"github.com/go-chi/chi/v5"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
