@@ -85,6 +85,11 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 			return nil, err
 		}
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			// Another instance sharing the key file made it first.
+			time.Sleep(100 * time.Millisecond)
+			return LoadOrCreateSigningKey(path)
+		}
 		if err != nil {
 			return nil, err
 		}

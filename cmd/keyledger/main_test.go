@@ -312,3 +312,38 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	}
 	t.Logf("bench --quick took %s:\n%s", time.Since(start).Round(time.Millisecond), out)
 }
+
+// TestComposeFileIsValid checks docker-compose.yml with Debian's
+// docker-compose, which needs no Docker engine to do so.
+func TestComposeFileIsValid(t *testing.T) {
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("docker-compose is missing under CI=true: .ci/run must install it")
+		}
+		t.Skip("docker-compose is not installed (apt-get install docker-compose): the compose file is not checked")
+	}
+	out, err := exec.Command("docker-compose", "-f", "../../docker-compose.yml", "config").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	for _, want := range []string{"nats-1:", "nats-2:", "nats-3:", "keyledger-1:", "keyledger-2:", "KEYLEDGER_STREAM_REPLICAS: '3'"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the effective compose file lacks %q", want)
+		}
+	}
+}
+
+func TestStreamReplicasNeedACluster(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bootstrap", "--org", "acme", "--name", "a", "--stream-replicas", "3"}, "needs a NATS cluster"},
+		{[]string{"bootstrap", "--org", "acme", "--name", "a", "--stream-replicas", "2", "--nats-url", "nats://127.0.0.1:1"}, "must be 1, 3 or 5"},
+	} {
+		if _, stderr, err := runBinary(t, dir, nil, tc.args...); err == nil || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: %v %s", tc.args, err, stderr)
+		}
+	}
+}

@@ -48,7 +48,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	usage := projections.NewUsage()
-	usageStore, err := events.OpenUsage(ctx, b.js, 1)
+	usageStore, err := events.OpenUsage(ctx, b.js, b.replicas)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 // newest snapshot, if one fits, and follows the stream from there.
 func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, error) {
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, 1)
+	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -18,16 +18,26 @@ import (
 
 // backend is an open event store and how to let go of it.
 type backend struct {
-	js    jetstream.JetStream
-	store *events.Store
-	conn  *nats.Conn
-	close func()
+	replicas int
+	js       jetstream.JetStream
+	store    *events.Store
+	conn     *nats.Conn
+	close    func()
 }
 
 // openBackend connects to --nats-url, or starts the embedded server on
 // --data-dir, holding a lock there so that no second process opens the same
 // store files.
 func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*backend, error) {
+	switch c.replicas {
+	case 1, 3, 5:
+	default:
+		return nil, fmt.Errorf("--stream-replicas must be 1, 3 or 5, not %d", c.replicas)
+	}
+	if c.replicas != 1 && c.natsURL == "" {
+		return nil, fmt.Errorf("--stream-replicas %d needs a NATS cluster (--nats-url); the embedded server is one node", c.replicas)
+	}
+	o.replicas = c.replicas
 	if c.natsURL != "" {
 		opts, err := c.natsOptions()
 		if err != nil {
@@ -60,6 +70,7 @@ func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*
 
 // openOpts say how a command uses the store.
 type openOpts struct {
+	replicas   int    // of the stream and buckets
 	natsListen string // serve: open the embedded server's client port
 	readOnly   bool   // audits: attach to the stream, never create or change it
 }
@@ -86,7 +97,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 	if o.readOnly {
 		open = events.Attach
 	}
-	store, err := open(octx, js, events.Config{Logger: log})
+	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas})
 	if err != nil {
 		closeFn()
 		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
@@ -94,7 +105,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 		}
 		return nil, err
 	}
-	return &backend{js: js, store: store, conn: nc, close: closeFn}, nil
+	return &backend{js: js, store: store, conn: nc, replicas: o.replicas, close: closeFn}, nil
 }
 
 // lockDir takes an exclusive advisory lock on dir/keyledger.lock.
