@@ -131,6 +131,7 @@ type serveFlags struct {
 	auditKey         string
 	checkpointEvery  time.Duration
 	snapshotEvery    uint64
+	commandTimeout   time.Duration
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -152,6 +153,7 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
+	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	if err := parse(fs, args); err != nil {
 		return nil, err

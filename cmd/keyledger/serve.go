@@ -70,6 +70,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 		Logger:           log,
 		AuditKey:         pub,
+		CommandTimeout:   f.commandTimeout,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
 		CORSOrigins:      splitList(f.corsOrigins),
