@@ -143,6 +143,29 @@ func caller(ctx context.Context) domain.Principal {
 	return p
 }
 
+// bound takes a slot for the request, from the event streams' pool for a
+// stream, or answers 503 at once when none is free. Health checks take
+// none: a busy instance is alive, and must not be restarted for it.
+func (s *Server) bound(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		pool := s.inFlight
+		if strings.HasSuffix(r.URL.Path, "/events/stream") {
+			pool = s.streams
+		}
+		select {
+		case pool <- struct{}{}:
+			defer func() { <-pool }()
+			next.ServeHTTP(w, r)
+		default:
+			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "too many requests at once; retry shortly"))
+		}
+	})
+}
+
 // bounded gives a write at most CommandTimeout with the event store: when
 // NATS is unreachable the write answers 503 with Retry-After, never hangs.
 func (s *Server) bounded(next http.Handler) http.Handler {

@@ -67,6 +67,11 @@ type Server struct {
 	VerifyLimit      Limit
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
+	// MaxInFlight bounds the requests served at once (1024 when zero) and
+	// MaxStreams the open event streams (256): past them, 503 at once
+	// rather than a pile-up.
+	MaxInFlight int
+	MaxStreams  int
 	// Heartbeat is how often an idle event stream gets a comment (15s);
 	// SlowClientTimeout cuts a stream whose client does not take a write
 	// within it (10s).
@@ -77,6 +82,8 @@ type Server struct {
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
+	inFlight      chan struct{}
+	streams       chan struct{}
 }
 
 // Handler returns the router with every route.
@@ -97,6 +104,13 @@ func (s *Server) Handler() http.Handler {
 	if s.Usage == nil {
 		s.Usage = projections.NewUsage()
 	}
+	if s.MaxInFlight == 0 {
+		s.MaxInFlight = 1024
+	}
+	if s.MaxStreams == 0 {
+		s.MaxStreams = 256
+	}
+	s.inFlight, s.streams = make(chan struct{}, s.MaxInFlight), make(chan struct{}, s.MaxStreams)
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = 5 * time.Second
 	}
@@ -108,7 +122,7 @@ func (s *Server) Handler() http.Handler {
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.accessLog, s.recoverer, securityHeaders, cors(s.CORSOrigins))
+	r.Use(middleware.RequestID, s.accessLog, s.recoverer, s.bound, securityHeaders, cors(s.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
 	})

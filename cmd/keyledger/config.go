@@ -132,6 +132,9 @@ type serveFlags struct {
 	checkpointEvery  time.Duration
 	snapshotEvery    uint64
 	commandTimeout   time.Duration
+	readHeader       time.Duration
+	maxInFlight      int
+	maxStreams       int
 }
 
 func parseServe(args []string, out io.Writer) (*serveFlags, error) {
@@ -154,6 +157,9 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
+	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once; past it, 503 at once")
+	fs.IntVar(&f.maxStreams, "max-event-streams", 256, "event streams open at once; past it, 503 at once")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	if err := parse(fs, args); err != nil {
 		return nil, err

@@ -71,6 +71,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:           log,
 		AuditKey:         pub,
 		CommandTimeout:   f.commandTimeout,
+		MaxInFlight:      f.maxInFlight,
+		MaxStreams:       f.maxStreams,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
 		CORSOrigins:      splitList(f.corsOrigins),
@@ -124,7 +126,7 @@ func startCheckpoints(bg *background, store *events.Store, f *serveFlags, log *s
 func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: f.readHeader,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
