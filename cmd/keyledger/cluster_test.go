@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// natsNode is one nats-server process of a test cluster.
+type natsNode struct {
+	name, conf, url string
+	cmd             *exec.Cmd
+}
+
+func (n *natsNode) start(t *testing.T, bin string) {
+	t.Helper()
+	n.cmd = exec.Command(bin, "-c", n.conf)
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = n.cmd.Wait() }()
+}
+
+func (n *natsNode) kill() { _ = n.cmd.Process.Signal(syscall.SIGKILL) }
+
+// cluster builds nats-server from the module at the pinned version and
+// starts three nodes on loopback forming one JetStream cluster.
+func cluster(t *testing.T) []*natsNode {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	var nodes []*natsNode
+	var routes []string
+	clusterAddrs := make([]string, 3)
+	for i := range clusterAddrs {
+		clusterAddrs[i] = freeAddr(t)
+		routes = append(routes, "nats-route://"+clusterAddrs[i])
+	}
+	for i := range 3 {
+		n := &natsNode{name: fmt.Sprintf("n%d", i+1), url: "nats://" + freeAddr(t), conf: filepath.Join(dir, fmt.Sprintf("n%d.conf", i+1))}
+		conf := fmt.Sprintf(`server_name: %s
+listen: %s
+jetstream { store_dir: %q }
+cluster { name: keyledger, listen: %s, routes: [%s] }
+`, n.name, strings.TrimPrefix(n.url, "nats://"), filepath.Join(dir, n.name), clusterAddrs[i], strings.Join(routes, ", "))
+		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.start(t, bin)
+		t.Cleanup(n.kill)
+		nodes = append(nodes, n)
+	}
+	nc, err := nats.Connect(urls(nodes), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return nodes
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the JetStream cluster did not form within 60 s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func urls(nodes []*natsNode) string {
+	var u []string
+	for _, n := range nodes {
+		u = append(u, n.url)
+	}
+	return strings.Join(u, ",")
+}
+
+// TestClusterSurvivesTheLossOfTheStreamLeader runs two keyledger instances
+// on a three-node cluster with the stream replicated three times, kills -9
+// the stream leader's server under load, and checks that writes resume,
+// that every acknowledged command is visible and verifies the same on both
+// instances, and that the node catches up when it comes back.
+func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster test: not in -short")
+	}
+	nodes := cluster(t)
+	dir := t.TempDir()
+	common := []string{"KEYLEDGER_NATS_URL=" + urls(nodes), "KEYLEDGER_STREAM_REPLICAS=3",
+		"KEYLEDGER_AUDIT_KEY=" + filepath.Join(dir, "audit.pem"), "KEYLEDGER_COMMAND_TIMEOUT=3s"}
+	admin, stderr, err := runBinary(t, dir, common, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	admin = strings.TrimSpace(admin)
+	var instances []*process
+	for range 2 {
+		addr := freeAddr(t)
+		instances = append(instances, serveProcess(t, dir, addr, append([]string{"KEYLEDGER_HTTP_ADDR=" + addr}, common...)))
+	}
+
+	type outcome struct {
+		secret  string
+		revoked bool
+	}
+	var mu sync.Mutex
+	acked := map[string]outcome{} // key id → what the acknowledged commands make of it
+	var lastOK time.Time
+	var gap time.Duration
+	var maxSeq uint64
+	record := func(seq string) {
+		now := time.Now()
+		if !lastOK.IsZero() && now.Sub(lastOK) > gap {
+			gap = now.Sub(lastOK)
+		}
+		lastOK = now
+		if n, _ := strconv.ParseUint(seq, 10, 64); n > maxSeq {
+			maxSeq = n
+		}
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	call := func(inst *process, method, path, body string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(method, inst.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			return nil, nil
+		}
+		defer res.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(res.Body)
+		return res, buf.Bytes()
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				inst := instances[(w+i)%2]
+				res, body := call(inst, "POST", "/v1/orgs/acme/keys", `{"name":"load"}`)
+				if res == nil || res.StatusCode != http.StatusCreated {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				var out struct {
+					Key    struct{ ID string }
+					Secret string
+				}
+				_ = json.Unmarshal(body, &out)
+				mu.Lock()
+				acked[out.Key.ID] = outcome{secret: out.Secret}
+				record(res.Header.Get("X-Keyledger-Seq"))
+				mu.Unlock()
+				switch i % 3 {
+				case 1:
+					if res, body := call(instances[(w+i+1)%2], "POST", "/v1/orgs/acme/keys/"+out.Key.ID+"/rotate", ""); res != nil && res.StatusCode == http.StatusOK {
+						var r struct{ Secret string }
+						_ = json.Unmarshal(body, &r)
+						mu.Lock()
+						acked[out.Key.ID] = outcome{secret: r.Secret}
+						record(res.Header.Get("X-Keyledger-Seq"))
+						mu.Unlock()
+					}
+				case 2:
+					if res, _ := call(instances[(w+i+1)%2], "DELETE", "/v1/orgs/acme/keys/"+out.Key.ID, ""); res != nil && res.StatusCode == http.StatusNoContent {
+						mu.Lock()
+						acked[out.Key.ID] = outcome{secret: out.Secret, revoked: true}
+						record(res.Header.Get("X-Keyledger-Seq"))
+						mu.Unlock()
+					}
+				}
+			}
+		})
+	}
+
+	time.Sleep(2 * time.Second)
+	nc, err := nats.Connect(urls(nodes), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(context.Background(), "KEYLEDGER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := stream.CachedInfo()
+	if info.Config.Replicas != 3 || info.Cluster == nil {
+		t.Fatalf("stream config %+v, want 3 replicas in a cluster", info.Config)
+	}
+	var leader *natsNode
+	for _, n := range nodes {
+		if n.name == info.Cluster.Leader {
+			leader = n
+		}
+	}
+	if leader == nil {
+		t.Fatalf("no stream leader among the nodes: %q", info.Cluster.Leader)
+	}
+	mu.Lock()
+	before := len(acked)
+	mu.Unlock()
+	leader.kill()
+	killedAt := time.Now()
+
+	// Keep the load on until writes have resumed for a while.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		mu.Lock()
+		resumed := lastOK.After(killedAt.Add(2 * time.Second))
+		mu.Unlock()
+		if resumed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes did not resume within 60 s of losing the stream leader")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d keys acknowledged (%d before the kill of %s); longest gap between acknowledged writes: %s",
+		len(acked), before, leader.name, gap.Round(time.Millisecond))
+
+	for _, inst := range instances {
+		for id, o := range acked {
+			res, err := http.Post(fmt.Sprintf("%s/v1/verify?min_seq=%d", inst.url, maxSeq), "application/json", strings.NewReader(`{"key":"`+o.secret+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v struct{ Code string }
+			_ = json.NewDecoder(res.Body).Decode(&v)
+			res.Body.Close()
+			want := "VALID"
+			if o.revoked {
+				want = "REVOKED"
+			}
+			if v.Code != want {
+				t.Fatalf("%s on %s: %s, want %s", id, inst.url, v.Code, want)
+			}
+		}
+	}
+
+	leader.start(t, filepath.Join(filepath.Dir(leader.conf), "nats-server"))
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		info, err := stream.Info(ctx)
+		cancel()
+		current := 0
+		if err == nil && info.Cluster != nil {
+			for _, r := range info.Cluster.Replicas {
+				if r.Current {
+					current++
+				}
+			}
+		}
+		if current == 2 { // both followers current: the restarted node caught up
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node did not catch up within 60 s: %+v %v", info, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
