@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -163,6 +164,21 @@ func (s *Server) bound(next http.Handler) http.Handler {
 		default:
 			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "too many requests at once; retry shortly"))
 		}
+	})
+}
+
+// staleness marks every answer given while the event store is unreachable
+// with how long it has been: reads and verifications then come from memory
+// and may miss what happened since.
+func (s *Server) staleness(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Unreachable != nil {
+			if since := s.Unreachable(); !since.IsZero() {
+				w.Header().Set("X-Keyledger-Stale-Seconds", strconv.Itoa(int(time.Since(since).Seconds())))
+				w.Header().Set("X-Keyledger-Applied-Seq", strconv.FormatUint(s.Runner.Applied(), 10))
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

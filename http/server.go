@@ -48,8 +48,12 @@ type Server struct {
 	Runner  *projections.Runner
 	// Healthy reports whether the event store is reachable; nil: always.
 	Healthy func() error
-	Now     func() time.Time
-	Logger  *slog.Logger
+	// Unreachable says since when the event store has been unreachable;
+	// zero while it is reachable. Answers from memory during an outage say
+	// how stale they may be (X-Keyledger-Stale-Seconds). nil: never.
+	Unreachable func() time.Time
+	Now         func() time.Time
+	Logger      *slog.Logger
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
 	// its own event to be applied; 5s when zero.
 	WaitTimeout time.Duration
@@ -122,7 +126,7 @@ func (s *Server) Handler() http.Handler {
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.accessLog, s.recoverer, s.bound, securityHeaders, cors(s.CORSOrigins))
+	r.Use(middleware.RequestID, s.accessLog, s.recoverer, s.bound, s.staleness, securityHeaders, cors(s.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
 	})

@@ -68,6 +68,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 			return nil
 		},
+		Unreachable:      b.unreachableSince,
 		Logger:           log,
 		AuditKey:         pub,
 		CommandTimeout:   f.commandTimeout,

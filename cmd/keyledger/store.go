@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // backend is an open event store and how to let go of it.
 type backend struct {
 	replicas int
+	down     atomic.Int64 // unix nanoseconds since NATS is unreachable; 0: reachable
 	js       jetstream.JetStream
 	store    *events.Store
 	conn     *nats.Conn
@@ -105,7 +107,18 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 		}
 		return nil, err
 	}
-	return &backend{js: js, store: store, conn: nc, replicas: o.replicas, close: closeFn}, nil
+	b := &backend{js: js, store: store, conn: nc, replicas: o.replicas, close: closeFn}
+	nc.SetDisconnectErrHandler(func(*nats.Conn, error) { b.down.CompareAndSwap(0, time.Now().UnixNano()) })
+	nc.SetReconnectHandler(func(*nats.Conn) { b.down.Store(0) })
+	return b, nil
+}
+
+// unreachableSince is when the connection to NATS was lost; zero while up.
+func (b *backend) unreachableSince() time.Time {
+	if n := b.down.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // lockDir takes an exclusive advisory lock on dir/keyledger.lock.
