@@ -266,15 +266,24 @@ func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	t.Logf("%d keys acknowledged (%d before the kill of %s); longest gap between acknowledged writes: %s",
 		len(acked), before, leader.name, gap.Round(time.Millisecond))
 
+	// verify asks once the instance has applied every acknowledged command
+	// (?min_seq); an instance still catching up answers 503, and is asked
+	// again.
 	verify := func(inst *process, secret string) string {
-		res, err := http.Post(fmt.Sprintf("%s/v1/verify?min_seq=%d", inst.url, maxSeq), "application/json", strings.NewReader(`{"key":"`+secret+`"}`))
-		if err != nil {
-			t.Fatal(err)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			res, err := http.Post(fmt.Sprintf("%s/v1/verify?min_seq=%d", inst.url, maxSeq), "application/json", strings.NewReader(`{"key":"`+secret+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v struct{ Code string }
+			_ = json.NewDecoder(res.Body).Decode(&v)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK || time.Now().After(deadline) {
+				return v.Code
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		defer res.Body.Close()
-		var v struct{ Code string }
-		_ = json.NewDecoder(res.Body).Decode(&v)
-		return v.Code
 	}
 	uncertain := 0
 	for id, o := range acked {
