@@ -208,6 +208,7 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 		<-ctx.Done()
 		it.Stop()
 	}()
+	failingSince := time.Time{}
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -217,9 +218,17 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return fmt.Errorf("follow the stream: %w", err)
 			}
+			// The ordered consumer resets itself after most faults; if it
+			// keeps failing, start over from the caller's last sequence.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if time.Since(failingSince) > 10*time.Second {
+				return fmt.Errorf("follow the stream: failing for %s: %w", time.Since(failingSince).Round(time.Second), err)
+			}
 			s.log.Warn("following the stream", "err", err)
 			continue
 		}
+		failingSince = time.Time{}
 		md, err := m.Metadata()
 		if err != nil {
 			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)

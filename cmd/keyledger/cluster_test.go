@@ -270,7 +270,7 @@ func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	// (?min_seq); an instance still catching up answers 503, and is asked
 	// again.
 	verify := func(inst *process, secret string) string {
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(60 * time.Second)
 		for {
 			res, err := http.Post(fmt.Sprintf("%s/v1/verify?min_seq=%d", inst.url, maxSeq), "application/json", strings.NewReader(`{"key":"`+secret+`"}`))
 			if err != nil {
@@ -289,7 +289,11 @@ func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	for id, o := range acked {
 		a, b := verify(instances[0], o.secret), verify(instances[1], o.secret)
 		if a != b {
-			t.Fatalf("%s verifies %s on one instance and %s on the other", id, a, b)
+			tail := func(p *process) string {
+				lines := strings.Split(p.stderr.String(), "\n")
+				return strings.Join(lines[max(0, len(lines)-15):], "\n")
+			}
+			t.Fatalf("%s verifies %q on one instance and %q on the other\nfirst:\n%s\nsecond:\n%s", id, a, b, tail(instances[0]), tail(instances[1]))
 		}
 		want := "VALID"
 		if o.revoked {
