@@ -176,7 +176,8 @@ func TestUsageIsNotAnEventAndIsShared(t *testing.T) {
 	if after := env.LastSeq(t); after != before {
 		t.Fatalf("10,000 verifications moved the audit stream from %d to %d", before, after)
 	}
-	minute := events.FormatTime(time.Now().UTC().Truncate(time.Minute))
+	// The uses happened at start or later: a minute boundary may pass meanwhile.
+	minute := events.FormatTime(start.UTC().Truncate(time.Minute))
 	var here struct {
 		LastUsedAt *string `json:"last_used_at"`
 	}
