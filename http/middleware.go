@@ -96,34 +96,53 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 	case !ok:
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key or token>")
 	case domain.WellFormed(cred):
-		res := s.Index.Verify(cred, s.Now())
-		if !res.Valid() {
-			return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "key is not valid (%s)", res.Code)
-		}
-		s.Usage.Touch(res.Key.OrgID, res.Key.ID, s.Now())
-		return domain.KeyPrincipal(res.Key), nil
+		k, err := s.bearerKey(r)
+		return domain.KeyPrincipal(k), err
 	case s.OIDC != nil && looksLikeJWT(cred):
 		return s.OIDC.Verify(r.Context(), cred)
 	}
 	return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "credential is neither a key nor a token of the configured issuer")
 }
 
-// manager lets through only a manager of {org}. Failed authentications
-// spend the client address's budget; once it is spent, the address gets 429
-// without its credential even being looked at.
+// bearerKey returns the key of Authorization: Bearer <key> if it is valid
+// now, and records its use. Returns EUNAUTHENTICATED.
+func (s *Server) bearerKey(r *http.Request) (domain.Key, error) {
+	cred, _ := bearer(r)
+	now := s.Now()
+	res := s.Index.Verify(cred, now)
+	if !res.Valid() {
+		return domain.Key{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
+	}
+	s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
+	return res.Key, nil
+}
+
+// throttled runs an authentication for the client address: an address
+// whose budget of failed authentications is spent gets 429 without its
+// credential being looked at, and each failure spends one. It answers the
+// failure itself and reports whether to go on.
+func (s *Server) throttled(w http.ResponseWriter, r *http.Request, auth func() error) bool {
+	addr := clientAddr(r)
+	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+		s.rateLimited(w, r, retry, "failed authentications")
+		return false
+	}
+	if err := auth(); err != nil {
+		if domain.ErrorCode(err) == domain.EUNAUTHENTICATED {
+			s.authLimiter.take(addr)
+		}
+		s.fail(w, r, err)
+		return false
+	}
+	return true
+}
+
+// manager lets through only a manager of {org}, authenticated under the
+// failed-authentication budget of the client address.
 func (s *Server) manager(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr := clientAddr(r)
-		if blocked, retry := s.authLimiter.exhausted(addr); blocked {
-			s.rateLimited(w, r, retry, "failed authentications")
-			return
-		}
-		p, err := s.authenticate(r)
-		if err != nil {
-			if domain.ErrorCode(err) == domain.EUNAUTHENTICATED {
-				s.authLimiter.take(addr)
-			}
-			s.fail(w, r, err)
+		var p domain.Principal
+		if !s.throttled(w, r, func() (err error) { p, err = s.authenticate(r); return err }) {
 			return
 		}
 		org := chi.URLParam(r, "org")

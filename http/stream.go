@@ -44,24 +44,15 @@ func (s *Server) orgEventStream(w http.ResponseWriter, r *http.Request) {
 // keyEventStream is GET /v1/events/stream, for a key holding events:read:
 // the events of that key's own org, never another's.
 func (s *Server) keyEventStream(w http.ResponseWriter, r *http.Request) {
-	addr := clientAddr(r)
-	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
-		s.rateLimited(w, r, retry, "failed authentications")
+	var k domain.Key
+	if !s.throttled(w, r, func() (err error) { k, err = s.bearerKey(r); return err }) {
 		return
 	}
-	cred, _ := bearer(r)
-	res := s.Index.Verify(cred, s.Now())
-	if !res.Valid() {
-		s.authLimiter.take(addr)
-		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <key with %s> (got %s)", ScopeEventsRead, res.Code))
-		return
-	}
-	if !res.Key.HasScope(ScopeEventsRead) {
+	if !k.HasScope(ScopeEventsRead) {
 		s.fail(w, r, domain.Errorf(domain.EFORBIDDEN, "this key lacks the scope %s", ScopeEventsRead))
 		return
 	}
-	s.Usage.Touch(res.Key.OrgID, res.Key.ID, s.Now())
-	s.streamEvents(w, r, res.Key.OrgID)
+	s.streamEvents(w, r, k.OrgID)
 }
 
 // streamParams reads where a stream starts (Last-Event-ID, else

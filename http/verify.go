@@ -43,24 +43,14 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 // whoami answers the key of Authorization: Bearer <key>, if it is valid.
 // Failures spend the same per-address budget as the manager endpoints.
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
-	addr := clientAddr(r)
-	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
-		s.rateLimited(w, r, retry, "failed authentications")
-		return
-	}
 	if err := s.minSeq(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	now := s.Now()
-	cred, _ := bearer(r)
-	res := s.Index.Verify(cred, now)
-	if !res.Valid() {
-		s.authLimiter.take(addr)
-		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code))
+	var k domain.Key
+	if !s.throttled(w, r, func() (err error) { k, err = s.bearerKey(r); return err }) {
 		return
 	}
-	s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, s.view(res.Key, now))
+	writeJSON(w, http.StatusOK, s.view(k, s.Now()))
 }
