@@ -54,7 +54,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		DontListen: cfg.Listen == "",
 	}
 	var creds Credentials
-	connOpts := []nats.Option{nats.InProcessServer(nil), nats.Name("keyledger")}
+	connOpts := []nats.Option{nats.Name("keyledger")}
 	if cfg.Listen != "" {
 		host, port, err := listenAddr(cfg.Listen)
 		if err != nil {
@@ -87,8 +87,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, errors.New("embedded nats-server did not become ready within 30s")
 	}
-	connOpts[0] = nats.InProcessServer(ns)
-	nc, err := nats.Connect("", connOpts...)
+	nc, err := nats.Connect("", append(connOpts, nats.InProcessServer(ns))...)
 	if err != nil {
 		ns.Shutdown()
 		return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)

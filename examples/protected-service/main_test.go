@@ -70,7 +70,7 @@ func TestProtectedServiceFollowsRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	var who struct{ ID string }
-	_ = jsonDecode(res.Body, &who)
+	_ = json.NewDecoder(res.Body).Decode(&who)
 	res.Body.Close()
 	del, _ := http.NewRequest("DELETE", api.URL+"/v1/orgs/acme/keys/"+who.ID, nil)
 	del.Header.Set("Authorization", "Bearer "+admin)
@@ -93,5 +93,3 @@ func TestProtectedServiceFollowsRevocations(t *testing.T) {
 		t.Errorf("run: %v", err)
 	}
 }
-
-func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,8 +14,6 @@ import (
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
 )
-
-func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
 
 // heap returns the live heap after a full collection.
 func heap() uint64 {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,7 +89,7 @@ func (s *stack) call(client *http.Client, method, path, body string, out any) er
 		return errStatus(res.StatusCode)
 	}
 	if out != nil {
-		return jsonDecode(res.Body, out)
+		return json.NewDecoder(res.Body).Decode(out)
 	}
 	_, _ = io.Copy(io.Discard, res.Body)
 	return nil
