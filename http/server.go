@@ -46,11 +46,10 @@ type Server struct {
 	Log     EventLog
 	Usage   *projections.Usage
 	Runner  *projections.Runner
-	// Healthy reports whether the event store is reachable; nil: always.
-	Healthy func() error
 	// Unreachable says since when the event store has been unreachable;
-	// zero while it is reachable. Answers from memory during an outage say
-	// how stale they may be (X-Keyledger-Stale-Seconds). nil: never.
+	// zero while it is reachable. Meanwhile /readyz answers 503 and answers
+	// from memory say how stale they may be (X-Keyledger-Stale-Seconds).
+	// nil: always reachable.
 	Unreachable func() time.Time
 	Now         func() time.Time
 	Logger      *slog.Logger
@@ -173,12 +172,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	if s.Healthy != nil {
-		if err := s.Healthy(); err != nil {
-			body["status"] = "event store unreachable"
-			writeJSON(w, http.StatusServiceUnavailable, body)
-			return
-		}
+	if s.Unreachable != nil && !s.Unreachable().IsZero() {
+		body["status"] = "event store unreachable"
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
 	}
 	writeJSON(w, http.StatusOK, body)
 }

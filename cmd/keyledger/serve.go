@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
@@ -62,12 +60,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
 		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner,
-		Healthy: func() error {
-			if s := b.conn.Status(); s != nats.CONNECTED {
-				return fmt.Errorf("NATS connection is %s", s)
-			}
-			return nil
-		},
 		Unreachable:      b.unreachableSince,
 		Logger:           log,
 		AuditKey:         pub,

@@ -23,7 +23,6 @@ type backend struct {
 	down     atomic.Int64 // unix nanoseconds since NATS is unreachable; 0: reachable
 	js       jetstream.JetStream
 	store    *events.Store
-	conn     *nats.Conn
 	close    func()
 }
 
@@ -107,7 +106,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 		}
 		return nil, err
 	}
-	b := &backend{js: js, store: store, conn: nc, replicas: o.replicas, close: closeFn}
+	b := &backend{js: js, store: store, replicas: o.replicas, close: closeFn}
 	nc.SetDisconnectErrHandler(func(*nats.Conn, error) { b.down.CompareAndSwap(0, time.Now().UnixNano()) })
 	nc.SetReconnectHandler(func(*nats.Conn) { b.down.Store(0) })
 	return b, nil
