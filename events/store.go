@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,6 +64,53 @@ type Store struct {
 	conflicts int
 	log       *slog.Logger
 	cache     KeyCache
+	stats     appendStats
+}
+
+// AppendStats counts what this store appended since it opened.
+type AppendStats struct {
+	// Appended counts appended events by type.
+	Appended map[domain.EventType]uint64
+	// Conflicts counts appends refused because the key had changed since
+	// it was read (optimistic concurrency); Retries counts the appends sent
+	// again after one, or after a lost acknowledgement.
+	Conflicts, Retries uint64
+}
+
+type appendStats struct {
+	created, rotated, revoked, other atomic.Uint64
+	conflicts, retries               atomic.Uint64
+}
+
+func (a *appendStats) count(t domain.EventType) {
+	switch t {
+	case domain.TypeKeyCreated:
+		a.created.Add(1)
+	case domain.TypeKeyRotated:
+		a.rotated.Add(1)
+	case domain.TypeKeyRevoked:
+		a.revoked.Add(1)
+	default:
+		a.other.Add(1)
+	}
+}
+
+// Stats returns the counts of appends so far.
+func (s *Store) Stats() AppendStats {
+	a := &s.stats
+	out := AppendStats{
+		Appended: map[domain.EventType]uint64{
+			domain.TypeKeyCreated: a.created.Load(),
+			domain.TypeKeyRotated: a.rotated.Load(),
+			domain.TypeKeyRevoked: a.revoked.Load(),
+		},
+		Conflicts: a.conflicts.Load(),
+		Retries:   a.retries.Load(),
+	}
+	if n := a.other.Load(); n > 0 {
+		out.Appended["other"] = n
+	}
+	return out
 }
 
 // KeyCache is the state of keys that the projections already hold. It may
@@ -155,6 +203,7 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 		}
 		// Somebody else changed the key: wait a little, with jitter so that
 		// contenders spread out, then decide again on the new state.
+		s.stats.retries.Add(1)
 		wait := time.Duration(attempt) * time.Millisecond * time.Duration(1+rand.IntN(5))
 		select {
 		case <-time.After(wait):
@@ -181,6 +230,9 @@ func (s *Store) fromCache(ctx context.Context, org, id string, fn func(*domain.K
 		return nil, false // several events could half-land: only the loaded path takes them
 	}
 	if err := s.appendAll(ctx, &k, k.LastHash, news); err != nil {
+		if domain.ErrorCode(err) == domain.ECONFLICT {
+			s.stats.retries.Add(1) // Update decides again on the stream's state
+		}
 		return nil, false
 	}
 	return &k, true
@@ -224,6 +276,7 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
 		// The ack may be what was lost: send the same message again. Its
 		// Nats-Msg-Id keeps it from being stored twice.
+		s.stats.retries.Add(1)
 		ack, err = s.js.PublishMsg(ctx, msg, opts...)
 	}
 	if IsConflict(err) {
@@ -233,11 +286,17 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 			return stored, nil
 		}
 	}
+	if IsConflict(err) {
+		s.stats.conflicts.Add(1)
+	}
 	if err != nil {
 		return e, publishError(err)
 	}
+	if !ack.Duplicate {
+		s.stats.count(e.Type)
+	}
 	if ack.Duplicate {
-		s.log.Info("append deduplicated", "event_id", e.ID, "seq", ack.Sequence)
+		s.log.InfoContext(ctx, "append deduplicated", "event_id", e.ID, "seq", ack.Sequence)
 	}
 	e.Seq, e.Hash = ack.Sequence, BodyHash(body)
 	return e, nil
@@ -251,7 +310,7 @@ func (s *Store) stored(ctx context.Context, e domain.Event) (domain.Event, bool)
 	}
 	for _, got := range evs {
 		if got.ID == e.ID {
-			s.log.Info("append was already stored", "event_id", e.ID, "seq", got.Seq)
+			s.log.InfoContext(ctx, "append was already stored", "event_id", e.ID, "seq", got.Seq)
 			return got, true
 		}
 	}

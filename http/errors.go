@@ -2,7 +2,6 @@ package http
 
 import (
 	"errors"
-	"log/slog"
 	"net/http"
 
 	"github.com/keyledger/keyledger/domain"
@@ -50,19 +49,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &maxErr) {
 		code, err = domain.ETOOLARGE, domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", maxErr.Limit)
 	}
-	log := s.requestLog(r)
 	switch code {
 	case domain.EINTERNAL:
-		log.Error("internal error", "err", err)
+		s.log.ErrorContext(r.Context(), "internal error", "err", err)
 	case domain.EUNAVAILABLE:
-		log.Warn("unavailable", "err", err)
+		s.log.WarnContext(r.Context(), "unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")
 	case domain.EUNAUTHENTICATED:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyledger"`)
 	}
 	writeJSON(w, ErrorStatus(code), errorBody{errorDetail{Code: code, Message: domain.ErrorMessage(err)}})
-}
-
-func (s *Server) requestLog(r *http.Request) *slog.Logger {
-	return s.log.With("request_id", requestID(r.Context()))
 }

@@ -98,7 +98,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 // write is committed either way; a slow projection only costs the wait.
 func (s *Server) written(w http.ResponseWriter, r *http.Request, k *domain.Key) {
 	if err := s.waitFor(r.Context(), k.Version); err != nil {
-		s.requestLog(r).Warn("answering a write before this instance applied it", "seq", k.Version, "err", err)
+		s.log.WarnContext(r.Context(), "answering a write before this instance applied it", "seq", k.Version, "err", err)
 	}
 	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(k.Version, 10))
 	w.Header().Set("ETag", etag(k.Version))

@@ -21,16 +21,17 @@ const (
 	ctxKeyID
 )
 
-func requestID(ctx context.Context) string { return middleware.GetReqID(ctx) }
-
-// accessLog writes one line per request. Paths and query strings hold no
-// secret: keys travel in headers and bodies only.
-func (s *Server) accessLog(next http.Handler) http.Handler {
+// instrument counts and times every request for /metrics and writes one
+// access line for it. Paths and query strings hold no secret: keys travel
+// in headers and bodies only.
+func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
+		took := time.Since(start)
 		route := chi.RouteContext(r.Context()).RoutePattern()
+		s.metrics.observe(r.Method, route, ww.Status(), took)
 		level := slog.LevelInfo
 		if route == "/v1/verify" && ww.Status() == http.StatusOK {
 			// Verifications come by the thousand a second: one line each
@@ -40,9 +41,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		if !s.log.Enabled(r.Context(), level) {
 			return
 		}
-		s.log.LogAttrs(r.Context(), level, "request", slog.String("request_id", requestID(r.Context())),
+		s.log.LogAttrs(r.Context(), level, "request",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", time.Since(start)))
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took))
 	})
 }
 
@@ -164,11 +165,12 @@ func caller(ctx context.Context) domain.Principal {
 }
 
 // bound takes a slot for the request, from the event streams' pool for a
-// stream, or answers 503 at once when none is free. Health checks take
-// none: a busy instance is alive, and must not be restarted for it.
+// stream, or answers 503 at once when none is free. Health checks and
+// metrics take none: a busy instance is alive, and must not be restarted
+// for it, and is just when its metrics matter.
 func (s *Server) bound(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
@@ -46,6 +45,8 @@ type Server struct {
 	Log     EventLog
 	Usage   *projections.Usage
 	Runner  *projections.Runner
+	// Snapshots, when set, gives /metrics the newest snapshot's age.
+	Snapshots *projections.Snapshotter
 	// Unreachable says since when the event store has been unreachable;
 	// zero while it is reachable. Meanwhile /readyz answers 503 and answers
 	// from memory say how stale they may be (X-Keyledger-Stale-Seconds).
@@ -53,6 +54,8 @@ type Server struct {
 	Unreachable func() time.Time
 	Now         func() time.Time
 	Logger      *slog.Logger
+	// Version is the build's version, shown by /healthz and a metric.
+	Version string
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
 	// its own event to be applied; 5s when zero.
 	WaitTimeout time.Duration
@@ -82,6 +85,7 @@ type Server struct {
 	SlowClientTimeout time.Duration
 
 	log           *slog.Logger
+	metrics       *metrics
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
@@ -91,10 +95,10 @@ type Server struct {
 
 // Handler returns the router with every route.
 func (s *Server) Handler() http.Handler {
-	s.log = s.Logger
-	if s.log == nil {
-		s.log = slog.Default()
+	if s.Logger == nil {
+		s.Logger = slog.Default()
 	}
+	s.log = slog.New(LogHandler(s.Logger.Handler()))
 	if s.Now == nil {
 		s.Now = time.Now
 	}
@@ -120,12 +124,13 @@ func (s *Server) Handler() http.Handler {
 	if s.CommandTimeout == 0 {
 		s.CommandTimeout = 5 * time.Second
 	}
+	s.metrics = s.newMetrics()
 	s.idem = newIdempotency(time.Hour, 10000)
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
 
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, s.accessLog, s.recoverer, s.bound, s.staleness, securityHeaders, cors(s.CORSOrigins))
+	r.Use(withRequestID, s.instrument, s.recoverer, s.bound, s.staleness, securityHeaders, cors(s.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
 	})
@@ -136,6 +141,7 @@ func (s *Server) Handler() http.Handler {
 	s.pageRoutes(r)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
+	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
 	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
 	r.Get("/v1/whoami", s.whoami)
 	r.Get("/v1/events/stream", s.keyEventStream)
@@ -162,7 +168,7 @@ func (s *Server) keyRoutes(r chi.Router) {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": s.Version})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

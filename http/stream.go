@@ -103,7 +103,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		applied := s.Runner.Applied() // before reading: nothing slips between
 		evs, next, more, err := s.Log.OrgEvents(r.Context(), org, after, 100, domain.EventFilter{Types: types})
 		if err != nil {
-			s.requestLog(r).Warn("event stream cut: the history cannot be read", "err", err)
+			s.log.WarnContext(r.Context(), "event stream cut: the history cannot be read", "err", err)
 			return
 		}
 		var batch strings.Builder

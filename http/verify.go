@@ -36,6 +36,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 			view.OrgID, view.KeyID, view.Name, view.Scopes = &res.Key.OrgID, &res.Key.ID, &res.Key.Name, res.Key.Scopes
 		}
 	}
+	s.metrics.verification(view.Code)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, view)
 }

@@ -133,6 +133,9 @@ func (r *Runner) Applied() uint64 {
 // it was at start.
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
+// StreamLastSeq asks the stream for its last sequence.
+func (r *Runner) StreamLastSeq(ctx context.Context) (uint64, error) { return r.src.LastSeq(ctx) }
+
 // Behind returns how many sequences the stream holds beyond the last one
 // applied: how stale the projections may be.
 func (r *Runner) Behind(ctx context.Context) (uint64, error) {

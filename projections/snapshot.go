@@ -26,6 +26,7 @@ type snapshotHeader struct {
 	Seq     uint64
 	SeqHash string // stored hash of the event at Seq: ties it to one stream
 	Keys    int
+	Taken   int64 // Unix microseconds; zero in snapshots from before it was written
 }
 
 // snapshotKey is one key and every secret hash it ever had.
@@ -57,6 +58,18 @@ type Snapshotter struct {
 	seqMark
 	lastSaved atomic.Uint64
 	saving    atomic.Bool
+	newest    atomic.Pointer[snapshotHeader] // saved or restored; nil: none yet
+}
+
+// Newest returns the sequence of the newest snapshot this instance saved or
+// started from, and when it was taken; ok is false while there is none
+// (or it was written before snapshots recorded when).
+func (s *Snapshotter) Newest() (seq uint64, taken time.Time, ok bool) {
+	h := s.newest.Load()
+	if h == nil || h.Taken == 0 {
+		return 0, time.Time{}, false
+	}
+	return h.Seq, time.UnixMicro(h.Taken), true
 }
 
 func (s *Snapshotter) log() *slog.Logger {
@@ -90,6 +103,7 @@ func (s *Snapshotter) Restore(ctx context.Context) uint64 {
 	s.Index.restore(keys, h.Seq)
 	s.mark(h.Seq)
 	s.lastSaved.Store(h.Seq)
+	s.newest.Store(&h)
 	s.log().Info("projections restored from a snapshot", "seq", h.Seq, "keys", h.Keys, "took", time.Since(start))
 	return h.Seq
 }
@@ -120,7 +134,7 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 	if e.Data == nil || e.Hash == "" || e.Seq-s.lastSaved.Load() < every || !s.saving.CompareAndSwap(false, true) {
 		return nil
 	}
-	h := snapshotHeader{Version: SnapshotVersion, Seq: e.Seq, SeqHash: e.Hash}
+	h := snapshotHeader{Version: SnapshotVersion, Seq: e.Seq, SeqHash: e.Hash, Taken: time.Now().UnixMicro()}
 	keys := s.Index.snapshot()
 	h.Keys = len(keys)
 	go func() {
@@ -130,6 +144,7 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 			return
 		}
 		s.lastSaved.Store(h.Seq)
+		s.newest.Store(&h)
 		s.log().Info("snapshot saved", "seq", h.Seq, "keys", h.Keys)
 	}()
 	return nil
@@ -140,10 +155,12 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 // the runner's Apply.
 func (s *Snapshotter) SaveNow(seq uint64, seqHash string) error {
 	keys := s.Index.snapshot()
-	if err := s.save(snapshotHeader{Version: SnapshotVersion, Seq: seq, SeqHash: seqHash, Keys: len(keys)}, keys); err != nil {
+	h := snapshotHeader{Version: SnapshotVersion, Seq: seq, SeqHash: seqHash, Keys: len(keys), Taken: time.Now().UnixMicro()}
+	if err := s.save(h, keys); err != nil {
 		return err
 	}
 	s.lastSaved.Store(seq)
+	s.newest.Store(&h)
 	return nil
 }
 

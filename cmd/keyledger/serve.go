@@ -41,7 +41,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	bg := newBackground()
 	defer bg.stop() // before b.close: the background work still needs NATS
 
-	listing, index, runner, err := startProjections(ctx, bg, b, f, log)
+	listing, index, runner, snapshots, err := startProjections(ctx, bg, b, f, log)
 	if err != nil {
 		return err
 	}
@@ -59,9 +59,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
-		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner,
+		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner, Snapshots: snapshots,
 		Unreachable:      b.unreachableSince,
 		Logger:           log,
+		Version:          buildVersion(),
 		AuditKey:         pub,
 		CommandTimeout:   f.commandTimeout,
 		MaxInFlight:      f.maxInFlight,
@@ -80,18 +81,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 // startProjections restores the listing and the verify index from the
 // newest snapshot, if one fits, and follows the stream from there.
-func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, error) {
+func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, *projections.Snapshotter, error) {
 	listing, index := projections.NewListing(), projections.NewVerifyIndex()
 	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
 	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
 	b.store.UseCache(listing) // commands decide on the projections' state first
 	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
-	return listing, index, runner, nil
+	return listing, index, runner, snapshotter, nil
 }
 
 // startCheckpoints signs checkpoints in the background with --audit-key,
@@ -133,7 +134,7 @@ func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Log
 	if f.natsURL != "" {
 		backendName = "NATS at " + f.natsURL
 	}
-	log.Info("keyledger listening", "addr", "http://"+ln.Addr().String(), "events", backendName, "version", version)
+	log.Info("keyledger listening", "addr", "http://"+ln.Addr().String(), "events", backendName, "version", buildVersion())
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -1,0 +1,214 @@
+package http
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+)
+
+// metrics is what /metrics exports. Label values are route patterns,
+// methods, status codes, verification codes and event types: never a
+// secret, a key id or an org id.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	verified map[string]prometheus.Counter
+
+	// The request counter and histogram of each method, route and status,
+	// looked up once: label hashing on every request costs more than the
+	// verification it counts.
+	mu      sync.RWMutex
+	byRoute map[routeLabels]routeMetrics
+}
+
+type routeLabels struct {
+	method, route string
+	status        int
+}
+
+type routeMetrics struct {
+	count prometheus.Counter
+	took  prometheus.Observer
+}
+
+// latencyBuckets run from 100µs (a verification) to 10s (a write that
+// waits on a failover), in seconds.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+func (s *Server) newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyledger_http_requests_total",
+			Help: "HTTP requests answered, by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyledger_http_request_duration_seconds",
+			Help:    "Time from a request's arrival to the end of its answer, by method and route pattern.",
+			Buckets: latencyBuckets,
+		}, []string{"method", "route"}),
+		verified: map[string]prometheus.Counter{},
+		byRoute:  map[routeLabels]routeMetrics{},
+	}
+	verifications := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keyledger_verifications_total",
+		Help: "Verifications answered by POST /v1/verify, by result code.",
+	}, []string{"result"})
+	for _, code := range []string{domain.VerifyValid, domain.VerifyMalformed, domain.VerifyNotFound, domain.VerifyRevoked, domain.VerifyExpired} {
+		m.verified[code] = verifications.WithLabelValues(code)
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "keyledger_build_info",
+		Help: "Always 1; the labels name the build.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(s.Version, runtime.Version()).Set(1)
+	m.reg.MustRegister(
+		m.requests, m.duration, verifications, buildInfo,
+		&stateCollector{s: s},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// observe counts one answered request.
+func (m *metrics) observe(method, route string, status int, took time.Duration) {
+	l := routeLabels{method: metricMethod(method), route: route, status: status}
+	if l.route == "" {
+		l.route = "unmatched"
+	}
+	m.mu.RLock()
+	rm, ok := m.byRoute[l]
+	m.mu.RUnlock()
+	if !ok {
+		rm = routeMetrics{
+			count: m.requests.WithLabelValues(l.method, l.route, strconv.Itoa(status)),
+			took:  m.duration.WithLabelValues(l.method, l.route),
+		}
+		m.mu.Lock()
+		m.byRoute[l] = rm
+		m.mu.Unlock()
+	}
+	rm.count.Inc()
+	rm.took.Observe(took.Seconds())
+}
+
+// verification counts one verification's result code.
+func (m *metrics) verification(code string) {
+	if c, ok := m.verified[code]; ok {
+		c.Inc()
+	}
+}
+
+// metricMethod keeps the method label to the methods HTTP defines, so that
+// a client cannot grow the label set.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
+}
+
+// stateCollector reads the state of the event store and the projections
+// when /metrics is scraped.
+type stateCollector struct {
+	s *Server
+
+	mu      sync.Mutex
+	lastSeq uint64 // the stream's last sequence when last read
+}
+
+var (
+	descAppended = prometheus.NewDesc("keyledger_events_appended_total",
+		"Events this instance appended to the stream, by type.", []string{"type"}, nil)
+	descConflicts = prometheus.NewDesc("keyledger_append_conflicts_total",
+		"Appends refused because the key changed since it was read (optimistic concurrency).", nil, nil)
+	descRetries = prometheus.NewDesc("keyledger_append_retries_total",
+		"Appends sent again: after a conflict, on the key's new state, or after a lost acknowledgement.", nil, nil)
+	descApplied = prometheus.NewDesc("keyledger_projection_applied_seq",
+		"The last stream sequence applied to this instance's projections.", nil, nil)
+	descStreamSeq = prometheus.NewDesc("keyledger_stream_last_seq",
+		"The stream's last sequence, as last read from NATS.", nil, nil)
+	descLag = prometheus.NewDesc("keyledger_projection_lag_events",
+		"The stream's last sequence minus the last one applied to the projections.", nil, nil)
+	descReady = prometheus.NewDesc("keyledger_projection_ready",
+		"1 once the projections have caught up with the stream as it was at start.", nil, nil)
+	descConnected = prometheus.NewDesc("keyledger_nats_connected",
+		"1 while the event store (NATS) is reachable, 0 while it is not.", nil, nil)
+	descSnapshotAge = prometheus.NewDesc("keyledger_snapshot_age_seconds",
+		"Age of the newest snapshot of the projections this instance saved or started from.", nil, nil)
+	descSnapshotSeq = prometheus.NewDesc("keyledger_snapshot_seq",
+		"Stream sequence of the newest snapshot this instance saved or started from.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	if st, ok := s.Keys.Store.(interface{ Stats() events.AppendStats }); ok {
+		stats := st.Stats()
+		for t, n := range stats.Appended {
+			ch <- prometheus.MustNewConstMetric(descAppended, prometheus.CounterValue, float64(n), string(t))
+		}
+		ch <- prometheus.MustNewConstMetric(descConflicts, prometheus.CounterValue, float64(stats.Conflicts))
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(stats.Retries))
+	}
+
+	applied := s.Runner.Applied()
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(applied))
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
+	last := c.streamLastSeq(applied)
+	ch <- prometheus.MustNewConstMetric(descStreamSeq, prometheus.GaugeValue, float64(last))
+	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(last-min(last, applied)))
+	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, boolValue(s.Unreachable == nil || s.Unreachable().IsZero()))
+
+	if s.Snapshots != nil {
+		if seq, taken, ok := s.Snapshots.Newest(); ok {
+			ch <- prometheus.MustNewConstMetric(descSnapshotAge, prometheus.GaugeValue, s.Now().Sub(taken).Seconds())
+			ch <- prometheus.MustNewConstMetric(descSnapshotSeq, prometheus.GaugeValue, float64(seq))
+		}
+	}
+}
+
+// streamLastSeq asks NATS for the stream's last sequence, briefly; while
+// it cannot be reached the last answer stands, so that the lag keeps
+// growing as the projections fall behind what was last seen.
+func (c *stateCollector) streamLastSeq(applied uint64) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	last, err := c.s.Runner.StreamLastSeq(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.lastSeq = last
+	}
+	return max(c.lastSeq, applied)
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

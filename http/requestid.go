@@ -1,0 +1,78 @@
+package http
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// RequestIDHeader carries a request's id in and out.
+const RequestIDHeader = "X-Request-Id"
+
+type ctxRequestID struct{}
+
+// requestID returns the id of the request ctx belongs to; "" outside one.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxRequestID{}).(string)
+	return id
+}
+
+// withRequestID gives every request an id: the caller's X-Request-Id when
+// it is a plain token of at most 128 characters, a new ULID otherwise. The
+// answer carries it back, and every log line of the request holds it.
+// A key sent as a request id is not taken: ids are logged, keys never.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !plainToken(id) || domain.WellFormed(id) {
+			id = ulid.Make().String()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestID{}, id)))
+	})
+}
+
+// plainToken: 1 to 128 characters among letters, digits and "-_.:/+=".
+func plainToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '+' || c == '=') {
+			return false
+		}
+	}
+	return true
+}
+
+// LogHandler adds the request id to every record logged with a request's
+// context, wherever in the code it is logged from.
+// Wrapping twice adds it once.
+func LogHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(requestIDHandler); ok {
+		return h
+	}
+	return requestIDHandler{h}
+}
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, rec slog.Record) error {
+	if id := requestID(ctx); id != "" {
+		rec.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, rec)
+}
+
+func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
