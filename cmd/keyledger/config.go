@@ -28,6 +28,7 @@ type common struct {
 	keyPrefix   string
 	logFormat   string
 	logLevel    string
+	config      string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.keyPrefix, "key-prefix", "c8k", "prefix of minted keys: lower-case letters and digits")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.config, "config", "", "read flags not given on the command line or in KEYLEDGER_* variables from this YAML (.yaml, .yml) or TOML (.toml) file")
 }
 
 func (c *common) logger(w io.Writer) (*slog.Logger, error) {
@@ -61,19 +63,27 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // parse reads args, then fills every flag not given on the command line
-// from KEYLEDGER_<FLAG> (upper case, dashes as underscores).
+// from KEYLEDGER_<FLAG> (upper case, dashes as underscores), then from the
+// --config file if the command has that flag.
 func parse(fs *flag.FlagSet, args []string) error {
+	_, err := parseSources(fs, args)
+	return err
+}
+
+// parseSources is parse, saying where each flag's value came from.
+func parseSources(fs *flag.FlagSet, args []string) (map[string]configSource, error) {
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	sources := map[string]configSource{}
+	fs.VisitAll(func(f *flag.Flag) { sources[f.Name] = fromDefault })
+	fs.Visit(func(f *flag.Flag) { sources[f.Name] = fromFlag })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if sources[f.Name] == fromFlag || err != nil {
 			return
 		}
 		env := EnvName(f.Name)
@@ -81,9 +91,31 @@ func parse(fs *flag.FlagSet, args []string) error {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("%s: %w", env, e)
 			}
+			sources[f.Name] = fromEnv
 		}
 	})
-	return err
+	if err != nil {
+		return nil, err
+	}
+	cfg := fs.Lookup("config")
+	if cfg == nil || cfg.Value.String() == "" {
+		return sources, nil
+	}
+	path := cfg.Value.String()
+	settings, err := readConfigFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	for name, v := range settings {
+		if fs.Lookup(name) == nil || sources[name] != fromDefault {
+			continue // a flag of serve only, or given on the command line or in the environment
+		}
+		if err := fs.Set(name, v); err != nil {
+			return nil, fmt.Errorf("--config %s: %s: %w", path, name, err)
+		}
+		sources[name] = fromFile
+	}
+	return sources, nil
 }
 
 // EnvName is the environment variable of a flag.
@@ -138,9 +170,27 @@ type serveFlags struct {
 	readHeader       time.Duration
 	maxInFlight      int
 	maxStreams       int
+	printConfig      bool
 }
 
-func parseServe(args []string, out io.Writer) (*serveFlags, error) {
+// parseServe reads serve's flags. With --print-config it writes the
+// effective configuration to stdout, and the caller stops there.
+func parseServe(args []string, stdout, stderr io.Writer) (*serveFlags, error) {
+	fs, f := serveFlagSet(stderr)
+	sources, err := parseSources(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	if f.printConfig {
+		return f, printConfig(stdout, fs, sources)
+	}
+	return f, nil
+}
+
+func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(out)
 	f := &serveFlags{}
@@ -164,23 +214,27 @@ func parseServe(args []string, out io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once; past it, 503 at once")
 	fs.IntVar(&f.maxStreams, "max-event-streams", 256, "event streams open at once; past it, 503 at once")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
-	if err := parse(fs, args); err != nil {
-		return nil, err
-	}
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
+	return fs, f
+}
+
+// check refuses settings that cannot work together, and fills defaults
+// that depend on other settings.
+func (f *serveFlags) check() error {
 	if f.auditKey == "" && f.natsURL == "" {
 		f.auditKey = filepath.Join(f.dataDir, "audit-signing-key.pem")
 	}
 	if f.checkpointEvery < time.Second {
-		return nil, fmt.Errorf("--checkpoint-interval must be at least 1s")
+		return fmt.Errorf("--checkpoint-interval must be at least 1s")
 	}
 	if f.usageFlush < time.Minute {
-		return nil, fmt.Errorf("--usage-flush-interval must be at least 1m")
+		return fmt.Errorf("--usage-flush-interval must be at least 1m")
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
-		return nil, fmt.Errorf("--oidc-issuer needs --oidc-audience")
+		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
 	}
 	if f.natsListen != "" && f.natsURL != "" {
-		return nil, fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")
+		return fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")
 	}
-	return f, nil
+	return nil
 }

@@ -53,7 +53,10 @@ Usage:
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger version
 
-Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR.
+Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
+and may be set in a --config file (YAML or TOML); a flag wins over its
+variable, which wins over the file. "keyledger serve --print-config" shows
+the result.
 Run "keyledger <command> -h" for a command's flags.
 `
 
@@ -75,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(ctx, args[1:], stderr)
+		return serve(ctx, args[1:], stdout, stderr)
 	case "bootstrap":
 		return bootstrap(ctx, args[1:], stdout, stderr)
 	case "audit":

@@ -234,7 +234,7 @@ func TestAgainstAnExistingNATS(t *testing.T) {
 func TestEnvironmentVariablesSetFlags(t *testing.T) {
 	t.Setenv("KEYLEDGER_HTTP_ADDR", "127.0.0.1:9999")
 	t.Setenv("KEYLEDGER_FSYNC", "false")
-	f, err := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard)
+	f, err := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,11 +242,11 @@ func TestEnvironmentVariablesSetFlags(t *testing.T) {
 		t.Errorf("parsed %+v", f)
 	}
 	t.Setenv("KEYLEDGER_DATA_DIR", "/from/env")
-	if f, _ := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard); f.dataDir != "/tmp/x" {
+	if f, _ := parseServe([]string{"--data-dir", "/tmp/x"}, io.Discard, io.Discard); f.dataDir != "/tmp/x" {
 		t.Errorf("a flag must win over its variable: %q", f.dataDir)
 	}
 	t.Setenv("KEYLEDGER_FSYNC", "sometimes")
-	if _, err := parseServe(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "KEYLEDGER_FSYNC") {
+	if _, err := parseServe(nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "KEYLEDGER_FSYNC") {
 		t.Errorf("a bad variable must be named in the error: %v", err)
 	}
 }

@@ -21,9 +21,9 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	f, err := parseServe(args, stderr)
-	if err != nil {
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseServe(args, stdout, stderr)
+	if err != nil || f.printConfig {
 		return err
 	}
 	if err := domain.ValidatePrefix(f.keyPrefix); err != nil {
