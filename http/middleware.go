@@ -30,7 +30,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		next.ServeHTTP(ww, r)
 		took := time.Since(start)
-		route := chi.RouteContext(r.Context()).RoutePattern()
+		route := s.routePattern(r)
 		s.metrics.observe(r.Method, route, ww.Status(), took)
 		level := slog.LevelInfo
 		if route == "/v1/verify" && ww.Status() == http.StatusOK {
@@ -45,6 +45,20 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
 			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took))
 	})
+}
+
+// routePattern is the pattern of the route that served r. A request that a
+// middleware of a group answered (a 401 of /v1/orgs/{org}/...) never
+// reached its route, so the group's pattern ends in "/*": look the route up.
+func (s *Server) routePattern(r *http.Request) string {
+	route := chi.RouteContext(r.Context()).RoutePattern()
+	if !strings.HasSuffix(route, "/*") {
+		return route
+	}
+	if found := s.mux.Find(chi.NewRouteContext(), r.Method, r.URL.Path); found != "" {
+		route = strings.TrimSuffix(found, "/")
+	}
+	return route
 }
 
 // recoverer turns a panic into a 500 with no detail and a logged cause.

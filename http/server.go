@@ -86,6 +86,7 @@ type Server struct {
 
 	log           *slog.Logger
 	metrics       *metrics
+	mux           *chi.Mux
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
@@ -130,6 +131,7 @@ func (s *Server) Handler() http.Handler {
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
 
 	r := chi.NewRouter()
+	s.mux = r
 	r.Use(withRequestID, s.instrument, s.recoverer, s.bound, s.staleness, securityHeaders, cors(s.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such route"))
