@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"regexp"
@@ -73,7 +74,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if got := strings.TrimSpace(readmeBlock(t, readme, "serve")); got != "go run ./cmd/keyledger serve" {
 		t.Fatalf("the serve block is %q; this test starts exactly `serve` with no flags", got)
 	}
-	serveProcess(t, dir, addr, []string{"KEYLEDGER_HTTP_ADDR=" + addr})
+	p := serveProcess(t, dir, addr, []string{"KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_LOG_LEVEL=debug"})
 
 	out := bash(adapt(readmeBlock(t, readme, "steps")), "ADMIN="+admin)
 	t.Logf("walk-through output:\n%s", out)
@@ -104,4 +105,61 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if strings.Contains(out, admin) {
 		t.Error("the walk-through printed the admin key")
 	}
+
+	p.stop(t)
+	secrets := append(keyShaped.FindAllString(out, -1), admin)
+	checkServeLogs(t, p.stderr.String(), secrets)
+}
+
+var keyShaped = regexp.MustCompile(`[a-z0-9]+_[0-9A-Za-z]{49}`)
+
+// checkServeLogs reads serve's log (JSON, debug level): it holds no secret
+// and nothing shaped like a key; every line logged during a request names
+// the request, and each request has one access line.
+func checkServeLogs(t *testing.T, log string, secrets []string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(log, s) {
+			t.Errorf("the log holds the secret %s…", s[:8])
+		}
+	}
+	if m := keyShaped.FindString(log); m != "" {
+		t.Errorf("the log holds something shaped like a key: %s…", m[:8])
+	}
+	access := map[string]int{}
+	var others []map[string]any
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("a log line is not JSON: %v: %s", err, line)
+			continue
+		}
+		id, _ := rec["request_id"].(string)
+		switch {
+		case rec["msg"] == "request":
+			if id == "" {
+				t.Errorf("an access line has no request id: %s", line)
+			}
+			access[id]++
+		case id != "":
+			others = append(others, rec)
+		case rec["method"] != nil || rec["path"] != nil || rec["route"] != nil:
+			t.Errorf("a line about a request has no request id: %s", line)
+		}
+	}
+	for id, n := range access {
+		if n != 1 {
+			t.Errorf("request %s has %d access lines, want 1", id, n)
+		}
+	}
+	for _, rec := range others {
+		if id := rec["request_id"].(string); access[id] == 0 {
+			t.Errorf("a line names request %s, which has no access line: %v", id, rec)
+		}
+	}
+	if len(access) < 10 {
+		t.Errorf("the walk-through logged %d requests; it makes more than 10", len(access))
+	}
+	t.Logf("%d log lines, %d requests, %d other lines of requests", len(lines), len(access), len(others))
 }

@@ -1,0 +1,62 @@
+package http_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	khttp "github.com/keyledger/keyledger/http"
+)
+
+// logLines returns the JSON log lines naming request id.
+func (h *harness) logLines(id string) []map[string]any {
+	h.t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(h.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			h.t.Fatalf("log line is not JSON: %s", line)
+		}
+		if rec["request_id"] == id {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func TestRequestIDs(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+
+	t.Run("TheCallersIdNamesEveryLineOfTheRequest", func(t *testing.T) {
+		// A read that waits for a sequence this instance never reaches
+		// logs a warning from deep in the request, then its access line.
+		res := h.must(503, "GET", "/v1/orgs/acme/keys?min_seq=999999", admin, nil, khttp.RequestIDHeader, "trace-0042")
+		if got := res.Header.Get(khttp.RequestIDHeader); got != "trace-0042" {
+			t.Errorf("answer's %s = %q, want the caller's", khttp.RequestIDHeader, got)
+		}
+		var msgs []string
+		for _, rec := range h.logLines("trace-0042") {
+			msgs = append(msgs, rec["msg"].(string))
+		}
+		if strings.Join(msgs, ",") != "unavailable,request" {
+			t.Errorf("lines of the request: %q, want the warning and the access line", msgs)
+		}
+	})
+
+	t.Run("AMissingOrUnfitIdIsReplaced", func(t *testing.T) {
+		for _, sent := range []string{"", "has space", strings.Repeat("x", 129), "semi;colon", admin} {
+			res := h.must(200, "GET", "/healthz", "", nil, khttp.RequestIDHeader, sent)
+			got := res.Header.Get(khttp.RequestIDHeader)
+			if len(got) != 26 || got == sent {
+				t.Errorf("sent %q: request id %q, want a new ULID", sent, got)
+			}
+			if len(h.logLines(got)) != 1 {
+				t.Errorf("sent %q: the access line does not name %q", sent, got)
+			}
+		}
+		if strings.Contains(h.logs.String(), admin) {
+			t.Error("a key sent as a request id reached the log")
+		}
+	})
+}
