@@ -251,10 +251,32 @@ func TestEnvironmentVariablesSetFlags(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
+func TestVersionIsTheSameEverywhere(t *testing.T) {
 	out, _, err := runBinary(t, t.TempDir(), nil, "version")
-	if err != nil || strings.TrimSpace(out) == "" {
-		t.Errorf("version: %q %v", out, err)
+	version := strings.TrimSpace(out)
+	if err != nil || version == "" {
+		t.Fatalf("version: %q %v", out, err)
+	}
+	addr := freeAddr(t)
+	p := serveProcess(t, t.TempDir(), addr, nil, "--http-addr", addr)
+	res, err := http.Get(p.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var health struct{ Status, Version string }
+	err = json.NewDecoder(res.Body).Decode(&health)
+	res.Body.Close()
+	if err != nil || health.Version != version {
+		t.Errorf("/healthz version = %q (%v), want %q", health.Version, err, version)
+	}
+	res, err = http.Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := `keyledger_build_info{goversion="`; !strings.Contains(string(metrics), want) || !strings.Contains(string(metrics), `version="`+version+`"`) {
+		t.Errorf("/metrics has no keyledger_build_info naming %q", version)
 	}
 }
 
