@@ -124,18 +124,41 @@ type Verdict struct {
 // Valid reports whether the secret may be used.
 func (v Verdict) Valid() bool { return v.Code == VerifyValid }
 
+// SecretMatch says which of a key's secrets a presented one is.
+type SecretMatch uint8
+
+// The secrets of a key.
+const (
+	OlderSecret    SecretMatch = iota // one the key had before its last rotation
+	CurrentSecret                     // the key's secret now
+	PreviousSecret                    // the one its last rotation replaced
+)
+
 // Judge tells what the secret with the given hash, known to belong to k,
 // is worth at now. A revoked key refuses every secret it ever had; a secret
 // replaced by a rotation lives until its grace period ends.
 func (k *Key) Judge(secretHash string, now time.Time) Verdict {
+	m := OlderSecret
+	switch secretHash {
+	case k.SecretHash:
+		m = CurrentSecret
+	case k.PreviousSecretHash:
+		m = PreviousSecret
+	}
+	return k.JudgeMatch(m, now)
+}
+
+// JudgeMatch is Judge for a secret already matched to one of k's secrets,
+// for callers that hold the hashes in another form.
+func (k *Key) JudgeMatch(m SecretMatch, now time.Time) Verdict {
 	switch {
 	case k.Revoked:
 		return Verdict{Code: VerifyRevoked}
 	case k.Status(now) == StatusExpired:
 		return Verdict{Code: VerifyExpired, ExpiresAt: k.ExpiresAt}
-	case secretHash == k.SecretHash:
+	case m == CurrentSecret:
 		return Verdict{Code: VerifyValid, ExpiresAt: k.ExpiresAt}
-	case secretHash == k.PreviousSecretHash && now.Before(k.PreviousExpiresAt):
+	case m == PreviousSecret && now.Before(k.PreviousExpiresAt):
 		exp := k.PreviousExpiresAt
 		if !k.ExpiresAt.IsZero() && k.ExpiresAt.Before(exp) {
 			exp = k.ExpiresAt

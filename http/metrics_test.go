@@ -98,7 +98,7 @@ func TestMetrics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		snaps = &projections.Snapshotter{Store: store, Listing: s.Listing, Index: s.Index}
+		snaps = &projections.Snapshotter{Store: store, Table: s.Index.Table()}
 		s.Snapshots = snaps
 	})
 	const org = "metrics-org"

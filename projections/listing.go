@@ -1,75 +1,40 @@
 package projections
 
 import (
-	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
 )
 
-// applyKey evolves the key an event is about, creating it on KeyCreated. It
-// returns the key, or nil for events that change no key.
-func applyKey(keys map[string]*domain.Key, e domain.Event) (*domain.Key, error) {
-	if e.Data == nil {
-		return nil, nil
-	}
-	ref := e.OrgID + "/" + e.KeyID
-	k := keys[ref]
-	if k == nil {
-		if _, ok := e.Data.(domain.KeyCreated); !ok {
-			return nil, fmt.Errorf("%s for unknown key %s", e.Type, ref)
-		}
-		k = &domain.Key{}
-	}
-	if err := k.Apply(e); err != nil {
-		return nil, err
-	}
-	keys[ref] = k
-	return k, nil
-}
+// Listing is the masked listing of each org's keys, newest first. It is a
+// view of a Table.
+type Listing struct{ t *Table }
 
-// Listing is the masked listing of each org's keys, newest first.
-type Listing struct {
-	seqMark
-	mu   sync.RWMutex
-	keys map[string]*domain.Key // by org/id
-	ids  map[string][]string    // per org, key ids in ascending order
-}
+// NewListing returns an empty listing on a table of its own.
+func NewListing() *Listing { return NewTable().Listing() }
 
-// NewListing returns an empty listing.
-func NewListing() *Listing {
-	return &Listing{keys: map[string]*domain.Key{}, ids: map[string][]string{}}
-}
+// Apply folds one event into the listing's table.
+func (l *Listing) Apply(e domain.Event) error { return l.t.Apply(e) }
 
-// Apply folds one event into the listing.
-func (l *Listing) Apply(e domain.Event) error {
-	defer l.mark(e.Seq)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, isNew := e.Data.(domain.KeyCreated)
-	k, err := applyKey(l.keys, e)
-	if err != nil || k == nil || !isNew {
-		return err
-	}
-	// Key ids are ULIDs: sorting them sorts by creation time.
-	ids := l.ids[e.OrgID]
-	i, _ := slices.BinarySearch(ids, e.KeyID)
-	l.ids[e.OrgID] = slices.Insert(ids, i, e.KeyID)
-	return nil
-}
+// LastSeq returns the last sequence the table applied.
+func (l *Listing) LastSeq() uint64 { return l.t.LastSeq() }
 
-// Get returns a copy of one key.
+// Table returns the table the listing is a view of.
+func (l *Listing) Table() *Table { return l.t }
+
+// Get returns one key, with its hashes. Its strings and scopes are shared
+// with the listing: do not change them.
 func (l *Listing) Get(org, id string) (domain.Key, bool) {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	k, ok := l.keys[org+"/"+id]
+	t := l.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	slot, ok := t.find(org, id)
 	if !ok {
 		return domain.Key{}, false
 	}
-	return *k, true
+	return t.key(slot, true), true
 }
 
 // ListQuery selects a page of an org's keys.
@@ -88,31 +53,40 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 	if q.Limit <= 0 {
 		return nil, ""
 	}
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	ids := l.ids[org]
-	end := len(ids)
+	t := l.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	o, ok := t.orgs.lookup(org)
+	if !ok {
+		return nil, ""
+	}
+	slots := t.byOrg[o]
+	end := len(slots)
 	if q.Cursor != "" {
-		end, _ = slices.BinarySearch(ids, q.Cursor)
+		end, _ = slices.BinarySearchFunc(slots, q.Cursor, func(slot uint32, id string) int {
+			return strings.Compare(t.text.get(t.rows.at(slot).keyID), id)
+		})
 	}
 	for i := end - 1; i >= 0; i-- {
-		k := l.keys[org+"/"+ids[i]]
-		if !matches(k.Status(q.Now), q.Status) || !expiringBy(k, q) {
+		slot := slots[i]
+		status := t.status(slot, q.Now)
+		if !matches(status, q.Status) || !t.expiringBy(slot, status, q) {
 			continue
 		}
 		if len(page) == q.Limit {
 			return page, page[len(page)-1].ID
 		}
-		page = append(page, *k)
+		page = append(page, t.key(slot, true))
 	}
 	return page, ""
 }
 
-func expiringBy(k *domain.Key, q ListQuery) bool {
+func (t *Table) expiringBy(slot uint32, status domain.Status, q ListQuery) bool {
 	if q.ExpiringBy.IsZero() {
 		return true
 	}
-	return k.Status(q.Now) == domain.StatusActive && !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(q.ExpiringBy)
+	exp := t.rows.at(slot).expires
+	return status == domain.StatusActive && exp != noTime && exp <= q.ExpiringBy.UnixMicro()
 }
 
 func matches(s domain.Status, want string) bool {

@@ -2,23 +2,18 @@ package projections
 
 import (
 	"context"
-	"encoding/gob"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
-
-	"github.com/klauspost/compress/s2"
 
 	"github.com/keyledger/keyledger/domain"
 )
 
 // SnapshotVersion names the snapshot encoding; a snapshot of another
 // version is ignored and the projections are replayed from the stream.
-const SnapshotVersion = 2
+const SnapshotVersion = 3
 
 // snapshotHeader opens a snapshot: what it is and where in the stream.
 type snapshotHeader struct {
@@ -29,12 +24,6 @@ type snapshotHeader struct {
 	Taken   int64 // Unix microseconds; zero in snapshots from before it was written
 }
 
-// snapshotKey is one key and every secret hash it ever had.
-type snapshotKey struct {
-	Key    domain.Key
-	Hashes []string
-}
-
 // SnapshotStore keeps the newest snapshot. Get returns nil, nil when there
 // is none. MsgHash gives the stored hash of the stream's message at seq.
 type SnapshotStore interface {
@@ -43,17 +32,16 @@ type SnapshotStore interface {
 	MsgHash(ctx context.Context, seq uint64) (string, error)
 }
 
-// Snapshotter saves the listing and the verify index every so many events
-// and restores them at start, so that a start replays only the tail. Add it
-// to the runner after both. A snapshot that is missing, corrupt, of another
-// version or of another stream is logged and ignored: the start replays
-// everything, never builds a wrong index.
+// Snapshotter saves the key table (the listing and the verify index) every
+// so many events and restores it at start, so that a start replays only
+// the tail. Add it to the runner after the table. A snapshot that is
+// missing, corrupt, of another version or of another stream is logged and
+// ignored: the start replays everything, never builds a wrong index.
 type Snapshotter struct {
-	Store   SnapshotStore
-	Listing *Listing
-	Index   *VerifyIndex
-	Every   uint64 // events between snapshots (100,000 when zero)
-	Logger  *slog.Logger
+	Store  SnapshotStore
+	Table  *Table
+	Every  uint64 // events between snapshots (100,000 when zero)
+	Logger *slog.Logger
 
 	seqMark
 	lastSaved atomic.Uint64
@@ -91,7 +79,7 @@ func (s *Snapshotter) Restore(ctx context.Context) uint64 {
 		return 0
 	}
 	defer rc.Close()
-	h, keys, err := decodeSnapshot(rc)
+	h, img, err := decodeSnapshot(rc)
 	if err == nil {
 		err = s.fits(ctx, h)
 	}
@@ -99,8 +87,7 @@ func (s *Snapshotter) Restore(ctx context.Context) uint64 {
 		s.log().Warn("snapshot ignored: replaying the whole stream", "err", err)
 		return 0
 	}
-	s.Listing.restore(keys, h.Seq)
-	s.Index.restore(keys, h.Seq)
+	s.Table.install(img, h.Seq)
 	s.mark(h.Seq)
 	s.lastSaved.Store(h.Seq)
 	s.newest.Store(&h)
@@ -134,12 +121,11 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 	if e.Data == nil || e.Hash == "" || e.Seq-s.lastSaved.Load() < every || !s.saving.CompareAndSwap(false, true) {
 		return nil
 	}
-	h := snapshotHeader{Version: SnapshotVersion, Seq: e.Seq, SeqHash: e.Hash, Taken: time.Now().UnixMicro()}
-	keys := s.Index.snapshot()
-	h.Keys = len(keys)
+	img := s.Table.image()
+	h := snapshotHeader{Version: SnapshotVersion, Seq: e.Seq, SeqHash: e.Hash, Keys: img.rows.n, Taken: time.Now().UnixMicro()}
 	go func() {
 		defer s.saving.Store(false)
-		if err := s.save(h, keys); err != nil {
+		if err := s.save(h, img); err != nil {
 			s.log().Warn("snapshot not saved", "seq", h.Seq, "err", err)
 			return
 		}
@@ -154,9 +140,9 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 // for the upload; for shutdown and tests. It must not run concurrently with
 // the runner's Apply.
 func (s *Snapshotter) SaveNow(seq uint64, seqHash string) error {
-	keys := s.Index.snapshot()
-	h := snapshotHeader{Version: SnapshotVersion, Seq: seq, SeqHash: seqHash, Keys: len(keys), Taken: time.Now().UnixMicro()}
-	if err := s.save(h, keys); err != nil {
+	img := s.Table.image()
+	h := snapshotHeader{Version: SnapshotVersion, Seq: seq, SeqHash: seqHash, Keys: img.rows.n, Taken: time.Now().UnixMicro()}
+	if err := s.save(h, img); err != nil {
 		return err
 	}
 	s.lastSaved.Store(seq)
@@ -164,96 +150,12 @@ func (s *Snapshotter) SaveNow(seq uint64, seqHash string) error {
 	return nil
 }
 
-func (s *Snapshotter) save(h snapshotHeader, keys []snapshotKey) error {
+func (s *Snapshotter) save(h snapshotHeader, img *tableImage) error {
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(encodeSnapshot(pw, h, keys)) }()
+	go func() { pw.CloseWithError(encodeSnapshot(pw, h, img)) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	err := s.Store.Put(ctx, pr)
 	pr.CloseWithError(err)
 	return err
-}
-
-func encodeSnapshot(w io.Writer, h snapshotHeader, keys []snapshotKey) error {
-	zw := s2.NewWriter(w)
-	enc := gob.NewEncoder(zw)
-	if err := enc.Encode(h); err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := enc.Encode(k); err != nil {
-			return err
-		}
-	}
-	return zw.Close()
-}
-
-func decodeSnapshot(r io.Reader) (snapshotHeader, []snapshotKey, error) {
-	dec := gob.NewDecoder(s2.NewReader(r))
-	var h snapshotHeader
-	if err := dec.Decode(&h); err != nil {
-		return h, nil, fmt.Errorf("snapshot header: %w", err)
-	}
-	if h.Version != SnapshotVersion {
-		return h, nil, nil // fits says why
-	}
-	keys := make([]snapshotKey, 0, h.Keys)
-	for range h.Keys {
-		var k snapshotKey
-		if err := dec.Decode(&k); err != nil {
-			return h, nil, fmt.Errorf("snapshot key %d of %d: %w", len(keys)+1, h.Keys, err)
-		}
-		keys = append(keys, k)
-	}
-	var extra snapshotKey
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return h, nil, fmt.Errorf("snapshot holds more than its %d keys", h.Keys)
-	}
-	return h, keys, nil
-}
-
-// snapshot copies every key with all its hashes.
-func (v *VerifyIndex) snapshot() []snapshotKey {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	hashes := make(map[*domain.Key][]string, len(v.keys))
-	for _, ref := range v.byHash {
-		hashes[ref.key] = append(hashes[ref.key], ref.hash)
-	}
-	out := make([]snapshotKey, 0, len(v.keys))
-	for _, k := range v.keys {
-		hs := hashes[k]
-		slices.Sort(hs)
-		out = append(out, snapshotKey{Key: *k, Hashes: hs})
-	}
-	return out
-}
-
-func (v *VerifyIndex) restore(keys []snapshotKey, seq uint64) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, sk := range keys {
-		k := sk.Key
-		v.keys[k.OrgID+"/"+k.ID] = &k
-		for _, h := range sk.Hashes {
-			if sum, ok := domain.ParseHash(h); ok {
-				v.byHash[sum] = secretRef{key: &k, hash: h}
-			}
-		}
-	}
-	v.mark(seq)
-}
-
-func (l *Listing) restore(keys []snapshotKey, seq uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, sk := range keys {
-		k := sk.Key
-		l.keys[k.OrgID+"/"+k.ID] = &k
-		l.ids[k.OrgID] = append(l.ids[k.OrgID], k.ID)
-	}
-	for _, ids := range l.ids {
-		slices.Sort(ids)
-	}
-	l.mark(seq)
 }

@@ -27,9 +27,10 @@ type instance struct {
 
 func startInstance(t *testing.T, env *natstest.Env, snaps *events.Snapshots, restore bool, every uint64) *instance {
 	t.Helper()
-	in := &instance{listing: projections.NewListing(), index: projections.NewVerifyIndex()}
-	in.snap = &projections.Snapshotter{Store: snaps, Listing: in.listing, Index: in.index, Every: every, Logger: natstest.Quiet()}
-	in.runner = projections.NewRunner(env.Store, natstest.Quiet(), in.listing, in.index, in.snap)
+	table := projections.NewTable()
+	in := &instance{listing: table.Listing(), index: table.Index()}
+	in.snap = &projections.Snapshotter{Store: snaps, Table: table, Every: every, Logger: natstest.Quiet()}
+	in.runner = projections.NewRunner(env.Store, natstest.Quiet(), table, in.snap)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if restore {
@@ -170,7 +171,7 @@ func TestSnapshots(t *testing.T) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			history(t, env, 12) // over ten more events while the instance follows
-			probe := &projections.Snapshotter{Store: snaps, Listing: projections.NewListing(), Index: projections.NewVerifyIndex(), Logger: natstest.Quiet()}
+			probe := &projections.Snapshotter{Store: snaps, Table: projections.NewTable(), Logger: natstest.Quiet()}
 			if got := probe.Restore(ctx); got > before {
 				break
 			}

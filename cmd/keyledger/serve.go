@@ -82,13 +82,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // startProjections restores the listing and the verify index from the
 // newest snapshot, if one fits, and follows the stream from there.
 func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, *projections.Snapshotter, error) {
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
+	table := projections.NewTable() // the listing and the index hold each key once, together
+	listing, index := table.Listing(), table.Index()
 	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	snapshotter := &projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Every: f.snapshotEvery, Logger: log}
-	runner := projections.NewRunner(b.store, log, listing, index, snapshotter)
+	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
+	runner := projections.NewRunner(b.store, log, table, snapshotter)
 	b.store.UseCache(listing) // commands decide on the projections' state first
 	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })

@@ -44,8 +44,9 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if o.Logger == nil {
 		o.Logger = natstest.Quiet()
 	}
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	runner := projections.NewRunner(env.Store, o.Logger, listing, index)
+	table := projections.NewTable()
+	listing, index := table.Listing(), table.Index()
+	runner := projections.NewRunner(env.Store, o.Logger, table)
 	env.Store.UseCache(listing)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -79,7 +79,7 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	drain := time.Since(start)
 
 	// Full replay, as a start without a snapshot.
-	replay, listing, index, err := readyIn(ctx, store, quiet, nil)
+	replay, table, err := readyIn(ctx, store, quiet, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -89,10 +89,10 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	}
 	last, _ := store.LastSeq(ctx)
 	hash, _ := snaps.MsgHash(ctx, last)
-	if err := (&projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Logger: quiet}).SaveNow(last, hash); err != nil {
+	if err := (&projections.Snapshotter{Store: snaps, Table: table, Logger: quiet}).SaveNow(last, hash); err != nil {
 		return nil, err
 	}
-	fromSnapshot, _, _, err := readyIn(ctx, store, quiet, snaps)
+	fromSnapshot, _, err := readyIn(ctx, store, quiet, snaps)
 	if err != nil {
 		return nil, err
 	}
@@ -109,23 +109,23 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 
 // readyIn starts projections on store, from a snapshot when snaps is not
 // nil, and returns how long until they were ready.
-func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *events.Snapshots) (time.Duration, *projections.Listing, *projections.VerifyIndex, error) {
+func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *events.Snapshots) (time.Duration, *projections.Table, error) {
 	start := time.Now()
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	runner := projections.NewRunner(store, log, listing, index)
+	table := projections.NewTable()
+	runner := projections.NewRunner(store, log, table)
 	if snaps != nil {
-		runner.ResumeAfter((&projections.Snapshotter{Store: snaps, Listing: listing, Index: index, Logger: log}).Restore(ctx))
+		runner.ResumeAfter((&projections.Snapshotter{Store: snaps, Table: table, Logger: log}).Restore(ctx))
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = runner.Run(rctx) }()
 	for !runner.Ready() {
 		if time.Since(start) > 10*time.Minute {
-			return 0, nil, nil, fmt.Errorf("not ready after 10 minutes")
+			return 0, nil, fmt.Errorf("not ready after 10 minutes")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return time.Since(start), listing, index, nil
+	return time.Since(start), table, nil
 }
 
 // memory measures the live heap of the in-memory projections per key,
@@ -133,25 +133,21 @@ func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *
 // embedded nats-server's resident share measured while filling the stream.
 func memory(_ context.Context, o Options, f *fixture) ([]Row, error) {
 	n := len(f.created)
-	bodies := make([][]byte, n)
-	for i, e := range f.created {
-		bodies[i], _ = events.Encode(e)
-	}
 	base := heap()
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	for i := range bodies {
-		e, err := events.Decode(bodies[i], uint64(i+1))
+	table := projections.NewTable() // the listing and the verify index
+	for i, created := range f.created {
+		body, err := events.Encode(created)
 		if err != nil {
 			return nil, err
 		}
-		bodies[i] = nil
-		_ = listing.Apply(e)
-		_ = index.Apply(e)
+		e, err := events.Decode(body, uint64(i+1))
+		if err != nil {
+			return nil, err
+		}
+		_ = table.Apply(e)
 	}
-	bodies = nil
 	perKey := float64(heap()-min(base, heap())) / float64(n)
-	runtime.KeepAlive(listing)
-	runtime.KeepAlive(index)
+	runtime.KeepAlive(table)
 	return []Row{{
 		Scenario: fmt.Sprintf("memory, %s keys: listing + verify index", count(float64(n))),
 		Figure:   fmt.Sprintf("%.0f B/key", perKey),

@@ -48,8 +48,9 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 		emb.Close()
 		return nil, err
 	}
-	listing, index := projections.NewListing(), projections.NewVerifyIndex()
-	s.runner = projections.NewRunner(s.store, quiet, listing, index)
+	table := projections.NewTable()
+	listing, index := table.Listing(), table.Index()
+	s.runner = projections.NewRunner(s.store, quiet, table)
 	s.store.UseCache(listing)
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = s.runner.Run(rctx) }()

@@ -1,0 +1,425 @@
+package projections
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// Table is the state of every key, held compactly for a million keys and
+// more: one row per key without a pointer in it (the garbage collector
+// never scans the rows), hashes as bytes, instants as microseconds, text in
+// an append-only arena, and org ids, scope sets and actors interned. The
+// listing and the verify index are two views of one table (Listing, Index),
+// so that each event is applied, and each key held, once.
+type Table struct {
+	seqMark
+	mu sync.RWMutex
+
+	rows rowChunks
+	// byID finds a row by 8 bytes of its id; the rare id whose 8 bytes
+	// another key's already took is in byFullID, looked up first.
+	byID     map[uint64]uint32
+	byFullID map[rowID]uint32
+	byHash   map[uint64]uint32 // first 8 bytes of every secret hash a key ever had → row
+	// fullHash holds the rare hash whose first 8 bytes another key's hash
+	// already took; it is looked up first.
+	fullHash map[[sha256.Size]byte]uint32
+	previous map[uint32]previousSecret // keys that were rotated
+
+	orgs   interner[string]
+	byOrg  [][]uint32 // per org, rows in ascending key id order
+	scopes interner[string]
+	sets   [][]string // scope sets, by scopes' index
+	actors interner[domain.Actor]
+	text   arena
+}
+
+// row is one key, in 160 bytes. It holds no pointer.
+type row struct {
+	hash    [sha256.Size]byte // the current secret's SHA-256
+	last    [sha256.Size]byte // the stored hash of the key's last event
+	id      rowID
+	version uint64
+	expires int64 // Unix microseconds; noTime for none
+	created int64
+	rotated int64
+	revoked int64
+	keyID   textRef
+	name    textRef
+	masked  textRef
+	scopes  uint32
+	actor   uint32
+	flags   uint8
+}
+
+// rowChunks holds the rows in chunks of a fixed size: growing never copies
+// them, and never leaves more than one chunk's room unused.
+type rowChunks struct {
+	chunks [][]row
+	n      int
+}
+
+const rowChunkShift = 12
+
+func (rc *rowChunks) at(slot uint32) *row {
+	return &rc.chunks[slot>>rowChunkShift][slot&(1<<rowChunkShift-1)]
+}
+
+func (rc *rowChunks) add(r row) uint32 {
+	if rc.n>>rowChunkShift == len(rc.chunks) {
+		rc.chunks = append(rc.chunks, make([]row, 1<<rowChunkShift))
+	}
+	slot := uint32(rc.n)
+	*rc.at(slot) = r
+	rc.n++
+	return slot
+}
+
+const (
+	flagRevoked uint8 = 1 << iota
+	flagHash          // hash holds the secret's hash (false only on a corrupt event)
+	flagLast          // last holds the last event's hash (false for events not read back)
+)
+
+// rowID finds a row: the key id's 16 bytes (a ULID; a key id that is not
+// one is hashed) and the org's index.
+type rowID struct {
+	key [16]byte
+	org uint32
+}
+
+// short is the 8 bytes of id that byID holds: the ULID's random part, mixed
+// with the org.
+func (id rowID) short() uint64 {
+	return binary.LittleEndian.Uint64(id.key[8:]) ^ uint64(id.org)*0x9e3779b97f4a7c15
+}
+
+type previousSecret struct {
+	hash    [sha256.Size]byte
+	expires int64
+	ok      bool // hash holds the previous secret's hash
+}
+
+// noTime stands for the zero time.Time.
+const noTime = math.MinInt64
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
+	}
+	return t.UnixMicro()
+}
+
+func instant(us int64) time.Time {
+	if us == noTime {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}
+
+// NewTable returns an empty table.
+func NewTable() *Table {
+	return &Table{
+		byID: map[uint64]uint32{}, byFullID: map[rowID]uint32{}, byHash: map[uint64]uint32{},
+		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
+		orgs: newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
+	}
+}
+
+// Listing is the table's masked listing.
+func (t *Table) Listing() *Listing { return &Listing{t: t} }
+
+// Index is the table's verify index.
+func (t *Table) Index() *VerifyIndex { return &VerifyIndex{t: t} }
+
+func keyBytes(id string) [16]byte {
+	if u, err := ulid.ParseStrict(strings.TrimPrefix(id, "key_")); err == nil && strings.HasPrefix(id, "key_") {
+		return u
+	}
+	sum := sha256.Sum256([]byte(id))
+	var b [16]byte
+	copy(b[:], sum[:])
+	b[0] ^= 0xff // apart from any ULID's bytes that a hash could equal
+	return b
+}
+
+// find returns the row of org/id.
+func (t *Table) find(org, id string) (uint32, bool) {
+	o, ok := t.orgs.lookup(org)
+	if !ok {
+		return 0, false
+	}
+	rid := rowID{org: o, key: keyBytes(id)}
+	slot, ok := t.byFullID[rid]
+	if !ok {
+		slot, ok = t.byID[rid.short()]
+	}
+	if !ok || t.rows.at(slot).id != rid || t.text.get(t.rows.at(slot).keyID) != id {
+		return 0, false
+	}
+	return slot, true
+}
+
+// Apply folds one event into the table. A table shared by its listing and
+// its index is fed by both: an event it already holds is skipped.
+func (t *Table) Apply(e domain.Event) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.Seq != 0 && e.Seq <= t.LastSeq() {
+		return nil
+	}
+	defer t.mark(e.Seq)
+	if e.Data == nil {
+		return nil
+	}
+	slot, ok := t.find(e.OrgID, e.KeyID)
+	if !ok {
+		d, isNew := e.Data.(domain.KeyCreated)
+		if !isNew {
+			return fmt.Errorf("%s for unknown key %s/%s", e.Type, e.OrgID, e.KeyID)
+		}
+		t.create(e, d)
+		return nil
+	}
+	r := t.rows.at(slot)
+	switch d := e.Data.(type) {
+	case domain.KeyCreated:
+		return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
+	case domain.KeyRotated:
+		t.previous[slot] = previousSecret{hash: r.hash, expires: micros(d.PreviousSecretExpiresAt), ok: r.flags&flagHash != 0}
+		r.masked = t.text.add(d.Masked)
+		r.rotated = micros(e.OccurredAt)
+		t.setHash(slot, d.SecretHash)
+	case domain.KeyRevoked:
+		r.flags |= flagRevoked
+		r.revoked = micros(e.OccurredAt)
+	}
+	t.advance(r, e)
+	return nil
+}
+
+func (t *Table) create(e domain.Event, d domain.KeyCreated) {
+	o := t.orgs.add(e.OrgID)
+	if int(o) == len(t.byOrg) {
+		t.byOrg = append(t.byOrg, nil)
+	}
+	scopes := t.scopes.add(scopeKey(d.Scopes))
+	if int(scopes) == len(t.sets) {
+		t.sets = append(t.sets, d.Scopes)
+	}
+	slot := t.rows.add(row{
+		id:      rowID{org: o, key: keyBytes(e.KeyID)},
+		expires: micros(d.ExpiresAt), created: micros(e.OccurredAt), rotated: noTime, revoked: noTime,
+		keyID: t.text.add(e.KeyID), name: t.text.add(d.Name), masked: t.text.add(d.Masked),
+		scopes: scopes, actor: t.actors.add(e.Actor),
+	})
+	r := t.rows.at(slot)
+	t.indexID(r.id, slot)
+	t.setHash(slot, d.SecretHash)
+	t.advance(r, e)
+	// Key ids are ULIDs: in id order is in creation order, so a new key
+	// almost always goes last.
+	ids := t.byOrg[o]
+	i := len(ids)
+	for i > 0 && t.text.get(t.rows.at(ids[i-1]).keyID) > e.KeyID {
+		i--
+	}
+	t.byOrg[o] = slices.Insert(ids, i, slot)
+}
+
+func (t *Table) indexID(id rowID, slot uint32) {
+	if _, taken := t.byID[id.short()]; taken {
+		t.byFullID[id] = slot
+		return
+	}
+	t.byID[id.short()] = slot
+}
+
+// setHash makes h the row's current secret and indexes it.
+func (t *Table) setHash(slot uint32, h string) {
+	r := t.rows.at(slot)
+	sum, ok := domain.ParseHash(h)
+	if !ok {
+		r.flags &^= flagHash
+		r.hash = [sha256.Size]byte{}
+		return
+	}
+	r.flags |= flagHash
+	r.hash = sum
+	t.indexHash(sum, slot)
+}
+
+func (t *Table) indexHash(sum [sha256.Size]byte, slot uint32) {
+	p := binary.LittleEndian.Uint64(sum[:8])
+	if other, taken := t.byHash[p]; taken && other != slot {
+		t.fullHash[sum] = slot
+		return
+	}
+	t.byHash[p] = slot
+}
+
+func (t *Table) advance(r *row, e domain.Event) {
+	if e.Seq != 0 {
+		r.version = e.Seq
+	}
+	if e.Hash != "" {
+		if n, err := hex.Decode(r.last[:], []byte(e.Hash)); err == nil && n == sha256.Size {
+			r.flags |= flagLast
+		}
+	}
+}
+
+// lookup finds the row a secret's hash belongs to, if any key ever had it.
+func (t *Table) lookup(sum [sha256.Size]byte) (uint32, bool) {
+	if len(t.fullHash) > 0 {
+		if slot, ok := t.fullHash[sum]; ok {
+			return slot, true
+		}
+	}
+	slot, ok := t.byHash[binary.LittleEndian.Uint64(sum[:8])]
+	return slot, ok
+}
+
+// match says which of the row's secrets sum is.
+func (t *Table) match(slot uint32, sum [sha256.Size]byte) domain.SecretMatch {
+	r := t.rows.at(slot)
+	if r.flags&flagHash != 0 && r.hash == sum {
+		return domain.CurrentSecret
+	}
+	if p, ok := t.previous[slot]; ok && p.ok && p.hash == sum {
+		return domain.PreviousSecret
+	}
+	return domain.OlderSecret
+}
+
+// key builds the domain's key from a row; withHashes adds the hashes as
+// the domain writes them (commands need them, verifications do not).
+// Strings point into the arena and the scope set is shared: callers must
+// not change them.
+func (t *Table) key(slot uint32, withHashes bool) domain.Key {
+	r := t.rows.at(slot)
+	k := domain.Key{
+		ID: t.text.get(r.keyID), OrgID: t.orgs.values[r.id.org], Name: t.text.get(r.name),
+		Scopes: t.sets[r.scopes], Masked: t.text.get(r.masked), ExpiresAt: instant(r.expires),
+		CreatedAt: instant(r.created), CreatedBy: t.actors.values[r.actor],
+		RotatedAt: instant(r.rotated), RevokedAt: instant(r.revoked), Revoked: r.flags&flagRevoked != 0,
+		Version: r.version,
+	}
+	p, rotated := t.previous[slot]
+	if rotated {
+		k.PreviousExpiresAt = instant(p.expires)
+	}
+	if !withHashes {
+		return k
+	}
+	if r.flags&flagHash != 0 {
+		k.SecretHash = domain.FormatHash(r.hash)
+	}
+	if rotated && p.ok {
+		k.PreviousSecretHash = domain.FormatHash(p.hash)
+	}
+	if r.flags&flagLast != 0 {
+		k.LastHash = hex.EncodeToString(r.last[:])
+	}
+	return k
+}
+
+func (t *Table) status(slot uint32, now time.Time) domain.Status {
+	r := t.rows.at(slot)
+	switch {
+	case r.flags&flagRevoked != 0:
+		return domain.StatusRevoked
+	case r.expires != noTime && now.UnixMicro() >= r.expires:
+		return domain.StatusExpired
+	}
+	return domain.StatusActive
+}
+
+// scopeKey names a scope set for interning; nil and empty differ.
+func scopeKey(scopes []string) string {
+	if scopes == nil {
+		return "\x00nil"
+	}
+	return strings.Join(scopes, "\x00")
+}
+
+// interner numbers values in the order they first come.
+type interner[T comparable] struct {
+	index  map[T]uint32
+	values []T
+}
+
+func newInterner[T comparable]() interner[T] { return interner[T]{index: map[T]uint32{}} }
+
+func (in *interner[T]) add(v T) uint32 {
+	if i, ok := in.index[v]; ok {
+		return i
+	}
+	i := uint32(len(in.values))
+	in.index[v] = i
+	in.values = append(in.values, v)
+	return i
+}
+
+func (in *interner[T]) lookup(v T) (uint32, bool) {
+	i, ok := in.index[v]
+	return i, ok
+}
+
+// arena holds text in large chunks that are only ever appended to, so that
+// strings can point into them without a copy and without the chunks ever
+// changing under them.
+type arena struct {
+	chunks [][]byte
+}
+
+const chunkSize = 1 << 20
+
+// textRef locates a string in the arena: chunk, offset and length.
+type textRef struct {
+	chunk uint16
+	n     uint16
+	off   uint32
+}
+
+// maxText is the longest string the arena holds; longer ones (only a
+// corrupt event has them) are cut.
+const maxText = 1<<16 - 1
+
+func (a *arena) add(s string) textRef {
+	if len(s) == 0 {
+		return textRef{}
+	}
+	if len(s) > maxText {
+		s = s[:maxText]
+	}
+	last := len(a.chunks) - 1
+	if last < 0 || cap(a.chunks[last])-len(a.chunks[last]) < len(s) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(chunkSize, len(s))))
+		last++
+	}
+	c := a.chunks[last]
+	ref := textRef{chunk: uint16(last), off: uint32(len(c)), n: uint16(len(s))}
+	a.chunks[last] = append(c, s...)
+	return ref
+}
+
+func (a *arena) get(r textRef) string {
+	if r.n == 0 {
+		return ""
+	}
+	b := a.chunks[r.chunk][r.off : r.off+uint32(r.n)]
+	return unsafe.String(&b[0], len(b))
+}
