@@ -224,7 +224,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	if d.err == nil && h.Version != SnapshotVersion {
 		return h, nil, nil // fits says why
 	}
-	h.Seq, h.SeqHash, h.Keys, h.Taken = d.u64(), d.str(), int(d.u64()), int64(d.u64())
+	h.Seq, h.SeqHash, h.Keys, h.Taken = d.u64(), d.str(), d.count(), int64(d.u64())
 
 	img := &tableImage{}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
@@ -247,7 +247,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		size := d.limit(d.u64(), 1<<27)
-		c := make([]byte, size, max(size, chunkSize))
+		c := make([]byte, size) // full: new text goes to a new chunk
 		d.raw(c)
 		img.chunks = append(img.chunks, c)
 	}
@@ -258,7 +258,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.rows.add(getRow(b[:]))
 	}
 	n = d.count()
-	img.previous = make(map[uint32]previousSecret, min(n, 1<<24))
+	img.previous = make(map[uint32]previousSecret, min(n, h.Keys))
 	for ; n > 0 && d.err == nil; n-- {
 		slot := d.u32()
 		var p previousSecret
@@ -267,7 +267,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.previous[slot] = p
 	}
 	n = d.count()
-	img.byHash = make(map[uint64]uint32, min(n, 1<<24))
+	img.byHash = make(map[uint64]uint32, min(n, h.Keys))
 	for ; n > 0 && d.err == nil; n-- {
 		prefix := d.u64()
 		img.byHash[prefix] = d.u32()
@@ -281,7 +281,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	}
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		m := d.count()
-		slots := make([]uint32, 0, min(m, 1<<24))
+		slots := make([]uint32, 0, min(m, h.Keys))
 		for ; m > 0 && d.err == nil; m-- {
 			slots = append(slots, d.u32())
 		}

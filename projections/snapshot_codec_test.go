@@ -1,0 +1,109 @@
+package projections
+
+import (
+	"bytes"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// smallTable holds three keys of two orgs: one rotated with a grace
+// period, one revoked.
+func smallTable(t *testing.T) (*Table, []string) {
+	t.Helper()
+	table := NewTable()
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	actor := domain.Actor{Kind: domain.ActorUser, ID: "u1", Name: "Ann"}
+	var secrets []string
+	seq := uint64(0)
+	apply := func(e domain.Event) {
+		seq++
+		e.Seq, e.Hash = seq, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+		if err := table.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []domain.Key
+	for i, org := range []string{"acme", "acme", "globex"} {
+		s, _ := domain.GenerateSecret("c8k", nil)
+		secrets = append(secrets, s)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "key " + string(rune('a'+i)), Scopes: []string{"read"}, Actor: actor}, now, 0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(e)
+		k, _ := table.Listing().Get(org, e.KeyID)
+		keys = append(keys, k)
+	}
+	s, _ := domain.GenerateSecret("c8k", nil)
+	secrets = append(secrets, s)
+	rot, _ := keys[0].DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, s)
+	apply(rot)
+	rev, _ := keys[2].DecideRevoke(domain.RevokeKey{Actor: actor}, now)
+	apply(rev)
+	return table, secrets
+}
+
+func encoded(t *testing.T, table *Table) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	h := snapshotHeader{Version: SnapshotVersion, Seq: table.LastSeq(), SeqHash: "h", Keys: table.rows.n, Taken: 1}
+	if err := encodeSnapshot(&buf, h, table.image()); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestSnapshotCodec(t *testing.T) {
+	table, secrets := smallTable(t)
+	raw := encoded(t, table)
+	now := time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
+
+	t.Run("ADecodedImageAnswersAsTheTable", func(t *testing.T) {
+		h, img, err := decodeSnapshot(bytes.NewReader(raw))
+		if err != nil || img == nil {
+			t.Fatalf("decode: %v", err)
+		}
+		restored := NewTable()
+		restored.install(img, h.Seq)
+		for _, s := range secrets {
+			if got, want := restored.Index().Verify(s, now), table.Index().Verify(s, now); got.Code != want.Code || got.Key.ID != want.Key.ID || got.Deprecated != want.Deprecated {
+				t.Errorf("verify: got %+v, want %+v", got.Verdict, want.Verdict)
+			}
+		}
+		for _, org := range []string{"acme", "globex"} {
+			got, _ := restored.Listing().List(org, ListQuery{Status: "all", Limit: 10, Now: now})
+			want, _ := table.Listing().List(org, ListQuery{Status: "all", Limit: 10, Now: now})
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d keys, want %d", org, len(got), len(want))
+			}
+			for i := range got {
+				if got[i].ID != want[i].ID || got[i].LastHash != want[i].LastHash || got[i].PreviousSecretHash != want[i].PreviousSecretHash || !got[i].RevokedAt.Equal(want[i].RevokedAt) {
+					t.Errorf("%s[%d]:\n got %+v\nwant %+v", org, i, got[i], want[i])
+				}
+			}
+		}
+	})
+
+	t.Run("AnyFlippedByteIsRefused", func(t *testing.T) {
+		plain, err := io.ReadAll(s2.NewReader(bytes.NewReader(raw)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range plain {
+			spoilt := bytes.Clone(plain)
+			spoilt[i] ^= 0x40
+			var buf bytes.Buffer
+			w := s2.NewWriter(&buf)
+			_, _ = w.Write(spoilt)
+			_ = w.Close()
+			if _, img, err := decodeSnapshot(&buf); err == nil && img != nil {
+				t.Fatalf("a snapshot with byte %d of %d flipped was taken", i, len(plain))
+			}
+		}
+	})
+}
