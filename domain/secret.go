@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"regexp"
+	"unsafe"
 )
 
 // Base62 is the alphabet of a key's random part and checksum, in this order.
@@ -113,8 +114,8 @@ func WellFormed(s string) bool {
 		}
 	}
 	body := len(s) - checksumLen
-	var buf [maxPrefixLen + 1 + randomLen]byte
-	sum := crc32.ChecksumIEEE(append(buf[:0], s[:body]...))
+	// The checksum reads the string's bytes in place, without a copy.
+	sum := crc32.ChecksumIEEE(unsafe.Slice(unsafe.StringData(s), body))
 	for i := len(s) - 1; i >= body; i-- {
 		if s[i] != Base62[sum%62] {
 			return false

@@ -22,7 +22,7 @@ import (
 type tableImage struct {
 	rows     rowChunks
 	previous map[uint32]previousSecret
-	byHash   map[uint64]uint32
+	byHash   hashIndex
 	fullHash map[[sha256.Size]byte]uint32
 	orgs     []string
 	byOrg    [][]uint32
@@ -36,7 +36,7 @@ func (t *Table) image() *tableImage {
 	defer t.mu.RUnlock()
 	img := &tableImage{
 		rows: t.rows.clone(), previous: maps.Clone(t.previous),
-		byHash: maps.Clone(t.byHash), fullHash: maps.Clone(t.fullHash),
+		byHash: t.byHash.clone(), fullHash: maps.Clone(t.fullHash),
 		orgs: slices.Clone(t.orgs.values), byOrg: make([][]uint32, len(t.byOrg)),
 		sets: slices.Clone(t.sets), actors: slices.Clone(t.actors.values),
 		chunks: slices.Clone(t.text.chunks),
@@ -139,11 +139,11 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 		e.u64(uint64(p.expires))
 		e.bool(p.ok)
 	}
-	e.u64(uint64(len(img.byHash)))
-	for prefix, slot := range img.byHash {
+	e.u64(uint64(img.byHash.len()))
+	img.byHash.each(func(prefix uint64, slot uint32) {
 		e.u64(prefix)
 		e.u32(slot)
-	}
+	})
 	e.u64(uint64(len(img.fullHash)))
 	for sum, slot := range img.fullHash {
 		e.raw(sum[:])
@@ -267,10 +267,10 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.previous[slot] = p
 	}
 	n = d.count()
-	img.byHash = make(map[uint64]uint32, min(n, h.Keys))
+	img.byHash = newHashIndex(min(n, h.Keys))
 	for ; n > 0 && d.err == nil; n-- {
 		prefix := d.u64()
-		img.byHash[prefix] = d.u32()
+		img.byHash.put(prefix, d.u32())
 	}
 	n = d.count()
 	img.fullHash = make(map[[sha256.Size]byte]uint32, min(n, 1<<16))
@@ -328,10 +328,10 @@ func (img *tableImage) check(h snapshotHeader) error {
 			return fmt.Errorf("a previous secret of no key")
 		}
 	}
-	for _, s := range img.byHash {
-		if !slot(s) {
-			return fmt.Errorf("a hash of no key")
-		}
+	var stray bool
+	img.byHash.each(func(_ uint64, s uint32) { stray = stray || !slot(s) })
+	if stray {
+		return fmt.Errorf("a hash of no key")
 	}
 	for _, s := range img.fullHash {
 		if !slot(s) {

@@ -32,7 +32,7 @@ type Table struct {
 	// another key's already took is in byFullID, looked up first.
 	byID     map[uint64]uint32
 	byFullID map[rowID]uint32
-	byHash   map[uint64]uint32 // first 8 bytes of every secret hash a key ever had → row
+	byHash   hashIndex // first 8 bytes of every secret hash a key ever had → row
 	// fullHash holds the rare hash whose first 8 bytes another key's hash
 	// already took; it is looked up first.
 	fullHash map[[sha256.Size]byte]uint32
@@ -91,6 +91,7 @@ const (
 	flagRevoked uint8 = 1 << iota
 	flagHash          // hash holds the secret's hash (false only on a corrupt event)
 	flagLast          // last holds the last event's hash (false for events not read back)
+	flagRotated       // previous holds the secret the last rotation replaced
 )
 
 // rowID finds a row: the key id's 16 bytes (a ULID; a key id that is not
@@ -132,7 +133,7 @@ func instant(us int64) time.Time {
 // NewTable returns an empty table.
 func NewTable() *Table {
 	return &Table{
-		byID: map[uint64]uint32{}, byFullID: map[rowID]uint32{}, byHash: map[uint64]uint32{},
+		byID: map[uint64]uint32{}, byFullID: map[rowID]uint32{},
 		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
 		orgs: newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
 	}
@@ -199,6 +200,7 @@ func (t *Table) Apply(e domain.Event) error {
 		return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
 	case domain.KeyRotated:
 		t.previous[slot] = previousSecret{hash: r.hash, expires: micros(d.PreviousSecretExpiresAt), ok: r.flags&flagHash != 0}
+		r.flags |= flagRotated
 		r.masked = t.text.add(d.Masked)
 		r.rotated = micros(e.OccurredAt)
 		t.setHash(slot, d.SecretHash)
@@ -263,11 +265,11 @@ func (t *Table) setHash(slot uint32, h string) {
 
 func (t *Table) indexHash(sum [sha256.Size]byte, slot uint32) {
 	p := binary.LittleEndian.Uint64(sum[:8])
-	if other, taken := t.byHash[p]; taken && other != slot {
+	if other, taken := t.byHash.get(p); taken && other != slot {
 		t.fullHash[sum] = slot
 		return
 	}
-	t.byHash[p] = slot
+	t.byHash.put(p, slot)
 }
 
 func (t *Table) advance(r *row, e domain.Event) {
@@ -288,8 +290,7 @@ func (t *Table) lookup(sum [sha256.Size]byte) (uint32, bool) {
 			return slot, true
 		}
 	}
-	slot, ok := t.byHash[binary.LittleEndian.Uint64(sum[:8])]
-	return slot, ok
+	return t.byHash.get(binary.LittleEndian.Uint64(sum[:8]))
 }
 
 // match says which of the row's secrets sum is.
@@ -298,8 +299,10 @@ func (t *Table) match(slot uint32, sum [sha256.Size]byte) domain.SecretMatch {
 	if r.flags&flagHash != 0 && r.hash == sum {
 		return domain.CurrentSecret
 	}
-	if p, ok := t.previous[slot]; ok && p.ok && p.hash == sum {
-		return domain.PreviousSecret
+	if r.flags&flagRotated != 0 {
+		if p := t.previous[slot]; p.ok && p.hash == sum {
+			return domain.PreviousSecret
+		}
 	}
 	return domain.OlderSecret
 }
@@ -317,8 +320,10 @@ func (t *Table) key(slot uint32, withHashes bool) domain.Key {
 		RotatedAt: instant(r.rotated), RevokedAt: instant(r.revoked), Revoked: r.flags&flagRevoked != 0,
 		Version: r.version,
 	}
-	p, rotated := t.previous[slot]
+	var p previousSecret
+	rotated := r.flags&flagRotated != 0
 	if rotated {
+		p = t.previous[slot]
 		k.PreviousExpiresAt = instant(p.expires)
 	}
 	if !withHashes {
