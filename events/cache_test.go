@@ -2,7 +2,9 @@ package events_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/internal/natstest"
@@ -55,5 +57,36 @@ func TestUpdateDecidesOnTheCacheAndFallsBackWhenItIsStale(t *testing.T) {
 	}
 	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{IfVersion: 1, Actor: system}); domain.ErrorCode(err) != domain.EPRECONDITION {
 		t.Errorf("a really stale If-Match: %v, want precondition_failed", err)
+	}
+}
+
+func TestOnAppendedGivesEachEventAsTheStreamHoldsIt(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := context.Background()
+	var got []domain.Event
+	env.Store.OnAppended(func(e domain.Event) { got = append(got, e) })
+	keys := &domain.Keys{Store: env.Store}
+	// No scopes: the stored body says [], and so must the offered event.
+	created, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", Actor: system})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Hour, Actor: system}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{Reason: "done", Actor: system}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := env.Store.Load(ctx, "acme", created.Key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(stored) {
+		t.Fatalf("offered %d events, the stream holds %d", len(got), len(stored))
+	}
+	for i := range stored {
+		if !reflect.DeepEqual(got[i], stored[i]) {
+			t.Errorf("event %d:\noffered %+v\n stored %+v", i, got[i], stored[i])
+		}
 	}
 }

@@ -65,7 +65,15 @@ type Store struct {
 	log       *slog.Logger
 	cache     KeyCache
 	stats     appendStats
+	appended  func(domain.Event)
 }
+
+// OnAppended calls fn with every event this store appends, as the stream
+// holds it (decoded from the very body stored, with its sequence and
+// hash), right after the server acknowledges it: a projection fed from
+// here need not wait for the event to come back through a consumer. fn
+// must be quick and safe for concurrent use. Set it before appending.
+func (s *Store) OnAppended(fn func(domain.Event)) { s.appended = fn }
 
 // AppendStats counts what this store appended since it opened.
 type AppendStats struct {
@@ -294,6 +302,12 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	}
 	if !ack.Duplicate {
 		s.stats.count(e.Type)
+	}
+	if s.appended != nil {
+		if stored, err := Decode(body, ack.Sequence); err == nil {
+			stored.Hash = BodyHash(body)
+			s.appended(stored)
+		}
 	}
 	if ack.Duplicate {
 		s.log.InfoContext(ctx, "append deduplicated", "event_id", e.ID, "seq", ack.Sequence)

@@ -241,7 +241,8 @@ func (h *harness) conflictOnce(org, id string) {
 	ctx := context.Background()
 	actor := domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "metrics test"}
 	first := true
-	_, err := h.env.Store.Update(ctx, org, id, func(k *domain.Key) ([]domain.Event, error) {
+	store := h.api.Keys.Store.(*events.Store) // the instance's own
+	_, err := store.Update(ctx, org, id, func(k *domain.Key) ([]domain.Event, error) {
 		if first {
 			first = false
 			if _, err := h.keys.Rotate(ctx, org, id, domain.RotateKey{Actor: actor}); err != nil {

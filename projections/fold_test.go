@@ -1,12 +1,14 @@
 package projections_test
 
 import (
+	"context"
 	"reflect"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
 )
 
@@ -424,5 +426,59 @@ func TestLastSeqStartsAtZero(t *testing.T) {
 		if got := p.LastSeq(); got != 0 {
 			t.Errorf("%T.LastSeq() = %d, want 0", p, got)
 		}
+	}
+}
+
+// stillSource is a stream that holds nothing yet and delivers nothing: all
+// that a runner on it applies comes through Offer.
+type stillSource struct{}
+
+func (stillSource) Follow(ctx context.Context, _ uint64, _ func(domain.Event) error) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (stillSource) LastSeq(context.Context) (uint64, error) { return 0, nil }
+
+func TestOfferAppliesOnlyTheNextEvent(t *testing.T) {
+	l := newLedger(t)
+	a, secretA := l.create("acme", base, time.Time{})
+	_, secretB := l.create("acme", base, time.Time{})
+	l.revoke(a, base.Add(time.Minute))
+	evs := l.evs
+	table := projections.NewTable()
+	r := projections.NewRunner(stillSource{}, natstest.Quiet(), table)
+
+	r.Offer(evs[0])
+	if got := r.Applied(); got != 0 {
+		t.Fatalf("before Run: applied %d, want 0 (the runner does not know the stream yet)", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	for !r.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	now := base.Add(time.Hour)
+	for _, step := range []struct {
+		offer       domain.Event
+		wantApplied uint64
+	}{
+		{evs[0], 1},
+		{evs[2], 1}, // a gap: left to the feed
+		{evs[1], 2},
+		{evs[1], 2}, // again: already applied
+		{evs[2], 3},
+	} {
+		r.Offer(step.offer)
+		if got := r.Applied(); got != step.wantApplied {
+			t.Fatalf("after offering seq %d: applied %d, want %d", step.offer.Seq, got, step.wantApplied)
+		}
+	}
+	if got := table.Index().Verify(secretA, now).Code; got != domain.VerifyRevoked {
+		t.Errorf("key a: %s, want REVOKED", got)
+	}
+	if got := table.Index().Verify(secretB, now).Code; got != domain.VerifyValid {
+		t.Errorf("key b: %s, want VALID", got)
 	}
 }

@@ -36,11 +36,14 @@ type Runner struct {
 	projs []Projection
 	log   *slog.Logger
 
+	applying sync.Mutex // one event at a time, from the feed or from Offer
+
 	mu      sync.Mutex
 	applied uint64
 	advance chan struct{} // closed, and replaced, whenever applied moves
 	ready   atomic.Bool
 	target  atomic.Uint64 // the stream's last sequence when Run started
+	started atomic.Bool   // target is known: Offer may apply
 }
 
 // NewRunner returns a runner for projs over src.
@@ -63,6 +66,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if target <= r.Applied() {
 		r.ready.Store(true)
 	}
+	r.started.Store(true)
 	for {
 		err := r.src.Follow(ctx, r.Applied()+1, func(e domain.Event) error {
 			r.apply(e)
@@ -96,9 +100,28 @@ func (r *Runner) catchUpTarget(ctx context.Context) (uint64, error) {
 }
 
 func (r *Runner) apply(e domain.Event) {
+	r.applying.Lock()
+	defer r.applying.Unlock()
 	if e.Seq <= r.Applied() {
-		return // a redelivery after a resume
+		return // offered already, or a redelivery after a resume
 	}
+	r.applyLocked(e)
+}
+
+// Offer applies e at once if it is the very next event, as a command path
+// offers the event it just appended (events.Store.OnAppended): the write's
+// answer then need not wait for the event to come back through the feed,
+// which skips it when it does. Any other event is left to the feed.
+func (r *Runner) Offer(e domain.Event) {
+	r.applying.Lock()
+	defer r.applying.Unlock()
+	if !r.started.Load() || e.Seq != r.Applied()+1 {
+		return
+	}
+	r.applyLocked(e)
+}
+
+func (r *Runner) applyLocked(e domain.Event) {
 	for _, p := range r.projs {
 		if err := p.Apply(e); err != nil {
 			r.log.Error("projection skipped an event", "seq", e.Seq, "event_id", e.ID, "err", err)

@@ -90,7 +90,8 @@ func startProjections(ctx context.Context, bg *background, b *backend, f *serveF
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
 	runner := projections.NewRunner(b.store, log, table, snapshotter)
-	b.store.UseCache(listing) // commands decide on the projections' state first
+	b.store.UseCache(listing)        // commands decide on the projections' state first
+	b.store.OnAppended(runner.Offer) // and apply what they append at once
 	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 	return listing, index, runner, snapshotter, nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
@@ -30,6 +31,7 @@ type API struct {
 	Server *khttp.Server
 	Keys   *domain.Keys
 	Runner *projections.Runner
+	Store  *events.Store
 	// Stop stops serving and following; calling it again does nothing.
 	Stop func()
 }
@@ -44,15 +46,22 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if o.Logger == nil {
 		o.Logger = natstest.Quiet()
 	}
+	// A store of its own, as a process of its own would have: its cache
+	// and what it appends belong to this instance only.
+	store, err := events.Attach(context.Background(), env.JS, events.Config{Logger: o.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
 	table := projections.NewTable()
 	listing, index := table.Listing(), table.Index()
-	runner := projections.NewRunner(env.Store, o.Logger, table)
-	env.Store.UseCache(listing)
+	runner := projections.NewRunner(store, o.Logger, table)
+	store.UseCache(listing)
+	store.OnAppended(runner.Offer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	a := &API{Keys: &domain.Keys{Store: env.Store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner}
-	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: env.Store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second}
+	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner, Store: store}
+	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second}
 	if o.Configure != nil {
 		o.Configure(a.Server)
 	}

@@ -52,6 +52,7 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	listing, index := table.Listing(), table.Index()
 	s.runner = projections.NewRunner(s.store, quiet, table)
 	s.store.UseCache(listing)
+	s.store.OnAppended(s.runner.Offer)
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = s.runner.Run(rctx) }()
 	s.keys = &domain.Keys{Store: s.store}
