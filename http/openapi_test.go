@@ -275,12 +275,13 @@ func (ck *checked) checkErrorCode(name string, status int, described *openapi3.R
 // client sends requests to one instance through the conformance check.
 type client struct {
 	t    *testing.T
+	c    *conformance
 	base string
 	http *http.Client
 }
 
 func (c *conformance) client(t *testing.T, h *harness) *client {
-	return &client{t: t, base: h.srv.URL, http: &http.Client{Transport: &checked{t: t, c: c, next: h.srv.Client().Transport}}}
+	return &client{t: t, c: c, base: h.srv.URL, http: &http.Client{Transport: &checked{t: t, c: c, next: h.srv.Client().Transport}}}
 }
 
 // do sends a request that conforms to the description and fails the test
@@ -357,7 +358,7 @@ func (cl *client) request(ctx context.Context, method, path, token string, body 
 // stream opens an event stream through the check, reads its opening
 // comment and then n events, checks each event's data against the
 // description's Event, and closes the stream.
-func (cl *client) stream(c *conformance, n int, path, token string, headers ...string) []eventView {
+func (cl *client) stream(n int, path, token string, headers ...string) []eventView {
 	cl.t.Helper()
 	// A bound on a stream that stops sending, so that the test fails
 	// instead of hanging; never reached when the events are there.
@@ -371,7 +372,7 @@ func (cl *client) stream(c *conformance, n int, path, token string, headers ...s
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
 		cl.t.Fatalf("GET %s: %d %s, want an event stream", path, res.StatusCode, res.Header.Get("Content-Type"))
 	}
-	schema := c.doc.Components.Schemas["Event"].Value
+	schema := cl.c.doc.Components.Schemas["Event"].Value
 	rd := bufio.NewReader(res.Body)
 	if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, ": keyledger events of ") {
 		cl.t.Fatalf("GET %s: first line %q (%v), want the opening comment", path, line, err)
@@ -421,6 +422,9 @@ func padded(object string) string {
 	return strings.Replace(object, "{", "{"+strings.Repeat(" ", khttp.MaxBodyBytes), 1)
 }
 
+// TestOpenAPIDescribesEveryAnswer drives every route of real instances
+// through the conformance check, until every answer the description gives
+// each operation has been seen.
 func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	c := newConformance(t, loadDescription(t))
 	t.Run("Service", func(t *testing.T) { newTour(t, c).run() })

@@ -26,7 +26,6 @@ import (
 // the end an outage of the event store.
 type tour struct {
 	t    *testing.T
-	c    *conformance
 	h    *harness
 	cl   *client
 	down chan struct{} // closed once the instance has lost NATS
@@ -38,7 +37,7 @@ type tour struct {
 func newTour(t *testing.T, c *conformance) *tour {
 	t.Helper()
 	env := natstest.Start(t)
-	tr := &tour{t: t, c: c, down: make(chan struct{}), unknown: domain.NewKeyID(), keys: "/v1/orgs/acme/keys"}
+	tr := &tour{t: t, down: make(chan struct{}), unknown: domain.NewKeyID(), keys: "/v1/orgs/acme/keys"}
 	// Unreachable is wired as serve wires it: from the connection's own
 	// account of losing the server.
 	var since atomic.Int64
@@ -256,12 +255,12 @@ func (tr *tour) history(revoked issued) {
 
 func (tr *tour) streams(rotated issued) {
 	cl, admin := tr.cl, tr.admin
-	all := cl.stream(tr.c, 2, "/v1/orgs/acme/events/stream?after_seq=0", admin)
+	all := cl.stream(2, "/v1/orgs/acme/events/stream?after_seq=0", admin)
 	if all[0].Seq >= all[1].Seq {
 		tr.t.Errorf("stream out of order: %d then %d", all[0].Seq, all[1].Seq)
 	}
-	cl.stream(tr.c, 1, "/v1/orgs/acme/events/stream", admin, "Last-Event-ID", "1")
-	revoked := cl.stream(tr.c, 1, "/v1/events/stream?after_seq=0&types=KeyRevoked", admin)
+	cl.stream(1, "/v1/orgs/acme/events/stream", admin, "Last-Event-ID", "1")
+	revoked := cl.stream(1, "/v1/events/stream?after_seq=0&types=KeyRevoked", admin)
 	if revoked[0].Type != "KeyRevoked" {
 		tr.t.Errorf("a stream of revocations sent a %s", revoked[0].Type)
 	}
