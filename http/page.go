@@ -2,8 +2,8 @@ package http
 
 import (
 	"embed"
-	"io/fs"
 	"net/http"
+	"path"
 
 	"github.com/go-chi/chi/v5"
 
@@ -21,10 +21,30 @@ var pageFiles embed.FS
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
 	"form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 
+// assetTypes are the kinds of file the page loads, by extension: the page's
+// own HTML is served only at its route, with its own policy.
+var assetTypes = map[string]string{
+	".css": "text/css; charset=utf-8",
+	".js":  "text/javascript; charset=utf-8",
+}
+
 func (s *Server) pageRoutes(r chi.Router) {
-	assets, _ := fs.Sub(pageFiles, "page")
 	r.Get("/{orgId}/configuration/api-keys", s.page)
-	r.Handle("/assets/keyledger/*", http.StripPrefix("/assets/keyledger/", http.FileServerFS(assets)))
+	r.Get("/assets/keyledger/{file}", s.asset)
+}
+
+// asset serves the page's script and style. Any other name is answered
+// like every unknown path: 404 with the JSON error body.
+func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "file")
+	typ, ok := assetTypes[path.Ext(name)]
+	body, err := pageFiles.ReadFile("page/" + name)
+	if !ok || err != nil {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "no such asset"))
+		return
+	}
+	w.Header().Set("Content-Type", typ)
+	_, _ = w.Write(body)
 }
 
 // page serves the "Settings → API" page of an org. It holds no data: the

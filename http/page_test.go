@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,5 +315,26 @@ func TestManagerPageScreenshots(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestPageAssetsAndNothingElse serves the page's script and style with
+// their types; any other name under /assets/keyledger/, the page's own HTML
+// included, is the usual JSON 404.
+func TestPageAssetsAndNothingElse(t *testing.T) {
+	h := start(t)
+	for file, want := range map[string]string{"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"} {
+		res := h.must(http.StatusOK, "GET", "/assets/keyledger/"+file, "", nil)
+		if got := res.Header.Get("Content-Type"); got != want {
+			t.Errorf("%s: Content-Type %q, want %q", file, got, want)
+		}
+		if len(res.body) == 0 {
+			t.Errorf("%s: empty", file)
+		}
+	}
+	for _, path := range []string{"/assets/keyledger/index.html", "/assets/keyledger/missing.js", "/assets/keyledger/", "/assets/keyledger/x/app.js"} {
+		if res := h.must(http.StatusNotFound, "GET", path, "", nil); res.errorCode() != "not_found" {
+			t.Errorf("%s: %s, want the JSON not_found error", path, res.body)
+		}
 	}
 }

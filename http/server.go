@@ -142,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 
 	s.pageRoutes(r)
 	r.Get("/healthz", s.healthz)
+	r.Get("/openapi.json", s.openAPIDocument)
 	r.Get("/readyz", s.readyz)
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
 	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
