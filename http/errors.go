@@ -54,7 +54,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err)
 	case domain.EUNAVAILABLE:
 		s.log.WarnContext(r.Context(), "unavailable", "err", err)
-		w.Header().Set("Retry-After", "1")
+		w.Header()["Retry-After"] = retryAfter1s
 	case domain.EUNAUTHENTICATED:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyledger"`)
 	}

@@ -102,7 +102,7 @@ func (s *Server) written(w http.ResponseWriter, r *http.Request, k *domain.Key) 
 	}
 	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(k.Version, 10))
 	w.Header().Set("ETag", etag(k.Version))
-	w.Header().Set("Cache-Control", "no-store")
+	w.Header()["Cache-Control"] = noStore
 }
 
 func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }

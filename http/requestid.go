@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/oklog/ulid/v2"
 
@@ -22,18 +24,32 @@ func requestID(ctx context.Context) string {
 }
 
 // withRequestID gives every request an id: the caller's X-Request-Id when
-// it is a plain token of at most 128 characters, a new ULID otherwise. The
+// it is a plain token of at most 128 characters, a new one otherwise. The
 // answer carries it back, and every log line of the request holds it.
 // A key sent as a request id is not taken: ids are logged, keys never.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
 		if !plainToken(id) || domain.WellFormed(id) {
-			id = ulid.Make().String()
+			id = newRequestID()
 		}
 		w.Header().Set(RequestIDHeader, id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestID{}, id)))
 	})
+}
+
+// A new request id is this process's random prefix and a counter: unique
+// across instances and restarts, and cheaper than a ULID on the hot path.
+var (
+	requestIDPrefix = ulid.Make().String()[16:] // ten random characters
+	requestIDs      atomic.Uint64
+)
+
+func newRequestID() string {
+	var b [32]byte
+	n := copy(b[:], requestIDPrefix)
+	b[n] = '-'
+	return string(strconv.AppendUint(b[:n+1], requestIDs.Add(1), 36))
 }
 
 // plainToken: 1 to 128 characters among letters, digits and "-_.:/+=".

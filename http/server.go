@@ -202,7 +202,7 @@ func (s *Server) auditPubkey(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
@@ -254,6 +254,9 @@ func bodyError(err error) error {
 
 // queryUint reads an optional unsigned query parameter within [lo, hi].
 func queryUint(r *http.Request, name string, def, lo, hi uint64) (uint64, error) {
+	if r.URL.RawQuery == "" {
+		return def, nil // most requests: no query to parse
+	}
 	s := r.URL.Query().Get(name)
 	if s == "" {
 		return def, nil

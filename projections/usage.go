@@ -14,9 +14,13 @@ import (
 // back so that each instance shows the latest use seen anywhere.
 type Usage struct {
 	mu    sync.RWMutex
-	seen  map[string]time.Time // org/id → latest minute, here or elsewhere
-	dirty map[string]time.Time // uses here not flushed yet
+	seen  map[usageRef]int64   // latest use, here or elsewhere, in Unix microseconds
+	dirty map[string]time.Time // org/id → uses here not flushed yet
 }
+
+// usageRef names a key without building a string: Touch is on the verify
+// path.
+type usageRef struct{ org, id string }
 
 // UsageSink is the shared bucket.
 type UsageSink interface {
@@ -26,35 +30,36 @@ type UsageSink interface {
 
 // NewUsage returns an empty tracker.
 func NewUsage() *Usage {
-	return &Usage{seen: map[string]time.Time{}, dirty: map[string]time.Time{}}
+	return &Usage{seen: map[usageRef]int64{}, dirty: map[string]time.Time{}}
 }
 
 // Touch records a use of org/id at at. It is on the verify path: within a
 // minute already recorded it takes only a read lock.
 func (u *Usage) Touch(org, id string, at time.Time) {
-	ref := org + "/" + id
+	ref := usageRef{org, id}
 	minute := at.UTC().Truncate(time.Minute)
+	us := minute.UnixMicro()
 	u.mu.RLock()
-	known := u.seen[ref]
+	known, ok := u.seen[ref]
 	u.mu.RUnlock()
-	if !minute.After(known) {
+	if ok && us <= known {
 		return
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if minute.After(u.seen[ref]) {
-		u.seen[ref] = minute
-		u.dirty[ref] = minute
+	if known, ok := u.seen[ref]; !ok || us > known {
+		u.seen[ref] = us
+		u.dirty[org+"/"+id] = minute
 	}
 }
 
 // Merge folds in a use reported by any instance.
 func (u *Usage) Merge(org, id string, at time.Time) {
-	ref := org + "/" + id
+	ref, us := usageRef{org, id}, at.UnixMicro()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if at.After(u.seen[ref]) {
-		u.seen[ref] = at
+	if known, ok := u.seen[ref]; !ok || us > known {
+		u.seen[ref] = us
 	}
 }
 
@@ -62,7 +67,11 @@ func (u *Usage) Merge(org, id string, at time.Time) {
 func (u *Usage) LastUsed(org, id string) time.Time {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	return u.seen[org+"/"+id]
+	us, ok := u.seen[usageRef{org, id}]
+	if !ok {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
 }
 
 // Flush writes the uses recorded here since the last flush. On failure they

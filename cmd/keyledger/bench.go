@@ -21,6 +21,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	keys := fs.Int("keys", 0, "keys for verify, cold start and memory (default 1,000,000; --quick 5,000)")
 	dir := fs.String("dir", "", "scratch directory (default: a temporary one, removed afterwards)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	only := fs.String("only", "", `run only the scenarios whose names hold one of these comma-separated words, e.g. "verify over HTTP,commands"`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -36,7 +37,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer pprof.StopCPUProfile()
 	}
 	rows, err := bench.Run(ctx, bench.Options{
-		Quick: *quick, Keys: *keys, Dir: *dir,
+		Quick: *quick, Keys: *keys, Dir: *dir, Only: splitList(*only),
 		Observe: func(s string) { fmt.Fprintln(stderr, "running:", s) },
 	}, stdout)
 	if err != nil {

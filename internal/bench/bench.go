@@ -24,6 +24,16 @@ type Options struct {
 	Dir     string // scratch directory for the embedded stores
 	Logger  *slog.Logger
 	Observe func(scenario string) // called as each scenario starts
+	// Only, when not empty, runs only the scenarios whose names hold one
+	// of these strings.
+	Only []string
+}
+
+func (o Options) runs(scenario string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(o.Only, func(s string) bool { return strings.Contains(scenario, s) })
 }
 
 // Row is one line of the table.
@@ -71,6 +81,9 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"cold start", coldStart},
 		{"memory", memory},
 	} {
+		if !o.runs(s.name) {
+			continue
+		}
 		if o.Observe != nil {
 			o.Observe(s.name)
 		}
