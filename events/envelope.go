@@ -114,6 +114,14 @@ func Encode(e domain.Event) ([]byte, error) {
 // Decode reads a stream body. An event of a type this code does not know
 // decodes with nil Data, so that consumers can skip it.
 func Decode(body []byte, seq uint64) (domain.Event, error) {
+	if e, ok := decodeFast(body, seq); ok {
+		return e, nil
+	}
+	return decodeJSON(body, seq)
+}
+
+// decodeJSON is Decode by encoding/json, for whatever decodeFast leaves.
+func decodeJSON(body []byte, seq uint64) (domain.Event, error) {
 	var env Envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return domain.Event{Seq: seq}, fmt.Errorf("event at seq %d: %w", seq, err)

@@ -1,0 +1,438 @@
+package events
+
+import (
+	"time"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+// decodeFast reads an envelope as this package writes it — every field
+// once, lower-case names, strings without escapes, instants in TimeLayout
+// — in one pass without reflection: a full replay decodes a million of
+// them. It reports false, having decided nothing, for anything else
+// (unknown fields or types, escapes, nulls where a string goes, other
+// instants), which Decode then reads with encoding/json: for every body
+// both accept, both give the same event (FuzzDecodeFast holds them to it).
+func decodeFast(body []byte, seq uint64) (domain.Event, bool) {
+	return decodeFastIn(body, seq, nil)
+}
+
+// decodeFastIn is decodeFast taking the strings that repeat from event to
+// event (org ids, actors, scopes) from in, when not nil, rather than
+// allocating them again: a replay holds one in.
+func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
+	p := parser{b: body, in: in}
+	e := domain.Event{Seq: seq}
+	var data []byte
+	var seen uint16
+	ok := p.object(func(key []byte) bool {
+		var bit uint16
+		var ok bool
+		switch string(key) {
+		case "event_id":
+			bit, e.ID, ok = 1<<0, p.str(), p.ok
+		case "type":
+			bit = 1 << 1
+			e.Type, ok = p.eventType()
+		case "schema_version":
+			bit, e.SchemaVersion, ok = 1<<2, p.smallInt(), p.ok
+		case "org_id":
+			bit, e.OrgID, ok = 1<<3, p.common(), p.ok
+		case "key_id":
+			bit, e.KeyID, ok = 1<<4, p.str(), p.ok
+		case "occurred_at":
+			bit = 1 << 5
+			e.OccurredAt, ok = p.instant()
+		case "actor":
+			bit, ok = 1<<6, p.actor(&e.Actor)
+		case "prev_hash":
+			bit, e.PrevHash, ok = 1<<7, p.str(), p.ok
+		case "data":
+			bit = 1 << 8
+			data, ok = p.rawObject()
+		default:
+			return false // "seq", or a name encoding/json might match ignoring case
+		}
+		if !ok || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		return true
+	})
+	// Every field but prev_hash, which older events may lack.
+	if !ok || seen|1<<7 != 1<<9-1 {
+		return e, false
+	}
+	d := parser{b: data, in: in}
+	switch e.Type {
+	case domain.TypeKeyCreated:
+		var c domain.KeyCreated
+		var seenData uint8
+		ok = d.object(func(key []byte) bool {
+			var bit uint8
+			var ok bool
+			switch string(key) {
+			case "name":
+				bit, c.Name, ok = 1<<0, d.str(), d.ok
+			case "scopes":
+				bit = 1 << 1
+				c.Scopes, ok = d.strings()
+			case "secret_hash":
+				bit, c.SecretHash, ok = 1<<2, d.str(), d.ok
+			case "masked":
+				bit, c.Masked, ok = 1<<3, d.str(), d.ok
+			case "expires_at":
+				bit = 1 << 4
+				c.ExpiresAt, ok = d.optionalInstant()
+			default:
+				return false
+			}
+			if !ok || seenData&bit != 0 {
+				return false
+			}
+			seenData |= bit
+			return true
+		})
+		e.Data = c
+		return e, ok && seenData == 1<<5-1
+	case domain.TypeKeyRotated:
+		var r domain.KeyRotated
+		var seenData uint8
+		ok = d.object(func(key []byte) bool {
+			var bit uint8
+			var ok bool
+			switch string(key) {
+			case "secret_hash":
+				bit, r.SecretHash, ok = 1<<0, d.str(), d.ok
+			case "masked":
+				bit, r.Masked, ok = 1<<1, d.str(), d.ok
+			case "previous_secret_expires_at":
+				bit = 1 << 2
+				r.PreviousSecretExpiresAt, ok = d.optionalInstant()
+			default:
+				return false
+			}
+			if !ok || seenData&bit != 0 {
+				return false
+			}
+			seenData |= bit
+			return true
+		})
+		e.Data = r
+		return e, ok && seenData == 1<<3-1
+	case domain.TypeKeyRevoked:
+		var r domain.KeyRevoked
+		seenReason := false
+		ok = d.object(func(key []byte) bool {
+			if string(key) != "reason" || seenReason {
+				return false
+			}
+			seenReason = true
+			r.Reason = d.str()
+			return d.ok
+		})
+		e.Data = r
+		return e, ok && seenReason
+	}
+	return e, false // a type this code does not know: encoding/json's way
+}
+
+// parser reads the subset of JSON decodeFast accepts. ok turns false, for
+// good, at the first thing outside it.
+type parser struct {
+	b  []byte
+	i  int
+	ok bool
+	in *interner
+}
+
+// interner hands out one string for each text it has seen, up to a bound.
+type interner map[string]string
+
+const internBound = 4096
+
+func (in *interner) get(b []byte) string {
+	if *in == nil {
+		*in = interner{}
+	}
+	if s, ok := (*in)[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(*in) >= internBound {
+		clear(*in)
+	}
+	(*in)[s] = s
+	return s
+}
+
+// common reads a string that often repeats.
+func (p *parser) common() string {
+	s := p.rawStr()
+	if !p.ok {
+		return ""
+	}
+	if p.in == nil {
+		return string(s)
+	}
+	return p.in.get(s)
+}
+
+func (p *parser) space() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
+	}
+}
+
+func (p *parser) byte(c byte) bool {
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// object reads {"name": value, ...}, calling field with each name to read
+// its value; it must be the whole input.
+func (p *parser) object(field func(name []byte) bool) bool {
+	p.ok = true
+	if !p.byte('{') {
+		return false
+	}
+	if p.byte('}') {
+		p.space()
+		return p.i == len(p.b)
+	}
+	for {
+		name := p.rawStr()
+		if !p.ok || !p.byte(':') || !field(name) || !p.ok {
+			return false
+		}
+		if p.byte(',') {
+			continue
+		}
+		if !p.byte('}') {
+			return false
+		}
+		p.space()
+		return p.i == len(p.b)
+	}
+}
+
+// rawStr reads a string without escapes or control characters.
+func (p *parser) rawStr() []byte {
+	if !p.byte('"') {
+		p.ok = false
+		return nil
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return p.b[start : p.i-1]
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			// Escapes, and bytes that may be invalid UTF-8 (which
+			// encoding/json replaces): its way.
+			p.ok = false
+			return nil
+		}
+		p.i++
+	}
+	p.ok = false
+	return nil
+}
+
+// eventType reads a type, without a copy for the types this code knows.
+func (p *parser) eventType() (domain.EventType, bool) {
+	s := p.rawStr()
+	if !p.ok {
+		return "", false
+	}
+	for _, t := range []domain.EventType{domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked} {
+		if string(s) == string(t) {
+			return t, true
+		}
+	}
+	return domain.EventType(s), true
+}
+
+func (p *parser) str() string {
+	s := p.rawStr()
+	if !p.ok {
+		return ""
+	}
+	return string(s)
+}
+
+// smallInt reads a whole number of at most nine digits.
+func (p *parser) smallInt() int {
+	p.space()
+	n, digits := 0, 0
+	for p.i < len(p.b) && '0' <= p.b[p.i] && p.b[p.i] <= '9' && digits < 10 {
+		n = n*10 + int(p.b[p.i]-'0')
+		p.i++
+		digits++
+	}
+	if digits == 0 || digits > 9 || (digits > 1 && p.b[p.i-digits] == '0') {
+		p.ok = false
+	}
+	if p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E') {
+		p.ok = false
+	}
+	return n
+}
+
+func (p *parser) null() bool {
+	p.space()
+	if len(p.b)-p.i >= 4 && string(p.b[p.i:p.i+4]) == "null" {
+		p.i += 4
+		return true
+	}
+	return false
+}
+
+func (p *parser) instant() (time.Time, bool) {
+	s := p.rawStr()
+	if !p.ok {
+		return time.Time{}, false
+	}
+	return parseInstant(s)
+}
+
+func (p *parser) optionalInstant() (time.Time, bool) {
+	if p.null() {
+		return time.Time{}, true
+	}
+	return p.instant()
+}
+
+func (p *parser) strings() ([]string, bool) {
+	if p.null() {
+		return nil, true
+	}
+	if !p.byte('[') {
+		return nil, false
+	}
+	out := []string{}
+	if p.byte(']') {
+		return out, true
+	}
+	for {
+		s := p.common()
+		if !p.ok {
+			return nil, false
+		}
+		out = append(out, s)
+		if p.byte(',') {
+			continue
+		}
+		return out, p.byte(']')
+	}
+}
+
+func (p *parser) actor(a *domain.Actor) bool {
+	// The actor is an object inside the envelope: read it in place.
+	inner := parser{b: p.b, i: p.i, ok: true, in: p.in}
+	if !inner.byte('{') {
+		return false
+	}
+	var seen uint8
+	for {
+		name := inner.rawStr()
+		if !inner.ok || !inner.byte(':') {
+			return false
+		}
+		v := inner.common()
+		if !inner.ok {
+			return false
+		}
+		var bit uint8
+		switch string(name) {
+		case "kind":
+			bit, a.Kind = 1<<0, v
+		case "id":
+			bit, a.ID = 1<<1, v
+		case "name":
+			bit, a.Name = 1<<2, v
+		default:
+			return false
+		}
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		if inner.byte(',') {
+			continue
+		}
+		if !inner.byte('}') || seen != 1<<3-1 {
+			return false
+		}
+		p.i = inner.i
+		return true
+	}
+}
+
+// rawObject returns the bytes of a flat object value (strings, numbers,
+// null and arrays of strings inside; no nested object), for its type's
+// reader.
+func (p *parser) rawObject() ([]byte, bool) {
+	p.space()
+	start := p.i
+	if p.i >= len(p.b) || p.b[p.i] != '{' {
+		return nil, false
+	}
+	inString := false
+	for p.i++; p.i < len(p.b); p.i++ {
+		c := p.b[p.i]
+		switch {
+		case inString && c == '\\':
+			return nil, false
+		case c == '"':
+			inString = !inString
+		case !inString && c == '{':
+			return nil, false
+		case !inString && c == '}':
+			p.i++
+			return p.b[start:p.i], true
+		}
+	}
+	return nil, false
+}
+
+// parseInstant reads exactly TimeLayout in UTC ("2006-01-02T15:04:05.000000Z"),
+// as time.Parse would, or reports false.
+func parseInstant(s []byte) (time.Time, bool) {
+	if len(s) != len("2006-01-02T15:04:05.000000Z") || s[4] != '-' || s[7] != '-' || s[10] != 'T' ||
+		s[13] != ':' || s[16] != ':' || s[19] != '.' || s[26] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for _, c := range s[from:to] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	year, ok1 := num(0, 4)
+	month, ok2 := num(5, 7)
+	day, ok3 := num(8, 10)
+	hour, ok4 := num(11, 13)
+	minute, ok5 := num(14, 16)
+	sec, ok6 := num(17, 19)
+	micro, ok7 := num(20, 26)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(time.Month(month), year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, micro*1000, time.UTC), true
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
+}
