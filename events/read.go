@@ -82,9 +82,6 @@ type Msg struct {
 	Seq     uint64
 	Subject string
 	Data    []byte
-	// Pending is how many messages the stream held beyond this one when it
-	// was delivered (FollowRaw only).
-	Pending uint64
 }
 
 // IsEvent reports whether m is an event (not a checkpoint).
@@ -146,7 +143,7 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 				return domain.Wrap(domain.EINTERNAL, err, "a stored message has no metadata")
 			}
 			got++
-			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Pending: md.NumPending}); err != nil {
+			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
 				return err
 			}
 		}
@@ -174,49 +171,10 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 // until ctx ends or fn fails. Messages that are not events (checkpoints)
 // and events that cannot be decoded (logged) come with nil Data, so that
 // the sequence still advances.
-//
-// Receiving and decoding overlap: the consumer hands messages over in
-// batches (of up to followBatch while catching up, of one as soon as no
-// more are pending), which this goroutine decodes and gives to fn.
 func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	batches := make(chan []Msg, 4)
-	received := make(chan error, 1)
-	go func() {
-		defer close(batches)
-		var batch []Msg
-		received <- s.FollowRaw(ctx, from, func(m Msg) error {
-			batch = append(batch, m)
-			if len(batch) < followBatch && m.Pending > 0 {
-				return nil
-			}
-			select {
-			case batches <- batch:
-				batch = make([]Msg, 0, min(followBatch, m.Pending+1))
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	}()
-	var in interner
-	for batch := range batches {
-		for _, m := range batch {
-			if err := fn(s.event(m, &in)); err != nil {
-				cancel()
-				for range batches {
-				}
-				return err
-			}
-		}
-	}
-	return <-received
+	var in interner // org ids, actors and scopes repeat from event to event
+	return s.FollowRaw(ctx, from, func(m Msg) error { return fn(s.event(m, &in)) })
 }
-
-// followBatch bounds how many messages Follow holds between receiving and
-// decoding them.
-const followBatch = 256
 
 // event decodes a followed message.
 func (s *Store) event(m Msg, in *interner) domain.Event {
@@ -284,7 +242,7 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)
 			continue
 		}
-		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Pending: md.NumPending}); err != nil {
+		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
 			return err
 		}
 	}
