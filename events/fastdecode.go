@@ -21,9 +21,12 @@ func decodeFast(body []byte, seq uint64) (domain.Event, bool) {
 // event (org ids, actors, scopes) from in, when not nil, rather than
 // allocating them again: a replay holds one in.
 func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
-	p := parser{b: body, in: in}
+	// One copy of the body, of which every string of the event is a part.
+	text := string(body)
+	p := parser{b: body, text: text, in: in}
 	e := domain.Event{Seq: seq}
 	var data []byte
+	var dataAt int
 	var seen uint16
 	ok := p.object(func(key []byte) bool {
 		var bit uint16
@@ -49,6 +52,8 @@ func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
 			bit, e.PrevHash, ok = 1<<7, p.str(), p.ok
 		case "data":
 			bit = 1 << 8
+			p.space()
+			dataAt = p.i
 			data, ok = p.rawObject()
 		default:
 			return false // "seq", or a name encoding/json might match ignoring case
@@ -63,7 +68,7 @@ func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
 	if !ok || seen|1<<7 != 1<<9-1 {
 		return e, false
 	}
-	d := parser{b: data, in: in}
+	d := parser{b: data, text: text[dataAt : dataAt+len(data)], in: in}
 	switch e.Type {
 	case domain.TypeKeyCreated:
 		var c domain.KeyCreated
@@ -140,10 +145,11 @@ func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
 // parser reads the subset of JSON decodeFast accepts. ok turns false, for
 // good, at the first thing outside it.
 type parser struct {
-	b  []byte
-	i  int
-	ok bool
-	in *interner
+	b    []byte
+	text string // b as a string: what str returns parts of
+	i    int
+	ok   bool
+	in   *interner
 }
 
 // interner hands out one string for each text it has seen, up to a bound.
@@ -261,10 +267,11 @@ func (p *parser) eventType() (domain.EventType, bool) {
 
 func (p *parser) str() string {
 	s := p.rawStr()
-	if !p.ok {
+	if !p.ok || len(s) == 0 {
 		return ""
 	}
-	return string(s)
+	end := p.i - 1 // the closing quote
+	return p.text[end-len(s) : end]
 }
 
 // smallInt reads a whole number of at most nine digits.
@@ -335,7 +342,7 @@ func (p *parser) strings() ([]string, bool) {
 
 func (p *parser) actor(a *domain.Actor) bool {
 	// The actor is an object inside the envelope: read it in place.
-	inner := parser{b: p.b, i: p.i, ok: true, in: p.in}
+	inner := parser{b: p.b, text: p.text, i: p.i, ok: true, in: p.in}
 	if !inner.byte('{') {
 		return false
 	}

@@ -66,7 +66,7 @@ func (t *Table) install(img *tableImage, seq uint64) {
 	for _, a := range img.actors {
 		t.actors.add(a)
 	}
-	t.byID, t.byFullID = make(map[uint64]uint32, img.rows.n), map[rowID]uint32{}
+	t.byID, t.byFullID = newHashIndex(img.rows.n), map[rowID]uint32{}
 	for slot := range uint32(img.rows.n) {
 		t.indexID(img.rows.at(slot).id, slot)
 	}

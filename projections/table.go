@@ -30,7 +30,7 @@ type Table struct {
 	rows rowChunks
 	// byID finds a row by 8 bytes of its id; the rare id whose 8 bytes
 	// another key's already took is in byFullID, looked up first.
-	byID     map[uint64]uint32
+	byID     hashIndex
 	byFullID map[rowID]uint32
 	byHash   hashIndex // first 8 bytes of every secret hash a key ever had → row
 	// fullHash holds the rare hash whose first 8 bytes another key's hash
@@ -133,7 +133,7 @@ func instant(us int64) time.Time {
 // NewTable returns an empty table.
 func NewTable() *Table {
 	return &Table{
-		byID: map[uint64]uint32{}, byFullID: map[rowID]uint32{},
+		byFullID: map[rowID]uint32{},
 		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
 		orgs: newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
 	}
@@ -165,7 +165,7 @@ func (t *Table) find(org, id string) (uint32, bool) {
 	rid := rowID{org: o, key: keyBytes(id)}
 	slot, ok := t.byFullID[rid]
 	if !ok {
-		slot, ok = t.byID[rid.short()]
+		slot, ok = t.byID.get(rid.short())
 	}
 	if !ok || t.rows.at(slot).id != rid || t.text.get(t.rows.at(slot).keyID) != id {
 		return 0, false
@@ -242,11 +242,11 @@ func (t *Table) create(e domain.Event, d domain.KeyCreated) {
 }
 
 func (t *Table) indexID(id rowID, slot uint32) {
-	if _, taken := t.byID[id.short()]; taken {
+	if _, taken := t.byID.get(id.short()); taken {
 		t.byFullID[id] = slot
 		return
 	}
-	t.byID[id.short()] = slot
+	t.byID.put(id.short(), slot)
 }
 
 // setHash makes h the row's current secret and indexes it.
@@ -360,26 +360,36 @@ func scopeKey(scopes []string) string {
 	return strings.Join(scopes, "\x00")
 }
 
-// interner numbers values in the order they first come.
+// interner numbers values in the order they first come. Consecutive
+// events mostly name the same org, actor and scopes: the last value is
+// compared before the map is looked up.
 type interner[T comparable] struct {
 	index  map[T]uint32
 	values []T
+	last   uint32
 }
 
 func newInterner[T comparable]() interner[T] { return interner[T]{index: map[T]uint32{}} }
 
 func (in *interner[T]) add(v T) uint32 {
-	if i, ok := in.index[v]; ok {
+	if i, ok := in.lookup(v); ok {
 		return i
 	}
 	i := uint32(len(in.values))
 	in.index[v] = i
 	in.values = append(in.values, v)
+	in.last = i
 	return i
 }
 
 func (in *interner[T]) lookup(v T) (uint32, bool) {
+	if int(in.last) < len(in.values) && in.values[in.last] == v {
+		return in.last, true
+	}
 	i, ok := in.index[v]
+	if ok {
+		in.last = i
+	}
 	return i, ok
 }
 
