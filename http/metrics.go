@@ -27,9 +27,8 @@ type metrics struct {
 
 	// The request counter and histogram of each method, route and status,
 	// looked up once: label hashing on every request costs more than the
-	// verification it counts.
-	mu      sync.RWMutex
-	byRoute map[routeLabels]routeMetrics
+	// verification it counts. Read without a lock.
+	byRoute sync.Map // routeLabels → routeMetrics
 }
 
 type routeLabels struct {
@@ -59,7 +58,6 @@ func (s *Server) newMetrics() *metrics {
 			Buckets: latencyBuckets,
 		}, []string{"method", "route"}),
 		verified: map[string]prometheus.Counter{},
-		byRoute:  map[routeLabels]routeMetrics{},
 	}
 	verifications := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyledger_verifications_total",
@@ -92,18 +90,14 @@ func (m *metrics) observe(method, route string, status int, took time.Duration) 
 	if l.route == "" {
 		l.route = "unmatched"
 	}
-	m.mu.RLock()
-	rm, ok := m.byRoute[l]
-	m.mu.RUnlock()
+	v, ok := m.byRoute.Load(l)
 	if !ok {
-		rm = routeMetrics{
+		v, _ = m.byRoute.LoadOrStore(l, routeMetrics{
 			count: m.requests.WithLabelValues(l.method, l.route, strconv.Itoa(status)),
 			took:  m.duration.WithLabelValues(l.method, l.route),
-		}
-		m.mu.Lock()
-		m.byRoute[l] = rm
-		m.mu.Unlock()
+		})
 	}
+	rm := v.(routeMetrics)
 	rm.count.Inc()
 	rm.took.Observe(took.Seconds())
 }

@@ -13,9 +13,29 @@ import (
 // interval to a bucket shared by every instance, whose contents are merged
 // back so that each instance shows the latest use seen anywhere.
 type Usage struct {
-	mu    sync.RWMutex
-	seen  map[usageRef]int64   // latest use, here or elsewhere, in Unix microseconds
+	// seen is sharded by key: verifications on many connections at once
+	// then rarely wait on one another's lock.
+	seen [usageShards]usageShard
+
+	mu    sync.Mutex
 	dirty map[string]time.Time // org/id → uses here not flushed yet
+}
+
+const usageShards = 64
+
+type usageShard struct {
+	mu   sync.RWMutex
+	seen map[usageRef]int64 // latest use, here or elsewhere, in Unix microseconds
+	_    [40]byte           // a cache line of its own
+}
+
+func (u *Usage) shard(ref usageRef) *usageShard {
+	var h uint32 = 2166136261 // FNV-1a over the id's last bytes: they vary most
+	id := ref.id
+	for i := max(0, len(id)-8); i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return &u.seen[h%usageShards]
 }
 
 // usageRef names a key without building a string: Touch is on the verify
@@ -30,7 +50,11 @@ type UsageSink interface {
 
 // NewUsage returns an empty tracker.
 func NewUsage() *Usage {
-	return &Usage{seen: map[usageRef]int64{}, dirty: map[string]time.Time{}}
+	u := &Usage{dirty: map[string]time.Time{}}
+	for i := range u.seen {
+		u.seen[i].seen = map[usageRef]int64{}
+	}
+	return u
 }
 
 // Touch records a use of org/id at at. It is on the verify path: within a
@@ -39,35 +63,46 @@ func (u *Usage) Touch(org, id string, at time.Time) {
 	ref := usageRef{org, id}
 	minute := at.UTC().Truncate(time.Minute)
 	us := minute.UnixMicro()
-	u.mu.RLock()
-	known, ok := u.seen[ref]
-	u.mu.RUnlock()
+	sh := u.shard(ref)
+	sh.mu.RLock()
+	known, ok := sh.seen[ref]
+	sh.mu.RUnlock()
 	if ok && us <= known {
 		return
 	}
+	sh.mu.Lock()
+	known, ok = sh.seen[ref]
+	if ok && us <= known {
+		sh.mu.Unlock()
+		return
+	}
+	sh.seen[ref] = us
+	sh.mu.Unlock()
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if known, ok := u.seen[ref]; !ok || us > known {
-		u.seen[ref] = us
+	if minute.After(u.dirty[org+"/"+id]) {
 		u.dirty[org+"/"+id] = minute
 	}
+	u.mu.Unlock()
 }
 
 // Merge folds in a use reported by any instance.
 func (u *Usage) Merge(org, id string, at time.Time) {
 	ref, us := usageRef{org, id}, at.UnixMicro()
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if known, ok := u.seen[ref]; !ok || us > known {
-		u.seen[ref] = us
+	sh := u.shard(ref)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if known, ok := sh.seen[ref]; !ok || us > known {
+		sh.seen[ref] = us
 	}
 }
 
 // LastUsed returns the latest use of org/id known here; zero: never.
 func (u *Usage) LastUsed(org, id string) time.Time {
-	u.mu.RLock()
-	defer u.mu.RUnlock()
-	us, ok := u.seen[usageRef{org, id}]
+	ref := usageRef{org, id}
+	sh := u.shard(ref)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	us, ok := sh.seen[ref]
 	if !ok {
 		return time.Time{}
 	}
