@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/keyledger/keyledger/internal/bench"
 )
@@ -21,6 +22,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	keys := fs.Int("keys", 0, "keys for verify, cold start and memory (default 1,000,000; --quick 5,000)")
 	dir := fs.String("dir", "", "scratch directory (default: a temporary one, removed afterwards)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	traceFile := fs.String("trace", "", "write an execution trace of the whole run here (go tool trace; -pprof=sched for scheduling delays)")
 	only := fs.String("only", "", `run only the scenarios whose names hold one of these comma-separated words, e.g. "verify over HTTP,commands"`)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -35,6 +37,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	rows, err := bench.Run(ctx, bench.Options{
 		Quick: *quick, Keys: *keys, Dir: *dir, Only: splitList(*only),
