@@ -21,9 +21,6 @@ func (l *Listing) Apply(e domain.Event) error { return l.t.Apply(e) }
 // LastSeq returns the last sequence the table applied.
 func (l *Listing) LastSeq() uint64 { return l.t.LastSeq() }
 
-// Table returns the table the listing is a view of.
-func (l *Listing) Table() *Table { return l.t }
-
 // Get returns one key, with its hashes. Its strings and scopes are shared
 // with the listing: do not change them.
 func (l *Listing) Get(org, id string) (domain.Key, bool) {
@@ -47,8 +44,8 @@ type ListQuery struct {
 	ExpiringBy time.Time
 }
 
-// List returns a page of keys, newest first, and the cursor of the next page
-// ("" when there is none).
+// List returns a page of keys, newest first, without their hashes, and the
+// cursor of the next page ("" when there is none).
 func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string) {
 	if q.Limit <= 0 {
 		return nil, ""
@@ -76,7 +73,7 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 		if len(page) == q.Limit {
 			return page, page[len(page)-1].ID
 		}
-		page = append(page, t.key(slot, true))
+		page = append(page, t.key(slot, false))
 	}
 	return page, ""
 }

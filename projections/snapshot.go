@@ -13,7 +13,7 @@ import (
 
 // SnapshotVersion names the snapshot encoding; a snapshot of another
 // version is ignored and the projections are replayed from the stream.
-const SnapshotVersion = 3
+const SnapshotVersion = 4
 
 // snapshotHeader opens a snapshot: what it is and where in the stream.
 type snapshotHeader struct {
@@ -109,23 +109,31 @@ func (s *Snapshotter) fits(ctx context.Context, h snapshotHeader) error {
 	return nil
 }
 
-// Apply takes a snapshot after every Every events. It runs on the runner's
-// goroutine after the listing and the index, so both stand at e.Seq; only
-// the copy is taken here, the encoding and upload run in the background.
+// Apply starts a snapshot after every Every events. It may run on a
+// command's goroutine (Runner.Offer), so it only notes that one is due: the
+// copy of the table, as of whatever sequence it then stands at, the
+// encoding and the upload all run in the background.
 func (s *Snapshotter) Apply(e domain.Event) error {
 	defer s.mark(e.Seq)
 	every := s.Every
 	if every == 0 {
 		every = 100000
 	}
-	if e.Data == nil || e.Hash == "" || e.Seq-s.lastSaved.Load() < every || !s.saving.CompareAndSwap(false, true) {
+	if e.Data == nil || e.Seq-s.lastSaved.Load() < every || !s.saving.CompareAndSwap(false, true) {
 		return nil
 	}
-	img := s.Table.image()
-	h := snapshotHeader{Version: SnapshotVersion, Seq: e.Seq, SeqHash: e.Hash, Keys: img.rows.n, Taken: time.Now().UnixMicro()}
 	go func() {
 		defer s.saving.Store(false)
-		if err := s.save(h, img); err != nil {
+		img, seq := s.Table.image()
+		h := snapshotHeader{Version: SnapshotVersion, Seq: seq, Keys: img.rows.n, Taken: time.Now().UnixMicro()}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var err error
+		h.SeqHash, err = s.Store.MsgHash(ctx, seq)
+		cancel()
+		if err == nil {
+			err = s.save(h, img)
+		}
+		if err != nil {
 			s.log().Warn("snapshot not saved", "seq", h.Seq, "err", err)
 			return
 		}
@@ -140,7 +148,7 @@ func (s *Snapshotter) Apply(e domain.Event) error {
 // for the upload; for shutdown and tests. It must not run concurrently with
 // the runner's Apply.
 func (s *Snapshotter) SaveNow(seq uint64, seqHash string) error {
-	img := s.Table.image()
+	img, _ := s.Table.image()
 	h := snapshotHeader{Version: SnapshotVersion, Seq: seq, SeqHash: seqHash, Keys: img.rows.n, Taken: time.Now().UnixMicro()}
 	if err := s.save(h, img); err != nil {
 		return err

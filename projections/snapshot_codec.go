@@ -24,6 +24,7 @@ type tableImage struct {
 	previous map[uint32]previousSecret
 	byHash   hashIndex
 	fullHash map[[sha256.Size]byte]uint32
+	retired  map[[sha256.Size]byte]uint32
 	orgs     []string
 	byOrg    [][]uint32
 	sets     [][]string
@@ -31,12 +32,13 @@ type tableImage struct {
 	chunks   [][]byte
 }
 
-func (t *Table) image() *tableImage {
+// image copies the table as it stands, and says as of which sequence.
+func (t *Table) image() (*tableImage, uint64) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	img := &tableImage{
 		rows: t.rows.clone(), previous: maps.Clone(t.previous),
-		byHash: t.byHash.clone(), fullHash: maps.Clone(t.fullHash),
+		byHash: t.byHash.clone(), fullHash: maps.Clone(t.fullHash), retired: maps.Clone(t.retired),
 		orgs: slices.Clone(t.orgs.values), byOrg: make([][]uint32, len(t.byOrg)),
 		sets: slices.Clone(t.sets), actors: slices.Clone(t.actors.values),
 		chunks: slices.Clone(t.text.chunks),
@@ -44,7 +46,7 @@ func (t *Table) image() *tableImage {
 	for i, slots := range t.byOrg {
 		img.byOrg[i] = slices.Clone(slots)
 	}
-	return img
+	return img, t.LastSeq()
 }
 
 // install replaces the table's state with img, which it takes over, as of
@@ -52,7 +54,7 @@ func (t *Table) image() *tableImage {
 func (t *Table) install(img *tableImage, seq uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.rows, t.previous, t.byHash, t.fullHash = img.rows, img.previous, img.byHash, img.fullHash
+	t.rows, t.previous, t.byHash, t.fullHash, t.retired = img.rows, img.previous, img.byHash, img.fullHash, img.retired
 	t.byOrg, t.sets, t.text.chunks = img.byOrg, img.sets, img.chunks
 	t.orgs = newInterner[string]()
 	for _, o := range img.orgs {
@@ -81,7 +83,7 @@ func (rc *rowChunks) clone() rowChunks {
 	return out
 }
 
-// The snapshot format, version 3, compressed with s2: a magic line, the
+// The snapshot format, version 4, compressed with s2: a magic line, the
 // header, then the table's parts, each count-prefixed, little-endian, and a
 // CRC-32C of everything before it.
 const snapshotMagic = "keyledger snapshot\n"
@@ -144,10 +146,12 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 		e.u64(prefix)
 		e.u32(slot)
 	})
-	e.u64(uint64(len(img.fullHash)))
-	for sum, slot := range img.fullHash {
-		e.raw(sum[:])
-		e.u32(slot)
+	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
+		e.u64(uint64(len(full)))
+		for sum, slot := range full {
+			e.raw(sum[:])
+			e.u32(slot)
+		}
 	}
 	e.u64(uint64(len(img.byOrg)))
 	for _, slots := range img.byOrg {
@@ -258,7 +262,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.rows.add(getRow(b[:]))
 	}
 	n = d.count()
-	img.previous = make(map[uint32]previousSecret, min(n, h.Keys))
+	img.previous = make(map[uint32]previousSecret, min(n, sizeHint))
 	for ; n > 0 && d.err == nil; n-- {
 		slot := d.u32()
 		var p previousSecret
@@ -267,21 +271,15 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.previous[slot] = p
 	}
 	n = d.count()
-	img.byHash = newHashIndex(min(n, h.Keys))
+	img.byHash = newHashIndex(min(n, sizeHint))
 	for ; n > 0 && d.err == nil; n-- {
 		prefix := d.u64()
 		img.byHash.put(prefix, d.u32())
 	}
-	n = d.count()
-	img.fullHash = make(map[[sha256.Size]byte]uint32, min(n, 1<<16))
-	for ; n > 0 && d.err == nil; n-- {
-		var sum [sha256.Size]byte
-		d.raw(sum[:])
-		img.fullHash[sum] = d.u32()
-	}
+	img.fullHash, img.retired = d.fullHashes(), d.fullHashes()
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		m := d.count()
-		slots := make([]uint32, 0, min(m, h.Keys))
+		slots := make([]uint32, 0, min(m, sizeHint))
 		for ; m > 0 && d.err == nil; m-- {
 			slots = append(slots, d.u32())
 		}
@@ -333,9 +331,11 @@ func (img *tableImage) check(h snapshotHeader) error {
 	if stray {
 		return fmt.Errorf("a hash of no key")
 	}
-	for _, s := range img.fullHash {
-		if !slot(s) {
-			return fmt.Errorf("a hash of no key")
+	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
+		for _, s := range full {
+			if !slot(s) {
+				return fmt.Errorf("a hash of no key")
+			}
 		}
 	}
 	listed := 0
@@ -433,6 +433,24 @@ func (d *decoder) str() string {
 	b := make([]byte, n)
 	d.raw(b)
 	return string(b)
+}
+
+// sizeHint bounds what a count read from a snapshot may reserve ahead:
+// past it, maps and slices grow as the items actually come, so that a
+// corrupt count fails at the end of the data rather than on a huge
+// allocation.
+const sizeHint = 1 << 20
+
+// fullHashes reads a map of whole hashes to rows.
+func (d *decoder) fullHashes() map[[sha256.Size]byte]uint32 {
+	n := d.count()
+	out := make(map[[sha256.Size]byte]uint32, min(n, 1<<16))
+	for ; n > 0 && d.err == nil; n-- {
+		var sum [sha256.Size]byte
+		d.raw(sum[:])
+		out[sum] = d.u32()
+	}
+	return out
 }
 
 // count reads a count of items; on an error it is zero, so loops end.

@@ -11,7 +11,7 @@ import (
 	"github.com/keyledger/keyledger/domain"
 )
 
-// smallTable holds three keys of two orgs: one rotated with a grace
+// smallTable holds three keys of two orgs: one rotated twice with a grace
 // period, one revoked.
 func smallTable(t *testing.T) (*Table, []string) {
 	t.Helper()
@@ -43,6 +43,12 @@ func smallTable(t *testing.T) (*Table, []string) {
 	secrets = append(secrets, s)
 	rot, _ := keys[0].DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, s)
 	apply(rot)
+	// Once more: the first secret is then retired, kept whole.
+	s2nd, _ := domain.GenerateSecret("c8k", nil)
+	secrets = append(secrets, s2nd)
+	k0, _ := table.Listing().Get("acme", keys[0].ID)
+	rot2, _ := k0.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, s2nd)
+	apply(rot2)
 	rev, _ := keys[2].DecideRevoke(domain.RevokeKey{Actor: actor}, now)
 	apply(rev)
 	return table, secrets
@@ -52,7 +58,8 @@ func encoded(t *testing.T, table *Table) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	h := snapshotHeader{Version: SnapshotVersion, Seq: table.LastSeq(), SeqHash: "h", Keys: table.rows.n, Taken: 1}
-	if err := encodeSnapshot(&buf, h, table.image()); err != nil {
+	img, _ := table.image()
+	if err := encodeSnapshot(&buf, h, img); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

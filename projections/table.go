@@ -37,6 +37,10 @@ type Table struct {
 	// already took; it is looked up first.
 	fullHash map[[sha256.Size]byte]uint32
 	previous map[uint32]previousSecret // keys that were rotated
+	// retired holds, whole, every hash a key had before its previous one:
+	// such a secret answers EXPIRED or REVOKED only when all 32 bytes match,
+	// never on byHash's 8 alone.
+	retired map[[sha256.Size]byte]uint32
 
 	orgs   interner[string]
 	byOrg  [][]uint32 // per org, rows in ascending key id order
@@ -135,7 +139,8 @@ func NewTable() *Table {
 	return &Table{
 		byFullID: map[rowID]uint32{},
 		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
-		orgs: newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
+		retired: map[[sha256.Size]byte]uint32{},
+		orgs:    newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
 	}
 }
 
@@ -199,6 +204,9 @@ func (t *Table) Apply(e domain.Event) error {
 	case domain.KeyCreated:
 		return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
 	case domain.KeyRotated:
+		if old, ok := t.previous[slot]; ok && old.ok {
+			t.retired[old.hash] = slot
+		}
 		t.previous[slot] = previousSecret{hash: r.hash, expires: micros(d.PreviousSecretExpiresAt), ok: r.flags&flagHash != 0}
 		r.flags |= flagRotated
 		r.masked = t.text.add(d.Masked)
@@ -219,7 +227,8 @@ func (t *Table) create(e domain.Event, d domain.KeyCreated) {
 	}
 	scopes := t.scopes.add(scopeKey(d.Scopes))
 	if int(scopes) == len(t.sets) {
-		t.sets = append(t.sets, d.Scopes)
+		// Shared by every key with these scopes: no room to append into.
+		t.sets = append(t.sets, slices.Clip(d.Scopes))
 	}
 	slot := t.rows.add(row{
 		id:      rowID{org: o, key: keyBytes(e.KeyID)},
@@ -293,18 +302,23 @@ func (t *Table) lookup(sum [sha256.Size]byte) (uint32, bool) {
 	return t.byHash.get(binary.LittleEndian.Uint64(sum[:8]))
 }
 
-// match says which of the row's secrets sum is.
-func (t *Table) match(slot uint32, sum [sha256.Size]byte) domain.SecretMatch {
+// match says which of the row's secrets sum is; ok is false when it is
+// none of them (another secret whose first 8 bytes are the same).
+func (t *Table) match(slot uint32, sum [sha256.Size]byte) (m domain.SecretMatch, ok bool) {
 	r := t.rows.at(slot)
 	if r.flags&flagHash != 0 && r.hash == sum {
-		return domain.CurrentSecret
+		return domain.CurrentSecret, true
 	}
-	if r.flags&flagRotated != 0 {
-		if p := t.previous[slot]; p.ok && p.hash == sum {
-			return domain.PreviousSecret
-		}
+	if r.flags&flagRotated == 0 {
+		return 0, false
 	}
-	return domain.OlderSecret
+	if p := t.previous[slot]; p.ok && p.hash == sum {
+		return domain.PreviousSecret, true
+	}
+	if owner, ok := t.retired[sum]; ok && owner == slot {
+		return domain.OlderSecret, true
+	}
+	return 0, false
 }
 
 // key builds the domain's key from a row; withHashes adds the hashes as
@@ -371,8 +385,10 @@ type interner[T comparable] struct {
 
 func newInterner[T comparable]() interner[T] { return interner[T]{index: map[T]uint32{}} }
 
+// add numbers v; it runs under the table's write lock.
 func (in *interner[T]) add(v T) uint32 {
 	if i, ok := in.lookup(v); ok {
+		in.last = i
 		return i
 	}
 	i := uint32(len(in.values))
@@ -382,14 +398,12 @@ func (in *interner[T]) add(v T) uint32 {
 	return i
 }
 
+// lookup finds v without changing anything: readers share the table.
 func (in *interner[T]) lookup(v T) (uint32, bool) {
 	if int(in.last) < len(in.values) && in.values[in.last] == v {
 		return in.last, true
 	}
 	i, ok := in.index[v]
-	if ok {
-		in.last = i
-	}
 	return i, ok
 }
 

@@ -26,7 +26,7 @@ const usageShards = 64
 type usageShard struct {
 	mu   sync.RWMutex
 	seen map[usageRef]int64 // latest use, here or elsewhere, in Unix microseconds
-	_    [40]byte           // a cache line of its own
+	_    [32]byte           // a cache line of its own
 }
 
 func (u *Usage) shard(ref usageRef) *usageShard {

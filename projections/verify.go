@@ -44,9 +44,13 @@ func (v *VerifyIndex) Verify(secret string, now time.Time) Result {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	slot, ok := t.lookup(sum)
+	var m domain.SecretMatch
+	if ok {
+		m, ok = t.match(slot, sum)
+	}
 	if !ok {
 		return Result{Verdict: domain.Verdict{Code: domain.VerifyNotFound}}
 	}
 	k := t.key(slot, false)
-	return Result{Verdict: k.JudgeMatch(t.match(slot, sum), now), Key: k}
+	return Result{Verdict: k.JudgeMatch(m, now), Key: k}
 }
