@@ -80,8 +80,11 @@ func (s *Server) newMetrics() *metrics {
 	return m
 }
 
+// handler serves /metrics. It takes no credential and no slot of the
+// in-flight bound, so it bounds itself: two scrapes at once, ten seconds
+// each.
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 2, Timeout: 10 * time.Second})
 }
 
 // observe counts one answered request.
@@ -126,7 +129,8 @@ type stateCollector struct {
 	s *Server
 
 	mu      sync.Mutex
-	lastSeq uint64 // the stream's last sequence when last read
+	lastSeq uint64    // the stream's last sequence when last read
+	readAt  time.Time // when: scrapes within a second share one read
 }
 
 var (
@@ -185,17 +189,21 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// streamLastSeq asks NATS for the stream's last sequence, briefly; while
-// it cannot be reached the last answer stands, so that the lag keeps
-// growing as the projections fall behind what was last seen.
+// streamLastSeq asks NATS for the stream's last sequence, briefly and at
+// most once a second; while it cannot be reached the last answer stands,
+// so that the lag keeps growing as the projections fall behind what was
+// last seen.
 func (c *stateCollector) streamLastSeq(applied uint64) uint64 {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	last, err := c.s.Runner.StreamLastSeq(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil {
-		c.lastSeq = last
+	if time.Since(c.readAt) >= time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		last, err := c.s.Runner.StreamLastSeq(ctx)
+		cancel()
+		c.readAt = time.Now()
+		if err == nil {
+			c.lastSeq = last
+		}
 	}
 	return max(c.lastSeq, applied)
 }

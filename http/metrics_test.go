@@ -290,3 +290,14 @@ func TestMetricsShowAProjectionBehind(t *testing.T) {
 		t.Error("keyledger_snapshot_age_seconds is shown without any snapshot")
 	}
 }
+
+func TestMetricsCountRefusalsBeforeRoutingUnderTheirRoute(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight = 1 })
+	admin := h.bootstrap("acme")
+	release := holdRequestSlot(t, h, admin)
+	h.must(503, "POST", "/v1/verify", "", map[string]string{"key": admin})
+	release()
+	if got := value(t, h.scrape(), "keyledger_http_requests_total", "method", "POST", "route", "/v1/verify", "code", "503"); got != 1 {
+		t.Errorf("a verification refused by the in-flight bound counted %v times under /v1/verify, want 1", got)
+	}
+}

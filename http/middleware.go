@@ -48,11 +48,12 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 }
 
 // routePattern is the pattern of the route that served r. A request that a
-// middleware of a group answered (a 401 of /v1/orgs/{org}/...) never
-// reached its route, so the group's pattern ends in "/*": look the route up.
+// middleware answered never reached its route: before routing (a 503 of
+// the in-flight bound, a CORS preflight) the pattern is empty, in a group
+// (a 401 of /v1/orgs/{org}/...) it ends in "/*". Then look the route up.
 func (s *Server) routePattern(r *http.Request) string {
 	route := chi.RouteContext(r.Context()).RoutePattern()
-	if !strings.HasSuffix(route, "/*") {
+	if route != "" && !strings.HasSuffix(route, "/*") {
 		return route
 	}
 	if found := s.mux.Find(chi.NewRouteContext(), r.Method, r.URL.Path); found != "" {
