@@ -23,6 +23,10 @@ const (
 	hashPrefix    = "sha256:"
 )
 
+// KeyBodyLen is how many base62 characters follow a key's "_": its random
+// part and its checksum.
+const KeyBodyLen = randomLen + checksumLen
+
 var prefixRE = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
 
 // ValidatePrefix reports whether p can prefix keys: lower-case letters and

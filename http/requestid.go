@@ -26,11 +26,11 @@ func requestID(ctx context.Context) string {
 // withRequestID gives every request an id: the caller's X-Request-Id when
 // it is a plain token of at most 128 characters, a new one otherwise. The
 // answer carries it back, and every log line of the request holds it.
-// A key sent as a request id is not taken: ids are logged, keys never.
+// An id that could hold a key is not taken: ids are logged, keys never.
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
-		if !plainToken(id) || domain.WellFormed(id) {
+		if !plainToken(id) || mayHoldKey(id) {
 			id = newRequestID()
 		}
 		w.Header().Set(RequestIDHeader, id)
@@ -50,6 +50,28 @@ func newRequestID() string {
 	n := copy(b[:], requestIDPrefix)
 	b[n] = '-'
 	return string(strconv.AppendUint(b[:n+1], requestIDs.Add(1), 36))
+}
+
+// mayHoldKey reports whether s has an "_" followed by as many base62
+// characters as a key has after its prefix: the shape of a key anywhere in
+// it, checksum or not.
+func mayHoldKey(s string) bool {
+	run := -1 // base62 characters since the last "_"; -1 before any
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '_':
+			run = 0
+		case run >= 0 && ('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'):
+			run++
+			if run == domain.KeyBodyLen {
+				return true
+			}
+		default:
+			run = -1
+		}
+	}
+	return false
 }
 
 // plainToken: 1 to 128 characters among letters, digits and "-_.:/+=".

@@ -53,7 +53,7 @@ func TestRequestIDs(t *testing.T) {
 	})
 
 	t.Run("AMissingOrUnfitIdIsReplaced", func(t *testing.T) {
-		for _, sent := range []string{"", "has space", strings.Repeat("x", 129), "semi;colon", admin} {
+		for _, sent := range []string{"", "has space", strings.Repeat("x", 129), "semi;colon", admin, "trace-" + admin, "x_" + strings.Repeat("A", 49)} {
 			res := h.must(200, "GET", "/healthz", "", nil, khttp.RequestIDHeader, sent)
 			got := res.Header.Get(khttp.RequestIDHeader)
 			if got == "" || got == sent {
