@@ -188,7 +188,9 @@ func TestMaskSecret(t *testing.T) {
 		"tls://tok@h:4222":                  "tls://****@h:4222",
 		"nats://a:b@h1:1, nats://h2:2":      "nats://a:****@h1:1, nats://h2:2",
 		"admin@example.com":                 "admin@example.com",
-		"https://id.example/realms/a@b?x=1": "https://id.example/realms/a@b?x=1",
+		"https://id.example/realms/a@b?x=1": "https://****@b?x=1",    // a path's "@" is masked too: better too much than a leak
+		"nats://user:p%zz@host":             "nats://user:****@host", // not a URL Go can parse
+		"nats://user:pa/ss@host":            "nats://user:****@host",
 	} {
 		if got := maskSecret(in); got != want {
 			t.Errorf("maskSecret(%q) = %q, want %q", in, got, want)

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -150,27 +149,32 @@ func printConfig(w io.Writer, fs *flag.FlagSet, sources map[string]configSource)
 
 // maskSecret hides the credentials a configuration value may carry: the
 // password or token of a URL (nats://user:pass@host, nats://token@host),
-// and a key.
+// and a key. It reads the text, not a parsed URL, so that a URL too broken
+// to parse is masked all the same: everything between "://" and the last
+// "@" before any query goes, a user name before ":" excepted.
 func maskSecret(v string) string {
 	if domain.WellFormed(v) {
 		return domain.MaskSecret(v)
 	}
-	if !strings.Contains(v, "@") {
-		return v
-	}
 	parts := strings.Split(v, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
+		scheme := strings.Index(p, "://")
+		if scheme < 0 {
+			continue
+		}
+		authority := p[scheme+3:]
+		if end := strings.IndexAny(authority, "?#"); end >= 0 {
+			authority = authority[:end]
+		}
+		at := strings.LastIndex(authority, "@")
+		if at < 0 {
 			continue
 		}
 		userinfo := "****" // a token
-		if _, hasPassword := u.User.Password(); hasPassword {
-			userinfo = url.User(u.User.Username()).String() + ":****"
+		if user, _, hasPassword := strings.Cut(authority[:at], ":"); hasPassword {
+			userinfo = user + ":****"
 		}
-		u.User = nil
-		scheme := u.Scheme + "://"
-		parts[i] = scheme + userinfo + "@" + strings.TrimPrefix(u.String(), scheme)
+		parts[i] = p[:scheme+3] + userinfo + p[scheme+3+at:]
 	}
 	return strings.Join(parts, ",")
 }
