@@ -10,9 +10,11 @@ import (
 
 // Identity is who a request authenticated as.
 type Identity struct {
-	OrgID  string
-	KeyID  string
-	Name   string
+	OrgID string
+	KeyID string
+	Name  string
+	// Scopes is shared with the index and with every key of the same
+	// scopes: read it (HasScope), copy it to change it.
 	Scopes []string
 }
 
