@@ -118,31 +118,35 @@ func commands(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
 		return nil, err
 	}
 	defer stopBare()
+	body, _ := events.Encode(domain.Event{ID: "x", Type: domain.TypeKeyCreated, Data: domain.KeyCreated{Name: "bench", SecretHash: domain.HashSecret("x"), Masked: "c8k_****abcd"}})
 	var rows []Row
 	for _, c := range []int{1, 16} {
 		client := httpClient(c)
 		ids := make([]string, c)
-		got := load(c, o.window(), func(w, i int) error {
-			switch i % 3 {
-			case 0:
-				var out struct{ Key struct{ ID string } }
-				err := s.call(client, "POST", "/v1/orgs/bench/keys", `{"name":"bench"}`, &out)
-				ids[w] = out.Key.ID
+		ours := func() loadResult {
+			return load(c, o.window(), func(w, i int) error {
+				switch i % 3 {
+				case 0:
+					var out struct{ Key struct{ ID string } }
+					err := s.call(client, "POST", "/v1/orgs/bench/keys", `{"name":"bench"}`, &out)
+					ids[w] = out.Key.ID
+					return err
+				case 1:
+					return s.call(client, "POST", "/v1/orgs/bench/keys/"+ids[w]+"/rotate", "", nil)
+				}
+				return s.call(client, "DELETE", "/v1/orgs/bench/keys/"+ids[w], "", nil)
+			})
+		}
+		raw := func() loadResult {
+			return load(c, o.window(), func(w, i int) error {
+				id := domain.NewKeyID()
+				_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: events.Subject("raw", id, domain.TypeKeyCreated), Data: body},
+					jetstream.WithMsgID(domain.NewEventID()),
+					jetstream.WithExpectLastSequenceForSubject(0, events.KeySubjects("raw", id)))
 				return err
-			case 1:
-				return s.call(client, "POST", "/v1/orgs/bench/keys/"+ids[w]+"/rotate", "", nil)
-			}
-			return s.call(client, "DELETE", "/v1/orgs/bench/keys/"+ids[w], "", nil)
-		})
-		client.CloseIdleConnections()
-		body, _ := events.Encode(domain.Event{ID: "x", Type: domain.TypeKeyCreated, Data: domain.KeyCreated{Name: "bench", SecretHash: domain.HashSecret("x"), Masked: "c8k_****abcd"}})
-		base := load(c, o.window(), func(w, i int) error {
-			id := domain.NewKeyID()
-			_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: events.Subject("raw", id, domain.TypeKeyCreated), Data: body},
-				jetstream.WithMsgID(domain.NewEventID()),
-				jetstream.WithExpectLastSequenceForSubject(0, events.KeySubjects("raw", id)))
-			return err
-		})
+			})
+		}
+		got, base := alternate(o.rounds(), ours, raw)
 		bare := &stack{url: bareURL}
 		trip := load(c, o.window(), func(w, i int) error {
 			return bare.call(client, "POST", "/", `{"name":"bench"}`, nil)
