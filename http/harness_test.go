@@ -125,6 +125,24 @@ func (r response) errorCode() string {
 // anything else as JSON. Headers come in pairs.
 func (h *harness) request(method, path, token string, body any, headers ...string) response {
 	h.t.Helper()
+	req := newRequest(h.t, context.Background(), method, h.srv.URL+path, token, body, headers...)
+	res, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return response{res, raw}
+}
+
+// newRequest builds a request; a body that is a string or []byte goes as
+// is, an io.Reader without its length (chunked), anything else as JSON.
+// Headers come in pairs; an empty value removes the header.
+func newRequest(t *testing.T, ctx context.Context, method, url, token string, body any, headers ...string) *http.Request {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -137,13 +155,13 @@ func (h *harness) request(method, path, token string, body any, headers ...strin
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
-			h.t.Fatal(err)
+			t.Fatal(err)
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req, err := http.NewRequest(method, h.srv.URL+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -158,16 +176,7 @@ func (h *harness) request(method, path, token string, body any, headers ...strin
 		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := h.srv.Client().Do(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return response{res, raw}
+	return req
 }
 
 // must sends a request and fails the test unless the status is want.

@@ -324,36 +324,7 @@ func (cl *client) send(ctx context.Context, want int, method, path, token string
 
 func (cl *client) request(ctx context.Context, method, path, token string, body any, headers ...string) *http.Request {
 	cl.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			cl.t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, cl.base+path, rd)
-	if err != nil {
-		cl.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		if headers[i+1] == "" {
-			req.Header.Del(headers[i])
-			continue
-		}
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	return req
+	return newRequest(cl.t, ctx, method, cl.base+path, token, body, headers...)
 }
 
 // stream opens an event stream through the check, reads its opening
