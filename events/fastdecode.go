@@ -27,119 +27,144 @@ func decodeFastIn(body []byte, seq uint64, in *interner) (domain.Event, bool) {
 	e := domain.Event{Seq: seq}
 	var data []byte
 	var dataAt int
-	var seen uint16
-	ok := p.object(func(key []byte) bool {
-		var bit uint16
-		var ok bool
-		switch string(key) {
-		case "event_id":
-			bit, e.ID, ok = 1<<0, p.str(), p.ok
-		case "type":
-			bit = 1 << 1
+	seen, ok := p.fields(envelopeFields, func(i int) bool {
+		switch i {
+		case 0:
+			e.ID = p.str()
+		case 1:
+			var ok bool
 			e.Type, ok = p.eventType()
-		case "schema_version":
-			bit, e.SchemaVersion, ok = 1<<2, p.smallInt(), p.ok
-		case "org_id":
-			bit, e.OrgID, ok = 1<<3, p.common(), p.ok
-		case "key_id":
-			bit, e.KeyID, ok = 1<<4, p.str(), p.ok
-		case "occurred_at":
-			bit = 1 << 5
+			return ok
+		case 2:
+			e.SchemaVersion = p.smallInt()
+		case 3:
+			e.OrgID = p.common()
+		case 4:
+			e.KeyID = p.str()
+		case 5:
+			var ok bool
 			e.OccurredAt, ok = p.instant()
-		case "actor":
-			bit, ok = 1<<6, p.actor(&e.Actor)
-		case "prev_hash":
-			bit, e.PrevHash, ok = 1<<7, p.str(), p.ok
-		case "data":
-			bit = 1 << 8
+			return ok
+		case 6:
+			return p.actor(&e.Actor)
+		case 7:
+			e.PrevHash = p.str()
+		case 8:
 			p.space()
 			dataAt = p.i
+			var ok bool
 			data, ok = p.rawObject()
-		default:
-			return false // "seq", or a name encoding/json might match ignoring case
+			return ok
 		}
-		if !ok || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return p.ok
 	})
 	// Every field but prev_hash, which older events may lack.
-	if !ok || seen|1<<7 != 1<<9-1 {
+	if !ok || seen|1<<7 != all(envelopeFields) {
 		return e, false
 	}
 	d := parser{b: data, text: text[dataAt : dataAt+len(data)], in: in}
 	switch e.Type {
 	case domain.TypeKeyCreated:
 		var c domain.KeyCreated
-		var seenData uint8
-		ok = d.object(func(key []byte) bool {
-			var bit uint8
+		seen, ok := d.fields(createdFields, func(i int) bool {
 			var ok bool
-			switch string(key) {
-			case "name":
-				bit, c.Name, ok = 1<<0, d.str(), d.ok
-			case "scopes":
-				bit = 1 << 1
+			switch i {
+			case 0:
+				c.Name, ok = d.str(), d.ok
+			case 1:
 				c.Scopes, ok = d.strings()
-			case "secret_hash":
-				bit, c.SecretHash, ok = 1<<2, d.str(), d.ok
-			case "masked":
-				bit, c.Masked, ok = 1<<3, d.str(), d.ok
-			case "expires_at":
-				bit = 1 << 4
+			case 2:
+				c.SecretHash, ok = d.str(), d.ok
+			case 3:
+				c.Masked, ok = d.str(), d.ok
+			case 4:
 				c.ExpiresAt, ok = d.optionalInstant()
-			default:
-				return false
 			}
-			if !ok || seenData&bit != 0 {
-				return false
-			}
-			seenData |= bit
-			return true
+			return ok
 		})
 		e.Data = c
-		return e, ok && seenData == 1<<5-1
+		return e, ok && seen == all(createdFields)
 	case domain.TypeKeyRotated:
 		var r domain.KeyRotated
-		var seenData uint8
-		ok = d.object(func(key []byte) bool {
-			var bit uint8
+		seen, ok := d.fields(rotatedFields, func(i int) bool {
 			var ok bool
-			switch string(key) {
-			case "secret_hash":
-				bit, r.SecretHash, ok = 1<<0, d.str(), d.ok
-			case "masked":
-				bit, r.Masked, ok = 1<<1, d.str(), d.ok
-			case "previous_secret_expires_at":
-				bit = 1 << 2
+			switch i {
+			case 0:
+				r.SecretHash, ok = d.str(), d.ok
+			case 1:
+				r.Masked, ok = d.str(), d.ok
+			case 2:
 				r.PreviousSecretExpiresAt, ok = d.optionalInstant()
-			default:
-				return false
 			}
-			if !ok || seenData&bit != 0 {
-				return false
-			}
-			seenData |= bit
-			return true
+			return ok
 		})
 		e.Data = r
-		return e, ok && seenData == 1<<3-1
+		return e, ok && seen == all(rotatedFields)
 	case domain.TypeKeyRevoked:
 		var r domain.KeyRevoked
-		seenReason := false
-		ok = d.object(func(key []byte) bool {
-			if string(key) != "reason" || seenReason {
-				return false
-			}
-			seenReason = true
+		seen, ok := d.fields(revokedFields, func(int) bool {
 			r.Reason = d.str()
 			return d.ok
 		})
 		e.Data = r
-		return e, ok && seenReason
+		return e, ok && seen == all(revokedFields)
 	}
 	return e, false // a type this code does not know: encoding/json's way
+}
+
+// The names decodeFast reads, in the order of their bits in what fields
+// reports seen.
+var (
+	envelopeFields = []string{"event_id", "type", "schema_version", "org_id", "key_id", "occurred_at", "actor", "prev_hash", "data"}
+	createdFields  = []string{"name", "scopes", "secret_hash", "masked", "expires_at"}
+	rotatedFields  = []string{"secret_hash", "masked", "previous_secret_expires_at"}
+	revokedFields  = []string{"reason"}
+)
+
+// all is the seen mask of every one of names.
+func all(names []string) uint32 { return 1<<len(names) - 1 }
+
+// fields reads an object whose names are all among names, each at most
+// once ("seq", or a name encoding/json might match ignoring case, is
+// refused), reading each value with read(its index); it reports which
+// names were seen. The object must be the whole input.
+func (p *parser) fields(names []string, read func(i int) bool) (seen uint32, ok bool) {
+	p.ok = true
+	if !p.byte('{') {
+		return 0, false
+	}
+	if p.byte('}') {
+		p.space()
+		return 0, p.i == len(p.b)
+	}
+	for {
+		key := p.rawStr()
+		if !p.ok || !p.byte(':') {
+			return seen, false
+		}
+		i := nameIndex(names, key)
+		if i < 0 || seen&(1<<i) != 0 || !read(i) || !p.ok {
+			return seen, false
+		}
+		seen |= 1 << i
+		if p.byte(',') {
+			continue
+		}
+		if !p.byte('}') {
+			return seen, false
+		}
+		p.space()
+		return seen, p.i == len(p.b)
+	}
+}
+
+func nameIndex(names []string, key []byte) int {
+	for i, name := range names {
+		if string(key) == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // parser reads the subset of JSON decodeFast accepts. ok turns false, for
@@ -197,33 +222,6 @@ func (p *parser) byte(c byte) bool {
 		return true
 	}
 	return false
-}
-
-// object reads {"name": value, ...}, calling field with each name to read
-// its value; it must be the whole input.
-func (p *parser) object(field func(name []byte) bool) bool {
-	p.ok = true
-	if !p.byte('{') {
-		return false
-	}
-	if p.byte('}') {
-		p.space()
-		return p.i == len(p.b)
-	}
-	for {
-		name := p.rawStr()
-		if !p.ok || !p.byte(':') || !field(name) || !p.ok {
-			return false
-		}
-		if p.byte(',') {
-			continue
-		}
-		if !p.byte('}') {
-			return false
-		}
-		p.space()
-		return p.i == len(p.b)
-	}
 }
 
 // rawStr reads a string without escapes or control characters.
