@@ -109,7 +109,8 @@ type CreateKey struct {
 	Name      string
 	Scopes    []string
 	ExpiresAt time.Time // zero: never
-	Actor     Actor
+	// By asks: it must manage the org and hold what it grants (MayGrant).
+	By Principal
 }
 
 // RotateKey asks for a new secret for a key.
@@ -119,20 +120,25 @@ type RotateKey struct {
 	GracePeriod time.Duration
 	// IfVersion, when not zero, must equal the key's version (If-Match).
 	IfVersion uint64
-	Actor     Actor
+	// By asks: it must be allowed to act on the key (MayActOn).
+	By Principal
 }
 
 // RevokeKey asks for a key to stop working, every secret of it, for good.
 type RevokeKey struct {
 	Reason    string
 	IfVersion uint64
-	Actor     Actor
+	// By asks: it must be allowed to act on the key (MayActOn).
+	By Principal
 }
 
 // DecideCreate validates cmd and returns the KeyCreated event of a new key
-// holding secret. Returns EINVALID.
+// holding secret. Returns EINVALID, EFORBIDDEN.
 func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret string) (Event, error) {
 	if err := ValidateOrgID(cmd.OrgID); err != nil {
+		return Event{}, err
+	}
+	if err := cmd.By.MayManage(cmd.OrgID); err != nil {
 		return Event{}, err
 	}
 	name, err := ValidateName(cmd.Name)
@@ -141,6 +147,9 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 	}
 	scopes, err := ValidateScopes(cmd.Scopes)
 	if err != nil {
+		return Event{}, err
+	}
+	if err := cmd.By.MayGrant(scopes); err != nil {
 		return Event{}, err
 	}
 	// The envelope keeps microseconds: judge the instant that will be kept.
@@ -155,7 +164,7 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 	}
 	return Event{
 		ID: NewEventID(), Type: TypeKeyCreated, SchemaVersion: SchemaVersion,
-		OrgID: cmd.OrgID, KeyID: NewKeyID(), OccurredAt: now, Actor: cmd.Actor,
+		OrgID: cmd.OrgID, KeyID: NewKeyID(), OccurredAt: now, Actor: cmd.By.Actor,
 		Data: KeyCreated{
 			Name: name, Scopes: scopes, SecretHash: HashSecret(secret),
 			Masked: MaskSecret(secret), ExpiresAt: expires,
@@ -164,9 +173,13 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 }
 
 // DecideRotate returns the KeyRotated event that gives k the new secret.
-// Returns EPRECONDITION when IfVersion is stale, EKEYREVOKED for a revoked
-// key, ECONFLICT for an expired one and EINVALID for a bad grace period.
+// Returns EFORBIDDEN when cmd.By may not act on k, EPRECONDITION when
+// IfVersion is stale, EKEYREVOKED for a revoked key, ECONFLICT for an
+// expired one and EINVALID for a bad grace period.
 func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, error) {
+	if err := cmd.By.MayActOn(k); err != nil {
+		return Event{}, err
+	}
 	if err := k.precondition(cmd.IfVersion); err != nil {
 		return Event{}, err
 	}
@@ -183,15 +196,18 @@ func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, 
 	if cmd.GracePeriod > 0 {
 		prevEnd = now.Add(cmd.GracePeriod).Truncate(time.Microsecond)
 	}
-	return k.event(TypeKeyRotated, now, cmd.Actor, KeyRotated{
+	return k.event(TypeKeyRotated, now, cmd.By.Actor, KeyRotated{
 		SecretHash: HashSecret(secret), Masked: MaskSecret(secret), PreviousSecretExpiresAt: prevEnd,
 	}), nil
 }
 
-// DecideRevoke returns the KeyRevoked event. Returns EPRECONDITION when
-// IfVersion is stale, EKEYREVOKED when k is already revoked and EINVALID
-// for a bad reason.
+// DecideRevoke returns the KeyRevoked event. Returns EFORBIDDEN when
+// cmd.By may not act on k, EPRECONDITION when IfVersion is stale,
+// EKEYREVOKED when k is already revoked and EINVALID for a bad reason.
 func (k *Key) DecideRevoke(cmd RevokeKey, now time.Time) (Event, error) {
+	if err := cmd.By.MayActOn(k); err != nil {
+		return Event{}, err
+	}
 	if err := k.precondition(cmd.IfVersion); err != nil {
 		return Event{}, err
 	}
@@ -205,7 +221,7 @@ func (k *Key) DecideRevoke(cmd RevokeKey, now time.Time) (Event, error) {
 	if err := printable("reason", reason); err != nil {
 		return Event{}, err
 	}
-	return k.event(TypeKeyRevoked, now, cmd.Actor, KeyRevoked{Reason: reason}), nil
+	return k.event(TypeKeyRevoked, now, cmd.By.Actor, KeyRevoked{Reason: reason}), nil
 }
 
 func (k *Key) precondition(ifVersion uint64) error {

@@ -17,6 +17,9 @@ var t0 = time.Date(2026, 11, 26, 10, 0, 0, 123456000, time.UTC)
 
 var alice = domain.Actor{Kind: domain.ActorUser, ID: "u_1", Name: "Alice"}
 
+// byAlice is alice signed in as a manager of acme.
+var byAlice = domain.PersonPrincipal(alice.ID, alice.Name, map[string]string{"acme": domain.RoleManager})
+
 func wantCode(t *testing.T, err error, code string) {
 	t.Helper()
 	if got := domain.ErrorCode(err); got != code {
@@ -224,7 +227,7 @@ func TestDecideCreate(t *testing.T) {
 	valid := func() domain.CreateKey {
 		return domain.CreateKey{
 			OrgID: "acme", Name: "  deploy bot ", Scopes: []string{"read", "write", "read"},
-			ExpiresAt: t0.Add(24 * time.Hour), Actor: alice,
+			ExpiresAt: t0.Add(24 * time.Hour), By: byAlice,
 		}
 	}
 
@@ -392,7 +395,7 @@ func TestDecideRotate(t *testing.T) {
 		before := *k
 		secret := generate(t, "c8k", nil)
 		now := t0.Add(time.Hour)
-		e, err := k.DecideRotate(domain.RotateKey{GracePeriod: 10 * time.Minute, IfVersion: k.Version, Actor: alice}, now, secret)
+		e, err := k.DecideRotate(domain.RotateKey{GracePeriod: 10 * time.Minute, IfVersion: k.Version, By: byAlice}, now, secret)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +447,7 @@ func TestDecideRotate(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			k, _ := newKey(t, time.Time{})
-			e, err := k.DecideRotate(domain.RotateKey{GracePeriod: tt.grace}, t0, "c8k_new")
+			e, err := k.DecideRotate(domain.RotateKey{GracePeriod: tt.grace, By: byAlice}, t0, "c8k_new")
 			wantCode(t, err, tt.code)
 			if err != nil {
 				return
@@ -465,21 +468,21 @@ func TestDecideRotate(t *testing.T) {
 	t.Run("RevokedKeyIsKeyRevoked", func(t *testing.T) {
 		k, _ := newKey(t, time.Time{})
 		revoke(t, k, t0.Add(time.Minute))
-		_, err := k.DecideRotate(domain.RotateKey{}, t0.Add(time.Hour), "c8k_new")
+		_, err := k.DecideRotate(domain.RotateKey{By: byAlice}, t0.Add(time.Hour), "c8k_new")
 		wantCode(t, err, domain.EKEYREVOKED)
 	})
 
 	t.Run("ExpiredKeyIsConflict", func(t *testing.T) {
 		k, _ := newKey(t, t0.Add(time.Hour))
 		for _, now := range []time.Time{t0.Add(time.Hour), t0.Add(48 * time.Hour)} {
-			_, err := k.DecideRotate(domain.RotateKey{}, now, "c8k_new")
+			_, err := k.DecideRotate(domain.RotateKey{By: byAlice}, now, "c8k_new")
 			wantCode(t, err, domain.ECONFLICT)
 		}
 	})
 
 	t.Run("KeyOneNanosecondBeforeExpiryRotates", func(t *testing.T) {
 		k, _ := newKey(t, t0.Add(time.Hour))
-		_, err := k.DecideRotate(domain.RotateKey{}, t0.Add(time.Hour-time.Nanosecond), "c8k_new")
+		_, err := k.DecideRotate(domain.RotateKey{By: byAlice}, t0.Add(time.Hour-time.Nanosecond), "c8k_new")
 		wantCode(t, err, "")
 	})
 
@@ -496,7 +499,7 @@ func TestDecideRotate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k, _ := newKey(t, time.Time{})
 			rotate(t, k, t0.Add(time.Minute), 0)
-			_, err := k.DecideRotate(domain.RotateKey{IfVersion: tt.ifVersion(k.Version)}, t0.Add(time.Hour), "c8k_new")
+			_, err := k.DecideRotate(domain.RotateKey{IfVersion: tt.ifVersion(k.Version), By: byAlice}, t0.Add(time.Hour), "c8k_new")
 			wantCode(t, err, tt.code)
 		})
 	}
@@ -507,7 +510,7 @@ func TestDecideRevoke(t *testing.T) {
 		k, _ := newKey(t, time.Time{})
 		before := *k
 		now := t0.Add(time.Hour)
-		e, err := k.DecideRevoke(domain.RevokeKey{Reason: "  leaked in CI log \n", IfVersion: k.Version, Actor: alice}, now)
+		e, err := k.DecideRevoke(domain.RevokeKey{Reason: "  leaked in CI log \n", IfVersion: k.Version, By: byAlice}, now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -542,7 +545,7 @@ func TestDecideRevoke(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			k, _ := newKey(t, time.Time{})
-			_, err := k.DecideRevoke(domain.RevokeKey{Reason: tt.reason}, t0.Add(time.Hour))
+			_, err := k.DecideRevoke(domain.RevokeKey{Reason: tt.reason, By: byAlice}, t0.Add(time.Hour))
 			wantCode(t, err, tt.code)
 		})
 	}
@@ -550,13 +553,13 @@ func TestDecideRevoke(t *testing.T) {
 	t.Run("RevokedKeyIsKeyRevoked", func(t *testing.T) {
 		k, _ := newKey(t, time.Time{})
 		revoke(t, k, t0.Add(time.Minute))
-		_, err := k.DecideRevoke(domain.RevokeKey{}, t0.Add(time.Hour))
+		_, err := k.DecideRevoke(domain.RevokeKey{By: byAlice}, t0.Add(time.Hour))
 		wantCode(t, err, domain.EKEYREVOKED)
 	})
 
 	t.Run("ExpiredKeyCanBeRevoked", func(t *testing.T) {
 		k, _ := newKey(t, t0.Add(time.Hour))
-		_, err := k.DecideRevoke(domain.RevokeKey{}, t0.Add(48*time.Hour))
+		_, err := k.DecideRevoke(domain.RevokeKey{By: byAlice}, t0.Add(48*time.Hour))
 		wantCode(t, err, "")
 	})
 
@@ -573,7 +576,7 @@ func TestDecideRevoke(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k, _ := newKey(t, time.Time{})
 			rotate(t, k, t0.Add(time.Minute), 0)
-			_, err := k.DecideRevoke(domain.RevokeKey{IfVersion: tt.ifVersion(k.Version)}, t0.Add(time.Hour))
+			_, err := k.DecideRevoke(domain.RevokeKey{IfVersion: tt.ifVersion(k.Version), By: byAlice}, t0.Add(time.Hour))
 			wantCode(t, err, tt.code)
 		})
 	}

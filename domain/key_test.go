@@ -16,7 +16,7 @@ func newKey(t *testing.T, expiresAt time.Time) (*domain.Key, string) {
 	t.Helper()
 	secret := generate(t, "c8k", nil)
 	e, err := domain.DecideCreate(domain.CreateKey{
-		OrgID: "acme", Name: "ci", Scopes: []string{"read", domain.ScopeManage}, ExpiresAt: expiresAt, Actor: alice,
+		OrgID: "acme", Name: "ci", Scopes: []string{"read", domain.ScopeManage}, ExpiresAt: expiresAt, By: byAlice,
 	}, t0, 0, secret)
 	if err != nil {
 		t.Fatalf("DecideCreate: %v", err)
@@ -33,7 +33,7 @@ func newKey(t *testing.T, expiresAt time.Time) (*domain.Key, string) {
 func rotate(t *testing.T, k *domain.Key, at time.Time, grace time.Duration) string {
 	t.Helper()
 	secret := generate(t, "c8k", nil)
-	e, err := k.DecideRotate(domain.RotateKey{GracePeriod: grace, Actor: alice}, at, secret)
+	e, err := k.DecideRotate(domain.RotateKey{GracePeriod: grace, By: byAlice}, at, secret)
 	if err != nil {
 		t.Fatalf("DecideRotate: %v", err)
 	}
@@ -47,7 +47,7 @@ func rotate(t *testing.T, k *domain.Key, at time.Time, grace time.Duration) stri
 // revoke revokes k at the instant at.
 func revoke(t *testing.T, k *domain.Key, at time.Time) {
 	t.Helper()
-	e, err := k.DecideRevoke(domain.RevokeKey{Reason: "test", Actor: alice}, at)
+	e, err := k.DecideRevoke(domain.RevokeKey{Reason: "test", By: byAlice}, at)
 	if err != nil {
 		t.Fatalf("DecideRevoke: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestKeyApply(t *testing.T) {
 	t.Run("CreateRotateRevokeEvolvesState", func(t *testing.T) {
 		s1, s2 := generate(t, "c8k", nil), generate(t, "c8k", nil)
 		created, err := domain.DecideCreate(domain.CreateKey{
-			OrgID: "acme", Name: "ci", Scopes: []string{"read"}, ExpiresAt: t0.Add(30 * 24 * time.Hour), Actor: alice,
+			OrgID: "acme", Name: "ci", Scopes: []string{"read"}, ExpiresAt: t0.Add(30 * 24 * time.Hour), By: byAlice,
 		}, t0, 0, s1)
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +84,7 @@ func TestKeyApply(t *testing.T) {
 		}
 
 		t1 := t0.Add(time.Hour)
-		rotated, err := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour}, t1, s2)
+		rotated, err := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, By: byAlice}, t1, s2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +100,7 @@ func TestKeyApply(t *testing.T) {
 		}
 
 		t2 := t1.Add(time.Minute)
-		revoked, err := k.DecideRevoke(domain.RevokeKey{Reason: "leaked"}, t2)
+		revoked, err := k.DecideRevoke(domain.RevokeKey{Reason: "leaked", By: byAlice}, t2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +172,7 @@ func TestKeyApply(t *testing.T) {
 
 func TestRebuild(t *testing.T) {
 	s1 := generate(t, "c8k", nil)
-	created, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "ci"}, t0, 0, s1)
+	created, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "ci", By: byAlice}, t0, 0, s1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,17 +181,17 @@ func TestRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rotated, err := k.DecideRotate(domain.RotateKey{}, t0.Add(time.Hour), "c8k_x")
+	rotated, err := k.DecideRotate(domain.RotateKey{By: byAlice}, t0.Add(time.Hour), "c8k_x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rotated.Seq = 2
-	revoked, err := k.DecideRevoke(domain.RevokeKey{}, t0.Add(time.Hour))
+	revoked, err := k.DecideRevoke(domain.RevokeKey{By: byAlice}, t0.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	revoked.Seq = 2
-	other, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "other"}, t0, 0, s1)
+	other, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "other", By: byAlice}, t0, 0, s1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,8 @@ import "slices"
 const RoleManager = "manager"
 
 // Principal is an authenticated caller: a person signed in through the
-// identity provider, or a management key.
+// identity provider, a management key, or keyledger itself. Its zero value
+// may do nothing.
 type Principal struct {
 	Actor Actor
 	// roles maps org ids to a person's role there.
@@ -39,7 +40,7 @@ func (p Principal) MayManage(org string) error {
 		return nil
 	case p.key != nil && p.key.OrgID == org && p.key.HasScope(ScopeManage):
 		return nil
-	case p.key == nil && p.roles[org] == RoleManager:
+	case p.key == nil && p.Actor.Kind == ActorUser && p.roles[org] == RoleManager:
 		return nil
 	}
 	return Errorf(EFORBIDDEN, "this credential may not manage the keys of org %s", org)
@@ -55,6 +56,28 @@ func (p Principal) MayGrant(scopes []string) error {
 	for _, s := range scopes {
 		if !slices.Contains(p.key.Scopes, s) {
 			return Errorf(EFORBIDDEN, "this key cannot grant scope %q, which it does not hold", s)
+		}
+	}
+	return nil
+}
+
+// MayActOn returns nil when p may rotate or revoke k: p must manage k's
+// org, and a key may act only on a key whose scopes it could grant itself.
+// A rotation hands its caller the new secret with every scope of the key,
+// and without a grace period locks the key's owner out: were a weaker key
+// allowed to rotate a stronger one, it would become that key; allowed to
+// revoke it, it could disarm the org's admin. People who manage the org,
+// and the system, may act on any key of it. Returns EFORBIDDEN.
+func (p Principal) MayActOn(k *Key) error {
+	if err := p.MayManage(k.OrgID); err != nil {
+		return err
+	}
+	if p.key == nil {
+		return nil
+	}
+	for _, s := range k.Scopes {
+		if !slices.Contains(p.key.Scopes, s) {
+			return Errorf(EFORBIDDEN, "this key may not act on key %s, which holds scope %q that this key does not", k.ID, s)
 		}
 	}
 	return nil

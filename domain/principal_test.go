@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
 )
@@ -38,5 +39,81 @@ func TestPrincipal(t *testing.T) {
 	}
 	if a := domain.KeyPrincipal(manageKey).Actor; a != (domain.Actor{Kind: domain.ActorKey, ID: "key_A", Name: "admin"}) {
 		t.Errorf("key actor = %+v", a)
+	}
+}
+
+// TestMayActOn is the whole matrix of principals against target keys: a
+// key may rotate or revoke only a key of its org whose every scope it
+// holds; people who manage the org, and the system, may act on any key of
+// it; nobody acts on another org's keys.
+func TestMayActOn(t *testing.T) {
+	key := func(id, org string, scopes ...string) domain.Key {
+		return domain.Key{ID: id, OrgID: org, Name: id, Scopes: scopes}
+	}
+	targets := []domain.Key{
+		key("admin", "acme", domain.ScopeManage, "invoices:read"),
+		key("weak", "acme", domain.ScopeManage),
+		key("billing", "acme", "invoices:read"),
+		key("bare", "acme"),
+		key("other", "globex", domain.ScopeManage),
+	}
+	principals := []struct {
+		name string
+		p    domain.Principal
+		// may lists, per target in the order above, "y" when p may act on it.
+		may string
+	}{
+		{"AdminKey", domain.KeyPrincipal(targets[0]), "yyyyn"},
+		{"WeakManageKey", domain.KeyPrincipal(targets[1]), "nynyn"},
+		{"ManageAndAnotherScopeKey", domain.KeyPrincipal(key("partial", "acme", domain.ScopeManage, "orders:write")), "nynyn"},
+		{"KeyWithoutManageScope", domain.KeyPrincipal(targets[2]), "nnnnn"},
+		{"ManageKeyOfAnotherOrg", domain.KeyPrincipal(key("g", "globex", domain.ScopeManage, "invoices:read")), "nnnny"},
+		{"ManagerPerson", domain.PersonPrincipal("u1", "ada", map[string]string{"acme": domain.RoleManager}), "yyyyn"},
+		{"MemberPerson", domain.PersonPrincipal("u2", "bob", map[string]string{"acme": "member"}), "nnnnn"},
+		{"ManagerOfAnotherOrg", domain.PersonPrincipal("u3", "cy", map[string]string{"globex": domain.RoleManager}), "nnnny"},
+		{"PersonWithoutRoles", domain.PersonPrincipal("u4", "di", nil), "nnnnn"},
+		{"System", domain.SystemPrincipal("bootstrap", "keyledger bootstrap"), "yyyyy"},
+		{"Nobody", domain.Principal{}, "nnnnn"},
+	}
+	for _, pc := range principals {
+		for i, target := range targets {
+			t.Run(pc.name+"/On"+target.ID, func(t *testing.T) {
+				want := ""
+				if pc.may[i] == 'n' {
+					want = domain.EFORBIDDEN
+				}
+				if got := domain.ErrorCode(pc.p.MayActOn(&target)); got != want {
+					t.Errorf("MayActOn(%s %v) = %q, want %q", target.ID, target.Scopes, got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestDecideRefusesWhoMayNot holds the rule where it is decided: rotating
+// or revoking a key that holds a scope the caller lacks, or creating a key
+// for an org the caller does not manage, is forbidden before anything else.
+func TestDecideRefusesWhoMayNot(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	secret, err := domain.GenerateSecret("c8k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weak := domain.KeyPrincipal(domain.Key{ID: "weak", OrgID: "acme", Scopes: []string{domain.ScopeManage}})
+	admin := domain.Key{ID: "admin", OrgID: "acme", Scopes: []string{domain.ScopeManage, "invoices:read"}}
+	if _, err := admin.DecideRotate(domain.RotateKey{By: weak}, now, secret); domain.ErrorCode(err) != domain.EFORBIDDEN {
+		t.Errorf("rotate by a weaker key: %v, want forbidden", err)
+	}
+	if _, err := admin.DecideRevoke(domain.RevokeKey{By: weak}, now); domain.ErrorCode(err) != domain.EFORBIDDEN {
+		t.Errorf("revoke by a weaker key: %v, want forbidden", err)
+	}
+	if _, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "x", Scopes: []string{"invoices:read"}, By: weak}, now, 0, secret); domain.ErrorCode(err) != domain.EFORBIDDEN {
+		t.Errorf("create with a scope the caller lacks: %v, want forbidden", err)
+	}
+	if _, err := domain.DecideCreate(domain.CreateKey{OrgID: "globex", Name: "x", By: weak}, now, 0, secret); domain.ErrorCode(err) != domain.EFORBIDDEN {
+		t.Errorf("create in another org: %v, want forbidden", err)
+	}
+	if _, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "x"}, now, 0, secret); domain.ErrorCode(err) != domain.EFORBIDDEN {
+		t.Errorf("create by nobody: %v, want forbidden", err)
 	}
 }

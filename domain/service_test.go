@@ -99,7 +99,7 @@ func newKeys() (*domain.Keys, *memStore, *clock) {
 
 func createKey(t *testing.T, keys *domain.Keys) domain.Issued {
 	t.Helper()
-	issued, err := keys.Create(context.Background(), domain.CreateKey{OrgID: "acme", Name: "ci", Scopes: []string{"read"}, Actor: alice})
+	issued, err := keys.Create(context.Background(), domain.CreateKey{OrgID: "acme", Name: "ci", Scopes: []string{"read"}, By: byAlice})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -111,7 +111,7 @@ func TestKeysCreate(t *testing.T) {
 
 	t.Run("ReturnsTheSecretWhoseHashIsInTheKey", func(t *testing.T) {
 		keys, store, _ := newKeys()
-		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: " ci ", Scopes: []string{"read"}, Actor: alice})
+		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: " ci ", Scopes: []string{"read"}, By: byAlice})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +164,7 @@ func TestKeysCreate(t *testing.T) {
 		c.now = time.Date(2026, 11, 26, 11, 0, 0, 123456789, cet)
 		issued, err := keys.Create(ctx, domain.CreateKey{
 			OrgID: "acme", Name: "ci", ExpiresAt: time.Date(2026, 12, 1, 13, 0, 0, 999999999, cet),
+			By: byAlice,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +184,7 @@ func TestKeysCreate(t *testing.T) {
 	t.Run("ExpiryBeyondMaxIsInvalid", func(t *testing.T) {
 		keys, store, _ := newKeys()
 		keys.MaxExpiry = 24 * time.Hour
-		_, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci", ExpiresAt: t0.Add(25 * time.Hour)})
+		_, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci", ExpiresAt: t0.Add(25 * time.Hour), By: byAlice})
 		wantCode(t, err, domain.EINVALID)
 		if got := store.count(); got != 0 {
 			t.Fatalf("%d events stored, want 0", got)
@@ -192,7 +193,7 @@ func TestKeysCreate(t *testing.T) {
 
 	t.Run("InvalidCommandIsInvalidAndStoresNothing", func(t *testing.T) {
 		keys, store, _ := newKeys()
-		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme.*", Name: "ci"})
+		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme.*", Name: "ci", By: byAlice})
 		wantCode(t, err, domain.EINVALID)
 		if issued.Secret != "" || issued.Key != nil {
 			t.Fatalf("Create = %+v with an error, want zero", issued)
@@ -205,7 +206,7 @@ func TestKeysCreate(t *testing.T) {
 	t.Run("RandomnessFailureIsInternal", func(t *testing.T) {
 		keys, store, _ := newKeys()
 		keys.Rand = errReader{errors.New("entropy pool on fire")}
-		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci"})
+		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci", By: byAlice})
 		wantCode(t, err, domain.EINTERNAL)
 		if msg := domain.ErrorMessage(err); strings.Contains(msg, "fire") {
 			t.Errorf("ErrorMessage = %q leaks the cause", msg)
@@ -218,7 +219,7 @@ func TestKeysCreate(t *testing.T) {
 	t.Run("StoreErrorIsReturned", func(t *testing.T) {
 		keys, store, _ := newKeys()
 		store.createErr = domain.Errorf(domain.EUNAVAILABLE, "no stream")
-		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci"})
+		issued, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "ci", By: byAlice})
 		wantCode(t, err, domain.EUNAVAILABLE)
 		if issued.Secret != "" {
 			t.Fatalf("Create returned secret %q with an error", issued.Secret)
@@ -234,7 +235,7 @@ func TestKeysRotate(t *testing.T) {
 		created := createKey(t, keys)
 		c.now = t0.Add(time.Hour + 789*time.Nanosecond)
 		now := t0.Add(time.Hour)
-		issued, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Minute, IfVersion: created.Key.Version})
+		issued, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Minute, IfVersion: created.Key.Version, By: byAlice})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -265,17 +266,17 @@ func TestKeysRotate(t *testing.T) {
 	t.Run("StaleIfVersionIsPreconditionFailed", func(t *testing.T) {
 		keys, _, _ := newKeys()
 		created := createKey(t, keys)
-		_, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{IfVersion: created.Key.Version + 1})
+		_, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{IfVersion: created.Key.Version + 1, By: byAlice})
 		wantCode(t, err, domain.EPRECONDITION)
 	})
 
 	t.Run("RevokedKeyIsKeyRevoked", func(t *testing.T) {
 		keys, _, _ := newKeys()
 		created := createKey(t, keys)
-		if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{}); err != nil {
+		if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{By: byAlice}); err != nil {
 			t.Fatal(err)
 		}
-		issued, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{})
+		issued, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{By: byAlice})
 		wantCode(t, err, domain.EKEYREVOKED)
 		if issued.Secret != "" {
 			t.Fatalf("Rotate returned secret %q with an error", issued.Secret)
@@ -284,7 +285,7 @@ func TestKeysRotate(t *testing.T) {
 
 	t.Run("UnknownKeyIsNotFound", func(t *testing.T) {
 		keys, _, _ := newKeys()
-		_, err := keys.Rotate(ctx, "acme", domain.NewKeyID(), domain.RotateKey{})
+		_, err := keys.Rotate(ctx, "acme", domain.NewKeyID(), domain.RotateKey{By: byAlice})
 		wantCode(t, err, domain.ENOTFOUND)
 	})
 }
@@ -296,12 +297,12 @@ func TestKeysRevoke(t *testing.T) {
 		keys, _, c := newKeys()
 		created := createKey(t, keys)
 		c.now = t0.Add(time.Minute)
-		rotated, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Hour})
+		rotated, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Hour, By: byAlice})
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.now = t0.Add(2 * time.Minute)
-		k, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{Reason: "leaked"})
+		k, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{Reason: "leaked", By: byAlice})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,10 +319,10 @@ func TestKeysRevoke(t *testing.T) {
 	t.Run("RevokedKeyIsKeyRevoked", func(t *testing.T) {
 		keys, _, _ := newKeys()
 		created := createKey(t, keys)
-		if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{}); err != nil {
+		if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{By: byAlice}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{})
+		_, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{By: byAlice})
 		wantCode(t, err, domain.EKEYREVOKED)
 	})
 }

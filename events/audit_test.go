@@ -16,6 +16,9 @@ import (
 
 var system = domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "test"}
 
+// asSystem is keyledger itself acting, for tests that are not about who may act.
+var asSystem = domain.SystemPrincipal(system.ID, system.Name)
+
 // audited is a stream with history and checkpoints, and its signing key.
 type audited struct {
 	env  *natstest.Env
@@ -34,18 +37,18 @@ func newAudited(t *testing.T) *audited {
 	var ids []string
 	for round := range 2 {
 		for range 3 {
-			k, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", Actor: system})
+			k, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: domain.SystemPrincipal(system.ID, system.Name)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, k.Key.ID)
 		}
 		for _, id := range ids[round*3:] {
-			if _, err := keys.Rotate(ctx, "acme", id, domain.RotateKey{Actor: system}); err != nil {
+			if _, err := keys.Rotate(ctx, "acme", id, domain.RotateKey{By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := keys.Revoke(ctx, "acme", ids[round*3], domain.RevokeKey{Actor: system}); err != nil {
+		if _, err := keys.Revoke(ctx, "acme", ids[round*3], domain.RevokeKey{By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 			t.Fatal(err)
 		}
 		for more := true; more; {
@@ -56,7 +59,7 @@ func newAudited(t *testing.T) *audited {
 		}
 	}
 	// One more event after the last checkpoint: only its key's chain covers it.
-	if _, err := keys.Rotate(ctx, "acme", ids[1], domain.RotateKey{Actor: system}); err != nil {
+	if _, err := keys.Rotate(ctx, "acme", ids[1], domain.RotateKey{By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 		t.Fatal(err)
 	}
 	a := &audited{env: env, priv: priv}
@@ -188,7 +191,7 @@ func TestCheckpointsAreNotDuplicatedByConcurrentInstances(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	keys := &domain.Keys{Store: env.Store}
 	for range 5 {
-		if _, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", Actor: domain.Actor{Kind: domain.ActorSystem}}); err != nil {
+		if _, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: domain.SystemPrincipal("", "")}); err != nil {
 			t.Fatal(err)
 		}
 	}

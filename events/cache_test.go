@@ -22,7 +22,7 @@ func TestUpdateDecidesOnTheCacheAndFallsBackWhenItIsStale(t *testing.T) {
 	env := natstest.Start(t)
 	ctx := context.Background()
 	keys := &domain.Keys{Store: env.Store}
-	created, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", Actor: system})
+	created, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: domain.SystemPrincipal(system.ID, system.Name)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,18 +31,18 @@ func TestUpdateDecidesOnTheCacheAndFallsBackWhenItIsStale(t *testing.T) {
 	cache := staleCache{"acme/" + created.Key.ID: *fresh}
 	env.Store.UseCache(cache)
 
-	first, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{Actor: system})
+	first, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{By: domain.SystemPrincipal(system.ID, system.Name)})
 	if err != nil {
 		t.Fatalf("rotate on a current cache: %v", err)
 	}
 	// The cache now lags by one event: the append must conflict and the
 	// stream's state decide instead, with no lost update.
-	second, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{Actor: system})
+	second, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{By: domain.SystemPrincipal(system.ID, system.Name)})
 	if err != nil {
 		t.Fatalf("rotate on a stale cache: %v", err)
 	}
 	// A condition that only the stream's state satisfies.
-	third, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{IfVersion: second.Key.Version, Actor: system})
+	third, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{IfVersion: second.Key.Version, By: domain.SystemPrincipal(system.ID, system.Name)})
 	if err != nil {
 		t.Fatalf("If-Match on the current version with a stale cache: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestUpdateDecidesOnTheCacheAndFallsBackWhenItIsStale(t *testing.T) {
 			t.Errorf("event %d is not chained to the one before", i)
 		}
 	}
-	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{IfVersion: 1, Actor: system}); domain.ErrorCode(err) != domain.EPRECONDITION {
+	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{IfVersion: 1, By: domain.SystemPrincipal(system.ID, system.Name)}); domain.ErrorCode(err) != domain.EPRECONDITION {
 		t.Errorf("a really stale If-Match: %v, want precondition_failed", err)
 	}
 }
@@ -67,14 +67,14 @@ func TestOnAppendedGivesEachEventAsTheStreamHoldsIt(t *testing.T) {
 	env.Store.OnAppended(func(e domain.Event) { got = append(got, e) })
 	keys := &domain.Keys{Store: env.Store}
 	// No scopes: the stored body says [], and so must the offered event.
-	created, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", Actor: system})
+	created, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: domain.SystemPrincipal(system.ID, system.Name)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Hour, Actor: system}); err != nil {
+	if _, err := keys.Rotate(ctx, "acme", created.Key.ID, domain.RotateKey{GracePeriod: time.Hour, By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{Reason: "done", Actor: system}); err != nil {
+	if _, err := keys.Revoke(ctx, "acme", created.Key.ID, domain.RevokeKey{Reason: "done", By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 		t.Fatal(err)
 	}
 	stored, err := env.Store.Load(ctx, "acme", created.Key.ID)

@@ -12,16 +12,16 @@ import (
 func sampleEvents(t testing.TB) []domain.Event {
 	secret, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
 	now := time.Date(2026, 11, 27, 9, 0, 0, 123456000, time.UTC)
-	actor := domain.Actor{Kind: "user", ID: "u", Name: "ada"}
-	created, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "k", Scopes: []string{"read", "write"}, ExpiresAt: now.Add(time.Hour), Actor: actor}, now, 0, secret)
+	actorBy := domain.PersonPrincipal("u", "ada", map[string]string{"acme": domain.RoleManager})
+	created, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "k", Scopes: []string{"read", "write"}, ExpiresAt: now.Add(time.Hour), By: actorBy}, now, 0, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "no scopes, never expires", Actor: actor}, now, 0, secret)
+	bare, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "no scopes, never expires", By: actorBy}, now, 0, secret)
 	k, _ := domain.Rebuild([]domain.Event{created})
-	rotated, _ := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, secret)
-	rotatedNow, _ := k.DecideRotate(domain.RotateKey{Actor: actor}, now, secret)
-	revoked, _ := k.DecideRevoke(domain.RevokeKey{Reason: "leaked", Actor: actor}, now)
+	rotated, _ := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, By: actorBy}, now, secret)
+	rotatedNow, _ := k.DecideRotate(domain.RotateKey{By: actorBy}, now, secret)
+	revoked, _ := k.DecideRevoke(domain.RevokeKey{Reason: "leaked", By: actorBy}, now)
 	rotated.PrevHash = "00aa"
 	return []domain.Event{created, bare, rotated, rotatedNow, revoked}
 }

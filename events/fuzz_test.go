@@ -15,10 +15,10 @@ import (
 func FuzzDecode(f *testing.F) {
 	secret, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
 	now := time.Date(2026, 11, 27, 9, 0, 0, 123456000, time.UTC)
-	created, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "k", Scopes: []string{"read"}, ExpiresAt: now.Add(time.Hour), Actor: domain.Actor{Kind: "user", ID: "u", Name: "ada"}}, now, 0, secret)
+	created, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "k", Scopes: []string{"read"}, ExpiresAt: now.Add(time.Hour), By: domain.PersonPrincipal("u", "ada", map[string]string{"acme": domain.RoleManager})}, now, 0, secret)
 	k, _ := domain.Rebuild([]domain.Event{created})
-	rotated, _ := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour}, now, secret)
-	revoked, _ := k.DecideRevoke(domain.RevokeKey{Reason: "leaked"}, now)
+	rotated, _ := k.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, By: asSystem}, now, secret)
+	revoked, _ := k.DecideRevoke(domain.RevokeKey{Reason: "leaked", By: asSystem}, now)
 	for _, e := range []domain.Event{created, rotated, revoked} {
 		body, _ := events.Encode(e)
 		f.Add(body)

@@ -33,7 +33,7 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := &domain.Keys{Store: store}
-	real, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "real", Actor: domain.Actor{Kind: domain.ActorSystem, ID: "test"}})
+	real, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "real", By: domain.SystemPrincipal("test", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 	}
 	t.Run("SubscriberCannotPublishAnEvent", func(t *testing.T) {
 		before, _ := store.LastSeq(ctx)
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "forged", Scopes: []string{domain.ScopeManage}}, time.Now(), 0, forged)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "forged", Scopes: []string{domain.ScopeManage}, By: asSystem}, time.Now(), 0, forged)
 		if err != nil {
 			t.Fatal(err)
 		}

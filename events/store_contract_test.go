@@ -18,6 +18,9 @@ import (
 // storeActor is who appends in these tests.
 var storeActor = domain.Actor{Kind: domain.ActorUser, ID: "u_7", Name: "Store Tester"}
 
+// storeBy is storeActor signed in as a manager of the orgs these tests use.
+var storeBy = domain.PersonPrincipal(storeActor.ID, storeActor.Name, map[string]string{"acme": domain.RoleManager, "globex": domain.RoleManager, "initech": domain.RoleManager, "acme-co": domain.RoleManager})
+
 // testCtx ends with the test, and at most after 20 seconds.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
@@ -33,7 +36,7 @@ func mintCreated(t *testing.T, org string) domain.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "ci", Scopes: []string{"read"}, Actor: storeActor}, codecAt, 0, secret)
+	e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "ci", Scopes: []string{"read"}, By: storeBy}, codecAt, 0, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,12 +59,12 @@ func rotateNow(k *domain.Key) ([]domain.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := k.DecideRotate(domain.RotateKey{Actor: storeActor}, codecAt.Add(time.Minute), secret)
+	e, err := k.DecideRotate(domain.RotateKey{By: storeBy}, codecAt.Add(time.Minute), secret)
 	return []domain.Event{e}, err
 }
 
 func revokeNow(k *domain.Key) ([]domain.Event, error) {
-	e, err := k.DecideRevoke(domain.RevokeKey{Reason: "test", Actor: storeActor}, codecAt.Add(2*time.Minute))
+	e, err := k.DecideRevoke(domain.RevokeKey{Reason: "test", By: storeBy}, codecAt.Add(2*time.Minute))
 	return []domain.Event{e}, err
 }
 

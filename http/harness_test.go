@@ -86,7 +86,7 @@ func (h *harness) bootstrap(org string, scopes ...string) string {
 	}
 	issued, err := h.keys.Create(context.Background(), domain.CreateKey{
 		OrgID: org, Name: "admin of " + org, Scopes: scopes,
-		Actor: domain.Actor{Kind: domain.ActorSystem, ID: "bootstrap", Name: "keyledger bootstrap"},
+		By: domain.SystemPrincipal("bootstrap", "keyledger bootstrap"),
 	})
 	if err != nil {
 		h.t.Fatalf("bootstrap %s: %v", org, err)

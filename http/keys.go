@@ -27,17 +27,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	p := caller(r.Context())
-	scopes, err := domain.ValidateScopes(req.Scopes)
-	if err == nil {
-		err = p.MayGrant(scopes)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	issued, err := s.Keys.Create(r.Context(), domain.CreateKey{
-		OrgID: chi.URLParam(r, "org"), Name: req.Name, Scopes: scopes, ExpiresAt: req.ExpiresAt, Actor: p.Actor,
+		OrgID: chi.URLParam(r, "org"), Name: req.Name, Scopes: req.Scopes, ExpiresAt: req.ExpiresAt, By: caller(r.Context()),
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -63,7 +54,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	// refuses anything over it, so cap them just past it.
 	grace := time.Duration(min(req.GracePeriodSeconds, int64(domain.MaxGracePeriod/time.Second)+1)) * time.Second
 	org, id := orgAndKey(r)
-	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, Actor: caller(r.Context()).Actor})
+	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, By: caller(r.Context())})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -84,7 +75,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, id := orgAndKey(r)
-	k, err := s.Keys.Revoke(r.Context(), org, id, domain.RevokeKey{Reason: req.Reason, IfVersion: ifVersion, Actor: caller(r.Context()).Actor})
+	k, err := s.Keys.Revoke(r.Context(), org, id, domain.RevokeKey{Reason: req.Reason, IfVersion: ifVersion, By: caller(r.Context())})
 	if err != nil {
 		s.fail(w, r, err)
 		return

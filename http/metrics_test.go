@@ -245,11 +245,11 @@ func (h *harness) conflictOnce(org, id string) {
 	_, err := store.Update(ctx, org, id, func(k *domain.Key) ([]domain.Event, error) {
 		if first {
 			first = false
-			if _, err := h.keys.Rotate(ctx, org, id, domain.RotateKey{Actor: actor}); err != nil {
+			if _, err := h.keys.Rotate(ctx, org, id, domain.RotateKey{By: domain.SystemPrincipal(actor.ID, actor.Name)}); err != nil {
 				return nil, err
 			}
 		}
-		e, err := k.DecideRevoke(domain.RevokeKey{Reason: "conflict test", Actor: actor}, time.Now())
+		e, err := k.DecideRevoke(domain.RevokeKey{Reason: "conflict test", By: domain.SystemPrincipal(actor.ID, actor.Name)}, time.Now())
 		return []domain.Event{e}, err
 	})
 	if err != nil {
@@ -263,7 +263,7 @@ func TestMetricsShowAProjectionBehind(t *testing.T) {
 	for i := range 3 {
 		if _, err := keys.Create(context.Background(), domain.CreateKey{
 			OrgID: "lagging", Name: "k" + strconv.Itoa(i),
-			Actor: domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "test"},
+			By: domain.SystemPrincipal("test", "test"),
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -198,7 +198,7 @@ func TestSlowStreamClientIsCutOff(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range n / writers {
-				if _, err := h.keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: fmt.Sprint("bulk ", w, " ", i), Actor: domain.Actor{Kind: domain.ActorSystem}}); err != nil {
+				if _, err := h.keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: fmt.Sprint("bulk ", w, " ", i), By: domain.SystemPrincipal("", "")}); err != nil {
 					t.Error(err)
 					return
 				}

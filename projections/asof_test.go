@@ -67,16 +67,16 @@ func TestAsOfEqualsReplayUpToTheInstant(t *testing.T) {
 				if rng.IntN(3) == 0 {
 					exp = now.Add(time.Duration(1+rng.IntN(10)) * time.Hour)
 				}
-				k, err := keys.Create(ctx, domain.CreateKey{OrgID: org, Name: "k", ExpiresAt: exp, Actor: actor})
+				k, err := keys.Create(ctx, domain.CreateKey{OrgID: org, Name: "k", ExpiresAt: exp, By: by(actor, org)})
 				if err == nil {
 					ids = append(ids, k.Key.OrgID+"/"+k.Key.ID)
 				}
 			case op == 1 || op == 2:
 				o, id := split(ids[rng.IntN(len(ids))])
-				_, _ = keys.Rotate(ctx, o, id, domain.RotateKey{GracePeriod: time.Duration(rng.IntN(2)) * time.Hour, Actor: actor})
+				_, _ = keys.Rotate(ctx, o, id, domain.RotateKey{GracePeriod: time.Duration(rng.IntN(2)) * time.Hour, By: by(actor, o)})
 			default:
 				o, id := split(ids[rng.IntN(len(ids))])
-				_, _ = keys.Revoke(ctx, o, id, domain.RevokeKey{Actor: actor})
+				_, _ = keys.Revoke(ctx, o, id, domain.RevokeKey{By: by(actor, o)})
 			}
 		}
 		for range 10 {
@@ -149,4 +149,15 @@ func sortByID(ks []projections.KeyAt) {
 			ks[j], ks[j-1] = ks[j-1], ks[j]
 		}
 	}
+}
+
+// by is actor as a principal allowed to manage the keys of org.
+func by(actor domain.Actor, org string) domain.Principal {
+	switch actor.Kind {
+	case domain.ActorKey:
+		return domain.KeyPrincipal(domain.Key{ID: actor.ID, OrgID: org, Name: actor.Name, Scopes: []string{domain.ScopeManage}})
+	case domain.ActorSystem:
+		return domain.SystemPrincipal(actor.ID, actor.Name)
+	}
+	return domain.PersonPrincipal(actor.ID, actor.Name, map[string]string{org: domain.RoleManager})
 }

@@ -17,6 +17,9 @@ var base = time.Date(2026, 11, 26, 10, 0, 0, 123456000, time.UTC)
 
 var manager = domain.Actor{Kind: domain.ActorUser, ID: "u_1", Name: "Manager"}
 
+// managerBy is manager signed in, a manager of every org these tests use.
+var managerBy = domain.PersonPrincipal(manager.ID, manager.Name, map[string]string{"acme": domain.RoleManager, "globex": domain.RoleManager, "initech": domain.RoleManager})
+
 // ledger decides events with the domain's own commands and numbers them as
 // the stream would, keeping each key's state to decide the next one.
 type ledger struct {
@@ -59,7 +62,7 @@ func (l *ledger) secret() string {
 func (l *ledger) create(org string, at, expires time.Time) (id, secret string) {
 	l.t.Helper()
 	secret = l.secret()
-	e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "key " + org, Scopes: []string{"read"}, ExpiresAt: expires, Actor: manager}, at, 0, secret)
+	e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "key " + org, Scopes: []string{"read"}, ExpiresAt: expires, By: managerBy}, at, 0, secret)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -69,7 +72,7 @@ func (l *ledger) create(org string, at, expires time.Time) (id, secret string) {
 func (l *ledger) rotate(id string, at time.Time, grace time.Duration) (secret string) {
 	l.t.Helper()
 	secret = l.secret()
-	e, err := l.keys[id].DecideRotate(domain.RotateKey{GracePeriod: grace, Actor: manager}, at, secret)
+	e, err := l.keys[id].DecideRotate(domain.RotateKey{GracePeriod: grace, By: managerBy}, at, secret)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -79,7 +82,7 @@ func (l *ledger) rotate(id string, at time.Time, grace time.Duration) (secret st
 
 func (l *ledger) revoke(id string, at time.Time) {
 	l.t.Helper()
-	e, err := l.keys[id].DecideRevoke(domain.RevokeKey{Reason: "done", Actor: manager}, at)
+	e, err := l.keys[id].DecideRevoke(domain.RevokeKey{Reason: "done", By: managerBy}, at)
 	if err != nil {
 		l.t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func newKeys(env *natstest.Env) *domain.Keys {
 
 func mustCreateKey(t *testing.T, keys *domain.Keys, org string) domain.Issued {
 	t.Helper()
-	issued, err := keys.Create(context.Background(), domain.CreateKey{OrgID: org, Name: "ci " + org, Scopes: []string{"read"}, Actor: manager})
+	issued, err := keys.Create(context.Background(), domain.CreateKey{OrgID: org, Name: "ci " + org, Scopes: []string{"read"}, By: managerBy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func mustCreateKey(t *testing.T, keys *domain.Keys, org string) domain.Issued {
 
 func mustRotateKey(t *testing.T, keys *domain.Keys, k *domain.Key, grace time.Duration) domain.Issued {
 	t.Helper()
-	issued, err := keys.Rotate(context.Background(), k.OrgID, k.ID, domain.RotateKey{GracePeriod: grace, Actor: manager})
+	issued, err := keys.Rotate(context.Background(), k.OrgID, k.ID, domain.RotateKey{GracePeriod: grace, By: managerBy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func mustRotateKey(t *testing.T, keys *domain.Keys, k *domain.Key, grace time.Du
 
 func mustRevokeKey(t *testing.T, keys *domain.Keys, k *domain.Key) *domain.Key {
 	t.Helper()
-	revoked, err := keys.Revoke(context.Background(), k.OrgID, k.ID, domain.RevokeKey{Actor: manager})
+	revoked, err := keys.Revoke(context.Background(), k.OrgID, k.ID, domain.RevokeKey{By: managerBy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func smallTable(t *testing.T) (*Table, []string) {
 	t.Helper()
 	table := NewTable()
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	actor := domain.Actor{Kind: domain.ActorUser, ID: "u1", Name: "Ann"}
+	actorBy := domain.PersonPrincipal("u1", "Ann", map[string]string{"acme": domain.RoleManager, "globex": domain.RoleManager})
 	var secrets []string
 	seq := uint64(0)
 	apply := func(e domain.Event) {
@@ -31,7 +31,7 @@ func smallTable(t *testing.T) (*Table, []string) {
 	for i, org := range []string{"acme", "acme", "globex"} {
 		s, _ := domain.GenerateSecret("c8k", nil)
 		secrets = append(secrets, s)
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "key " + string(rune('a'+i)), Scopes: []string{"read"}, Actor: actor}, now, 0, s)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "key " + string(rune('a'+i)), Scopes: []string{"read"}, By: actorBy}, now, 0, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,15 +41,15 @@ func smallTable(t *testing.T) (*Table, []string) {
 	}
 	s, _ := domain.GenerateSecret("c8k", nil)
 	secrets = append(secrets, s)
-	rot, _ := keys[0].DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, s)
+	rot, _ := keys[0].DecideRotate(domain.RotateKey{GracePeriod: time.Hour, By: actorBy}, now, s)
 	apply(rot)
 	// Once more: the first secret is then retired, kept whole.
 	s2nd, _ := domain.GenerateSecret("c8k", nil)
 	secrets = append(secrets, s2nd)
 	k0, _ := table.Listing().Get("acme", keys[0].ID)
-	rot2, _ := k0.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, Actor: actor}, now, s2nd)
+	rot2, _ := k0.DecideRotate(domain.RotateKey{GracePeriod: time.Hour, By: actorBy}, now, s2nd)
 	apply(rot2)
-	rev, _ := keys[2].DecideRevoke(domain.RevokeKey{Actor: actor}, now)
+	rev, _ := keys[2].DecideRevoke(domain.RevokeKey{By: actorBy}, now)
 	apply(rev)
 	return table, secrets
 }

@@ -73,20 +73,20 @@ func history(t *testing.T, env *natstest.Env, n int) (orgs, secrets []string) {
 	orgs = []string{"acme", "globex"}
 	for i := range n {
 		org := orgs[i%2]
-		k, err := keys.Create(ctx, domain.CreateKey{OrgID: org, Name: fmt.Sprint("key ", i), Scopes: []string{"read"}, Actor: system})
+		k, err := keys.Create(ctx, domain.CreateKey{OrgID: org, Name: fmt.Sprint("key ", i), Scopes: []string{"read"}, By: domain.SystemPrincipal(system.ID, system.Name)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		secrets = append(secrets, k.Secret)
 		switch i % 4 {
 		case 1:
-			r, err := keys.Rotate(ctx, org, k.Key.ID, domain.RotateKey{GracePeriod: time.Hour, Actor: system})
+			r, err := keys.Rotate(ctx, org, k.Key.ID, domain.RotateKey{GracePeriod: time.Hour, By: domain.SystemPrincipal(system.ID, system.Name)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			secrets = append(secrets, r.Secret)
 		case 2:
-			if _, err := keys.Revoke(ctx, org, k.Key.ID, domain.RevokeKey{Actor: system}); err != nil {
+			if _, err := keys.Revoke(ctx, org, k.Key.ID, domain.RevokeKey{By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 				t.Fatal(err)
 			}
 		}

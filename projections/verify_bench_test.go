@@ -20,7 +20,7 @@ func BenchmarkProjectionsMemory(b *testing.B) {
 		now := time.Now()
 		for i := range evs {
 			s, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
-			evs[i], _ = domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "service key", Scopes: []string{"read"}, Actor: domain.Actor{Kind: domain.ActorSystem}}, now, 0, s)
+			evs[i], _ = domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "service key", Scopes: []string{"read"}, By: domain.SystemPrincipal("", "")}, now, 0, s)
 			evs[i].Seq = uint64(i + 1)
 		}
 		before := liveHeap()

@@ -35,7 +35,7 @@ func BenchmarkVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 		secrets[i] = s
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "bench", Actor: domain.Actor{Kind: domain.ActorSystem}}, time.Now(), 0, s)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "bench", By: domain.SystemPrincipal("", "")}, time.Now(), 0, s)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -102,7 +102,7 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 	ctx := context.Background()
 	secrets, ids := make([]string, n), make([]string, n)
 	for i := range secrets {
-		issued, err := api.Keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "doomed", Actor: domain.Actor{Kind: domain.ActorSystem}})
+		issued, err := api.Keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "doomed", By: domain.SystemPrincipal("", "")})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 		for range b.N {
 			lat := make([]time.Duration, 0, n)
 			for range n {
-				e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "bench", Name: "raw", Actor: domain.Actor{Kind: domain.ActorSystem}}, time.Now(), 0, secrets[0])
+				e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "bench", Name: "raw", By: domain.SystemPrincipal("", "")}, time.Now(), 0, secrets[0])
 				body, _ := events.Encode(e)
 				if _, err := env.JS.Publish(ctx, events.Subject(e.OrgID, e.KeyID, e.Type), body,
 					jetstream.WithExpectLastSequenceForSubject(0, events.KeySubjects(e.OrgID, e.KeyID))); err != nil {
@@ -174,7 +174,7 @@ func BenchmarkRevocationPropagation(b *testing.B) {
 // fresh creates n more keys for another round of revocations.
 func fresh(b *testing.B, api *apitest.API, n int) (ids, secrets []string) {
 	for range n {
-		issued, err := api.Keys.Create(context.Background(), domain.CreateKey{OrgID: "acme", Name: "doomed", Actor: domain.Actor{Kind: domain.ActorSystem}})
+		issued, err := api.Keys.Create(context.Background(), domain.CreateKey{OrgID: "acme", Name: "doomed", By: domain.SystemPrincipal("", "")})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -190,7 +190,7 @@ func fill(b *testing.B, env *natstest.Env, n int) {
 	b.Helper()
 	secret, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
 	for i := range n {
-		e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "bulk", Actor: domain.Actor{Kind: domain.ActorSystem}}, time.Now(), 0, secret)
+		e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "bulk", By: domain.SystemPrincipal("", "")}, time.Now(), 0, secret)
 		body, _ := events.Encode(e)
 		if _, err := env.JS.PublishAsync(events.Subject(e.OrgID, e.KeyID, e.Type), body); err != nil {
 			b.Fatal(err)

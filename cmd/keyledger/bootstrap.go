@@ -42,7 +42,7 @@ func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	keys := &domain.Keys{Store: b.store, Prefix: c.keyPrefix}
 	issued, err := keys.Create(ctx, domain.CreateKey{
 		OrgID: *org, Name: *name, Scopes: strings.Split(*scopes, ","),
-		Actor: domain.Actor{Kind: domain.ActorSystem, ID: "bootstrap", Name: "keyledger bootstrap"},
+		By: domain.SystemPrincipal("bootstrap", "keyledger bootstrap"),
 	})
 	if err != nil {
 		return err

@@ -86,7 +86,7 @@ func (a *API) Bootstrap(t testing.TB, org string, scopes ...string) string {
 	t.Helper()
 	issued, err := a.Keys.Create(context.Background(), domain.CreateKey{
 		OrgID: org, Name: "admin of " + org, Scopes: append([]string{domain.ScopeManage}, scopes...),
-		Actor: domain.Actor{Kind: domain.ActorSystem, ID: "bootstrap", Name: "keyledger bootstrap"},
+		By: domain.SystemPrincipal("bootstrap", "keyledger bootstrap"),
 	})
 	if err != nil {
 		t.Fatalf("bootstrap %s: %v", org, err)

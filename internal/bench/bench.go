@@ -135,7 +135,7 @@ type fixture struct {
 	serverBytesPerKey float64
 }
 
-var benchActor = domain.Actor{Kind: domain.ActorSystem, ID: "bench", Name: "keyledger bench"}
+var benchBy = domain.SystemPrincipal("bench", "keyledger bench")
 
 func newFixture(n int) (*fixture, error) {
 	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n)}
@@ -146,7 +146,7 @@ func newFixture(n int) (*fixture, error) {
 			return nil, err
 		}
 		org := fmt.Sprintf("org-%d", i%100)
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "service key", Scopes: []string{"read"}, Actor: benchActor}, now, 0, s)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "service key", Scopes: []string{"read"}, By: benchBy}, now, 0, s)
 		if err != nil {
 			return nil, err
 		}

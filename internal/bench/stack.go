@@ -66,7 +66,7 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	}
 	s.url = url
 	s.stop = func() { stopHTTP(); cancel(); emb.Close() }
-	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: []string{domain.ScopeManage}, Actor: benchActor})
+	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: []string{domain.ScopeManage}, By: benchBy})
 	if err != nil {
 		s.stop()
 		return nil, err
@@ -198,7 +198,7 @@ func propagation(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
 	client := httpClient(1)
 	lat := make([]time.Duration, 0, n)
 	for range n {
-		k, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "doomed", Actor: benchActor})
+		k, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "doomed", By: benchBy})
 		if err != nil {
 			return nil, err
 		}
