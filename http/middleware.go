@@ -203,6 +203,28 @@ func (s *Server) bound(next http.Handler) http.Handler {
 	})
 }
 
+// current lets a request reach the projections only when they can be
+// trusted: once they have replayed the stream as it stood at start (until
+// then a revocation may sit in the tail not yet applied, and its key would
+// answer VALID), and, with MaxStaleness, while the event store has not
+// been out of reach for longer than that. Otherwise 503 with Retry-After:
+// the instance fails closed.
+func (s *Server) current(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.Runner.Ready() {
+			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "this instance is still replaying the event stream (applied up to sequence %d); retry shortly", s.Runner.Applied()))
+			return
+		}
+		if s.MaxStaleness > 0 && s.Unreachable != nil {
+			if since := s.Unreachable(); !since.IsZero() && s.Now().Sub(since) > s.MaxStaleness {
+				s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "this instance has not reached the event store for %ds, longer than it may answer from memory; retry shortly", int(s.Now().Sub(since).Seconds())))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // staleness marks every answer given while the event store is unreachable
 // with how long it has been: reads and verifications then come from memory
 // and may miss what happened since.

@@ -52,7 +52,11 @@ type Server struct {
 	// from memory say how stale they may be (X-Keyledger-Stale-Seconds).
 	// nil: always reachable.
 	Unreachable func() time.Time
-	Now         func() time.Time
+	// MaxStaleness, when not zero, makes verifications fail closed (503)
+	// once the event store has been unreachable for longer: past it, a
+	// revocation made elsewhere may not have reached this instance.
+	MaxStaleness time.Duration
+	Now          func() time.Time
 	Logger      *slog.Logger
 	// Version is the build's version, shown by /healthz and a metric.
 	Version string
@@ -145,12 +149,12 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/openapi.json", s.openAPIDocument)
 	r.Get("/readyz", s.readyz)
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
-	r.With(s.verifyLimit).Post("/v1/verify", s.verify)
-	r.Get("/v1/whoami", s.whoami)
-	r.Get("/v1/events/stream", s.keyEventStream)
+	r.With(s.current, s.verifyLimit).Post("/v1/verify", s.verify)
+	r.With(s.current).Get("/v1/whoami", s.whoami)
+	r.With(s.current).Get("/v1/events/stream", s.keyEventStream)
 	r.Get("/v1/audit/pubkey", s.auditPubkey)
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
-		r.Use(s.manager)
+		r.Use(s.current, s.manager)
 		r.Route("/keys", s.keyRoutes)
 		r.Get("/events", s.orgEvents)
 		r.Get("/events/stream", s.orgEventStream)

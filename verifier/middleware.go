@@ -32,7 +32,9 @@ func FromContext(ctx context.Context) (Identity, bool) {
 // Middleware lets through requests carrying a valid key, in
 // `Authorization: Bearer <key>` or `X-API-Key: <key>`, and puts its Identity
 // in the request's context. Others get 401 with a JSON error naming the
-// verdict (never the key).
+// verdict (never the key); while the verifier cannot vouch for any key
+// (Unavailable: not ready, or stale past Options.MaxStaleness), 503 with
+// Retry-After, so that clients retry rather than give up.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("X-API-Key")
@@ -45,6 +47,11 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		res := v.Verify(key)
+		if res.Code == Unavailable {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "keys cannot be checked right now: the verifier is not current with keyledger's stream")
+			return
+		}
 		if !res.Valid() {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="api", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "key is not valid ("+res.Code+")")

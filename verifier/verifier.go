@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,9 +34,23 @@ type Options struct {
 	OnCreated func(Event)
 	OnRotated func(Event)
 	OnRevoked func(Event)
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// MaxStaleness, when not zero, makes Verify fail closed (Unavailable)
+	// once the verifier has not been able to confirm for that long that it
+	// holds everything the stream holds: its feed is cut off, and a
+	// revocation made meanwhile would not reach it. Zero (the default)
+	// keeps answering from memory through an outage: the service stays up,
+	// at the price of honouring a key revoked during the outage until the
+	// feed is back. Choose by which failure costs you more.
+	MaxStaleness time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
+
+// Unavailable is the code of a verification the verifier cannot vouch
+// for: it has not replayed the stream yet (Ready is false), or, with
+// Options.MaxStaleness, its feed has been cut off for longer than that.
+// Such a result is never Valid; Middleware answers it with 503.
+const Unavailable = "UNAVAILABLE"
 
 // Verifier is a local, always-current verify index.
 type Verifier struct {
@@ -43,6 +59,9 @@ type Verifier struct {
 	now    func() time.Time
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	maxStaleness time.Duration
+	freshUntil   atomic.Int64 // Unix nanoseconds: when, unheard from, it stops vouching
 }
 
 // New attaches to the KEYLEDGER stream through js and starts following it
@@ -58,19 +77,60 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
-	v := &Verifier{index: projections.NewVerifyIndex(), now: opts.Now, done: make(chan struct{})}
+	v := &Verifier{index: projections.NewVerifyIndex(), now: opts.Now, done: make(chan struct{}), maxStaleness: opts.MaxStaleness}
 	v.runner = projections.NewRunner(store, opts.Logger, v.index, &callbacks{opts: opts})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v.cancel = cancel
+	var loops sync.WaitGroup
+	loops.Go(func() { _ = v.runner.Run(runCtx) })
+	if v.maxStaleness > 0 {
+		v.freshUntil.Store(v.now().Add(v.maxStaleness).UnixNano())
+		loops.Go(func() { v.watchFreshness(runCtx) })
+	}
 	go func() {
-		defer close(v.done)
-		_ = v.runner.Run(runCtx)
+		loops.Wait()
+		close(v.done)
 	}()
 	return v, nil
 }
 
-// Verify tells what key is worth now, from memory.
-func (v *Verifier) Verify(key string) Result { return v.index.Verify(key, v.now()) }
+// watchFreshness asks the stream, a few times per MaxStaleness, how far it
+// goes: each time the verifier has applied everything the stream held at
+// the previous ask, it is current, and may vouch for another MaxStaleness.
+func (v *Verifier) watchFreshness(ctx context.Context) {
+	every := min(max(v.maxStaleness/4, 20*time.Millisecond), 5*time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var held uint64 // the stream's last sequence at the previous ask
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, every)
+		last, err := v.runner.StreamLastSeq(actx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if v.runner.Ready() && v.runner.Applied() >= held {
+			v.freshUntil.Store(v.now().Add(v.maxStaleness).UnixNano())
+		}
+		held = last
+	}
+}
+
+// Verify tells what key is worth now, from memory; Unavailable until the
+// verifier has replayed the stream, and, with MaxStaleness, while its feed
+// has been cut off for longer than that.
+func (v *Verifier) Verify(key string) Result {
+	now := v.now()
+	if !v.runner.Ready() || v.maxStaleness > 0 && now.UnixNano() > v.freshUntil.Load() {
+		return Result{Verdict: domain.Verdict{Code: Unavailable}}
+	}
+	return v.index.Verify(key, now)
+}
 
 // Ready reports whether the verifier has applied every event that was in
 // the stream when it started.

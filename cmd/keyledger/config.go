@@ -170,6 +170,7 @@ type serveFlags struct {
 	readHeader       time.Duration
 	maxInFlight      int
 	maxStreams       int
+	maxStaleness     time.Duration
 	printConfig      bool
 }
 
@@ -213,6 +214,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once; past it, 503 at once")
 	fs.IntVar(&f.maxStreams, "max-event-streams", 256, "event streams open at once; past it, 503 at once")
+	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "fail closed: once NATS has been unreachable this long, verifications and key sign-ins answer 503 (0: keep answering from memory)")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 	return fs, f
@@ -223,6 +225,9 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 func (f *serveFlags) check() error {
 	if f.auditKey == "" && f.natsURL == "" {
 		f.auditKey = filepath.Join(f.dataDir, "audit-signing-key.pem")
+	}
+	if f.maxStaleness < 0 {
+		return fmt.Errorf("--max-staleness must not be negative")
 	}
 	if f.checkpointEvery < time.Second {
 		return fmt.Errorf("--checkpoint-interval must be at least 1s")

@@ -67,6 +67,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		CommandTimeout:   f.commandTimeout,
 		MaxInFlight:      f.maxInFlight,
 		MaxStreams:       f.maxStreams,
+		MaxStaleness:     f.maxStaleness,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
 		CORSOrigins:      splitList(f.corsOrigins),
