@@ -57,7 +57,7 @@ type Server struct {
 	// revocation made elsewhere may not have reached this instance.
 	MaxStaleness time.Duration
 	Now          func() time.Time
-	Logger      *slog.Logger
+	Logger       *slog.Logger
 	// Version is the build's version, shown by /healthz and a metric.
 	Version string
 	// WaitTimeout bounds how long a read waits for ?min_seq and a write for
