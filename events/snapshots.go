@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,9 +20,10 @@ type Snapshots struct {
 	stream jetstream.Stream
 }
 
-// OpenSnapshots creates or updates the bucket.
+// OpenSnapshots creates the bucket when it is missing (an existing one is
+// used as it is, unless it has fewer replicas than asked).
 func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replicas int) (*Snapshots, error) {
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	obs, err := openObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "keyledger: the newest snapshot of the projections (a cache of the stream)",
 		Storage:     jetstream.FileStorage,
@@ -31,7 +31,7 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 		Compression: false, // already s2-compressed
 	})
 	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
+		return nil, err
 	}
 	return &Snapshots{obs: obs, stream: s.stream}, nil
 }

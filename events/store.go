@@ -135,26 +135,17 @@ func (s *Store) UseCache(c KeyCache) { s.cache = c }
 
 var _ domain.Store = (*Store)(nil)
 
-// Open creates the stream, or updates it to this configuration, and returns
-// a store on it.
+// Open creates the stream when it is missing and returns a store on it.
+// An existing stream is never changed: it is refused, with what differs,
+// when it has fewer replicas than asked or could lose events (deletes or
+// purges allowed, limits that drop old events).
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamName,
-		Description: "keyledger: every change to every API key; the only source of truth",
-		Subjects:    []string{SubjectRoot + ".>", CheckpointSubject},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Replicas:    cfg.Replicas,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		Duplicates:  2 * time.Minute,
-		AllowDirect: true,
-	})
+	stream, err := openStream(ctx, js, cfg.Replicas)
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+		return nil, err
 	}
 	return newStore(js, stream, cfg), nil
 }

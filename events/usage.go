@@ -19,9 +19,10 @@ type UsageStore struct {
 	kv jetstream.KeyValue
 }
 
-// OpenUsage creates or updates the bucket.
+// OpenUsage creates the bucket when it is missing (an existing one is
+// used as it is, unless it has fewer replicas than asked).
 func OpenUsage(ctx context.Context, js jetstream.JetStream, replicas int) (*UsageStore, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := openKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      UsageBucket,
 		Description: "keyledger: the minute each key was last used, merged across instances",
 		History:     1,
@@ -29,7 +30,7 @@ func OpenUsage(ctx context.Context, js jetstream.JetStream, replicas int) (*Usag
 		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("key-value bucket %s: %w", UsageBucket, err)
+		return nil, err
 	}
 	return &UsageStore{kv: kv}, nil
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestAttackStaleInstanceFailsClosed cuts NATS from under `serve
@@ -62,5 +66,63 @@ func TestAttackStaleInstanceFailsClosed(t *testing.T) {
 			t.Fatal("verify did not vouch again within 30 s of NATS coming back")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAttackAttachingNeverLoosensTheStream replays item 11 of the attack:
+// attaching to a cluster with a lower --stream-replicas (the default, 1)
+// must not shrink an R3 stream to R1, nor its buckets; a stream with fewer
+// replicas than asked, or one that allows deletes or drops old events, is
+// refused with a message saying what differs; nothing is ever loosened.
+func TestAttackAttachingNeverLoosensTheStream(t *testing.T) {
+	nodes := cluster(t)
+	dir := t.TempDir()
+	env := []string{"KEYLEDGER_NATS_URL=" + urls(nodes)}
+	if _, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin", "--stream-replicas", "3"); err != nil {
+		t.Fatalf("bootstrap on R3: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "second admin"); err != nil {
+		t.Fatalf("bootstrap with the default replicas on an R3 stream: %v\n%s", err, stderr)
+	}
+	nc, err := nats.Connect(urls(nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, "KEYLEDGER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stream.CachedInfo().Config.Replicas; got != 3 {
+		t.Errorf("after attaching with --stream-replicas 1 the stream has %d replicas, want 3 (never lowered)", got)
+	}
+
+	_, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "x", "--stream-replicas", "5")
+	if err == nil || !strings.Contains(stderr, "3 replicas") || !strings.Contains(stderr, "5") {
+		t.Errorf("attaching with --stream-replicas 5 to an R3 stream: %v, %q; want a refusal naming both", err, stderr)
+	}
+
+	// An operator loosened the stream behind keyledger's back: deletes
+	// allowed, old events dropped after a day.
+	cfg := stream.CachedInfo().Config
+	cfg.DenyDelete, cfg.DenyPurge = false, false
+	if err := js.DeleteStream(ctx, "KEYLEDGER"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxAge = 24 * time.Hour
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, err = runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "y", "--stream-replicas", "3")
+	for _, want := range []string{"delete", "purge", "max age"} {
+		if err == nil || !strings.Contains(strings.ToLower(stderr), want) {
+			t.Errorf("attaching to a stream that allows what keyledger forbids: %v, %q; want a refusal naming %q", err, stderr, want)
+		}
+	}
+	if info, err := js.Stream(ctx, "KEYLEDGER"); err != nil || info.CachedInfo().Config.DenyDelete || info.CachedInfo().Config.MaxAge != 24*time.Hour {
+		t.Errorf("the refused attach changed the stream: %v %+v", err, info.CachedInfo().Config)
 	}
 }

@@ -38,7 +38,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsTLSCA, "nats-tls-ca", "", "with --nats-url: CA certificates to trust for the NATS server (PEM)")
 	fs.StringVar(&c.natsTLSCert, "nats-tls-cert", "", "with --nats-url: client certificate for mutual TLS (PEM)")
 	fs.StringVar(&c.natsTLSKey, "nats-tls-key", "", "with --nats-url: key of --nats-tls-cert (PEM)")
-	fs.IntVar(&c.replicas, "stream-replicas", 1, "with --nats-url: replicas of the stream and buckets (1, 3 or 5); the stream is updated to match")
+	fs.IntVar(&c.replicas, "stream-replicas", 1, "with --nats-url: replicas of the stream and buckets when keyledger creates them (1, 3 or 5); existing ones with fewer are refused, never changed")
 	fs.BoolVar(&c.fsync, "fsync", true, "embedded NATS: sync every write to disk before acknowledging it (false: sync every 2 minutes)")
 	fs.StringVar(&c.keyPrefix, "key-prefix", "c8k", "prefix of minted keys: lower-case letters and digits")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
