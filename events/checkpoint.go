@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -72,8 +73,13 @@ func KeyID(pub ed25519.PublicKey) string {
 }
 
 // LoadOrCreateSigningKey reads an Ed25519 private key (PKCS #8 PEM) from
-// path, creating it with mode 0600 when missing.
+// path, creating it with mode 0600 when missing. A key file its group or
+// anyone else may read is refused, as ssh refuses such a key: whoever can
+// read it can sign in keyledger's name.
 func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
+	if err := privateFile(path); err != nil {
+		return nil, err
+	}
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -115,6 +121,20 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
 	}
 	return priv, nil
+}
+
+// privateFile refuses a file that exists and that its group or others may
+// read or write, saying how to fix it.
+func privateFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // missing: created 0600; unreadable: reading says why
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		abs, _ := filepath.Abs(path)
+		return fmt.Errorf("%s may be read by others (mode %04o): a signing key must be private to its owner; run: chmod 600 %s", path, perm, abs)
+	}
+	return nil
 }
 
 // PublicKeyPEM writes pub as a PKIX PEM block.

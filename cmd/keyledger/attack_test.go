@@ -5,6 +5,9 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,4 +128,46 @@ func TestAttackAttachingNeverLoosensTheStream(t *testing.T) {
 	if info, err := js.Stream(ctx, "KEYLEDGER"); err != nil || info.CachedInfo().Config.DenyDelete || info.CachedInfo().Config.MaxAge != 24*time.Hour {
 		t.Errorf("the refused attach changed the stream: %v %+v", err, info.CachedInfo().Config)
 	}
+}
+
+// TestAttackReadableSigningKeyIsRefused replays item 9 of the attack: a
+// signing key that its group or everyone may read is refused at start, as
+// ssh refuses such a key, with the command that fixes it.
+func TestAttackReadableSigningKeyIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_HTTP_ADDR=" + addr}
+	serveProcess(t, dir, addr, env).stop(t)
+	key := filepath.Join(dir, "data", "audit-signing-key.pem")
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(key, mode); err != nil {
+			t.Fatal(err)
+		}
+		stderr, err := runBriefly(t, dir, env, "serve")
+		if err == nil || !strings.Contains(stderr, "chmod 600 "+key) {
+			t.Errorf("serve with a signing key of mode %o: %v, %q; want a refusal saying chmod 600 %s", mode, err, stderr, key)
+		}
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serveProcess(t, dir, addr, env).stop(t)
+}
+
+// runBriefly runs the binary and kills it if it is still running after
+// 10 s: for commands that should refuse to start.
+func runBriefly(t *testing.T, dir string, env []string, args ...string) (stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return errOut.String(), nil // it ran: it did not refuse
+	}
+	return errOut.String(), err
 }
