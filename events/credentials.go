@@ -79,30 +79,34 @@ func publicKey(seedFile string) (string, error) {
 	return kp.PublicKey()
 }
 
-// SubscriberPermissions lets a client read KEYLEDGER — subscribe to its
-// subjects, make, read from and delete consumers, get messages, read stream
-// info — and nothing else. Everything not allowed is denied: no publish to
-// keyledger.events.>, no stream create, update, purge or delete, no message
-// delete.
+// SubscriberInbox is the inbox prefix of clients using the subscriber
+// credential: the one where it may receive replies (nats.go:
+// nats.CustomInboxPrefix(SubscriberInbox); the nats CLI: --inbox-prefix).
+// Replies to every other client go to _INBOX.>, which it may not read.
+const SubscriberInbox = "_INBOX_keyledger_subscriber"
+
+// SubscriberPermissions are what a verifier, or an auditor, needs to read
+// KEYLEDGER, and nothing else: read stream info and messages, make
+// ephemeral consumers and pull from them, follow the events with a plain
+// subscription, and receive replies on its own inbox. Everything not
+// allowed is denied: no publish to keyledger.events.>, no stream create,
+// update, purge or delete, no message delete, no consumer deleted (its own
+// ephemeral ones expire when idle), listed or made durable, and no other
+// client's replies.
 func SubscriberPermissions() *server.Permissions {
 	api := "$JS.API."
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			api + "INFO",
-			api + "STREAM.NAMES", api + "STREAM.LIST",
 			api + "STREAM.INFO." + StreamName,
 			api + "STREAM.MSG.GET." + StreamName,
 			api + "DIRECT.GET." + StreamName, api + "DIRECT.GET." + StreamName + ".>",
 			api + "CONSUMER.CREATE." + StreamName, api + "CONSUMER.CREATE." + StreamName + ".>",
-			api + "CONSUMER.DURABLE.CREATE." + StreamName + ".>",
 			api + "CONSUMER.INFO." + StreamName + ".>",
-			api + "CONSUMER.NAMES." + StreamName, api + "CONSUMER.LIST." + StreamName,
 			api + "CONSUMER.MSG.NEXT." + StreamName + ".>",
-			api + "CONSUMER.DELETE." + StreamName + ".>",
-			"$JS.ACK." + StreamName + ".>",
 			"$JS.FC." + StreamName + ".>",
 		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{SubjectRoot + ".>", "_INBOX.>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{SubjectRoot + ".>", SubscriberInbox + ".>"}},
 	}
 }
 

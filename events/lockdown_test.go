@@ -58,7 +58,7 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 	}
 	// The server answers a denied publish with an asynchronous error only.
 	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
-	nc, err := nats.Connect(emb.ClientURL(), nk, nats.MaxReconnects(0), quiet)
+	nc, err := nats.Connect(emb.ClientURL(), nk, nats.MaxReconnects(0), quiet, nats.CustomInboxPrefix(events.SubscriberInbox))
 	if err != nil {
 		t.Fatalf("subscriber cannot connect: %v", err)
 	}

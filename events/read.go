@@ -123,6 +123,9 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 		return domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
 	}
 	defer func() {
+		if s.readOnly {
+			return // it expires by itself
+		}
 		// A fresh context: the consumer should go even if ctx has ended.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()

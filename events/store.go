@@ -54,7 +54,11 @@ type Config struct {
 	// Conflicts is how many times Update reloads and decides again after an
 	// optimistic-concurrency conflict; 8 when zero.
 	Conflicts int
-	Logger    *slog.Logger
+	// ReadOnly says the credential may only read, as the subscriber's:
+	// scans then leave their consumers to expire once idle (30 s) instead
+	// of deleting them, which it may not.
+	ReadOnly bool
+	Logger   *slog.Logger
 }
 
 // Store is the JetStream event store.
@@ -62,6 +66,7 @@ type Store struct {
 	js        jetstream.JetStream
 	stream    jetstream.Stream
 	conflicts int
+	readOnly  bool
 	log       *slog.Logger
 	cache     KeyCache
 	stats     appendStats
@@ -168,7 +173,7 @@ func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Stor
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, log: cfg.Logger}
+	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger}
 }
 
 // Create appends the first event of a new key. Returns ECONFLICT if the key

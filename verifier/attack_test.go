@@ -24,7 +24,7 @@ func startVerifier(t *testing.T, env *natstest.Env, url string, opts verifier.Op
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, nk, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+	nc, err := nats.Connect(url, nk, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.CustomInboxPrefix(verifier.SubscriberInbox),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,11 @@ type Options struct {
 	Now          func() time.Time
 }
 
+// SubscriberInbox is the inbox prefix the read-only subscriber credential
+// of keyledger's embedded server may receive replies on: connect with
+// nats.CustomInboxPrefix(verifier.SubscriberInbox).
+const SubscriberInbox = events.SubscriberInbox
+
 // Unavailable is the code of a verification the verifier cannot vouch
 // for: it has not replayed the stream yet (Ready is false), or, with
 // Options.MaxStaleness, its feed has been cut off for longer than that.

@@ -29,7 +29,7 @@ func service(t testing.TB, env *natstest.Env, url string, opts verifier.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, nk, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+	nc, err := nats.Connect(url, nk, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond), nats.CustomInboxPrefix(verifier.SubscriberInbox),
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,9 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if a.signingKey == "" {
 		a.signingKey = filepath.Join(c.dataDir, "audit-signing-key.pem")
 	}
+	if c.natsInbox == "" {
+		c.natsInbox = events.SubscriberInbox // audits read: the subscriber credential is enough
+	}
 	if args[0] == "pubkey" {
 		pub, err := a.publicKey()
 		if err != nil {

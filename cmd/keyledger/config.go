@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 )
 
@@ -24,6 +25,7 @@ type common struct {
 	natsTLSCA   string
 	natsTLSCert string
 	natsTLSKey  string
+	natsInbox   string
 	fsync       bool
 	keyPrefix   string
 	logFormat   string
@@ -38,6 +40,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.natsTLSCA, "nats-tls-ca", "", "with --nats-url: CA certificates to trust for the NATS server (PEM)")
 	fs.StringVar(&c.natsTLSCert, "nats-tls-cert", "", "with --nats-url: client certificate for mutual TLS (PEM)")
 	fs.StringVar(&c.natsTLSKey, "nats-tls-key", "", "with --nats-url: key of --nats-tls-cert (PEM)")
+	fs.StringVar(&c.natsInbox, "nats-inbox-prefix", "", "with --nats-url: the inbox prefix NATS replies come to (default _INBOX; audit: "+events.SubscriberInbox+", the one the subscriber credential may read)")
 	fs.IntVar(&c.replicas, "stream-replicas", 1, "with --nats-url: replicas of the stream and buckets when keyledger creates them (1, 3 or 5); existing ones with fewer are refused, never changed")
 	fs.BoolVar(&c.fsync, "fsync", true, "embedded NATS: sync every write to disk before acknowledging it (false: sync every 2 minutes)")
 	fs.StringVar(&c.keyPrefix, "key-prefix", "c8k", "prefix of minted keys: lower-case letters and digits")
@@ -138,6 +141,9 @@ func (c *common) natsOptions() ([]nats.Option, error) {
 	}
 	if c.natsTLSCA != "" {
 		opts = append(opts, nats.RootCAs(c.natsTLSCA))
+	}
+	if c.natsInbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.natsInbox))
 	}
 	if (c.natsTLSCert == "") != (c.natsTLSKey == "") {
 		return nil, fmt.Errorf("--nats-tls-cert and --nats-tls-key go together")

@@ -98,7 +98,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 	if o.readOnly {
 		open = events.Attach
 	}
-	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas})
+	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas, ReadOnly: o.readOnly})
 	if err != nil {
 		closeFn()
 		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {

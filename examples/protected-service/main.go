@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 	fs := flag.NewFlagSet("protected-service", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "keyledger's NATS")
 	creds := fs.String("nats-creds", "data/nats-subscriber.nk", "read-only NKey seed (keyledger serve --nats-listen writes it)")
+	inbox := fs.String("nats-inbox-prefix", verifier.SubscriberInbox, "where NATS replies come: the subscriber credential may read only its own inbox")
 	addr := fs.String("addr", "127.0.0.1:8081", "HTTP listen address")
 	scope := fs.String("scope", "orders:read", "scope a key needs for /orders")
 	if err := fs.Parse(args); err != nil {
@@ -49,7 +50,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nk, nats.Name("protected-service"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(*natsURL, nk, nats.Name("protected-service"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(*inbox))
 	if err != nil {
 		return err
 	}
