@@ -50,6 +50,11 @@ type Event struct {
 	// stored, both set when an event is read back.
 	Seq  uint64
 	Hash string
+	// Trusted, set when an event is read back, says that a keyledger
+	// instance decided it: a trusted signer signed it, or a signed
+	// checkpoint vouches for it. Anything else in the stream was put there
+	// by someone else, and is never applied nor shown as history.
+	Trusted bool
 }
 
 // KeyCreated is the data of a TypeKeyCreated event.

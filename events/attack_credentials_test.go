@@ -28,7 +28,7 @@ func TestAttackSubscriberReadsOnlyWhatAVerifierNeeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svcJS, _ := jetstream.New(emb.Conn)
-	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet()})
+	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet(), Signer: newSigner(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
@@ -19,10 +20,9 @@ var system = domain.Actor{Kind: domain.ActorSystem, ID: "test", Name: "test"}
 // asSystem is keyledger itself acting, for tests that are not about who may act.
 var asSystem = domain.SystemPrincipal(system.ID, system.Name)
 
-// audited is a stream with history and checkpoints, and its signing key.
+// audited is a stream with history and checkpoints, signed by its env's key.
 type audited struct {
 	env  *natstest.Env
-	priv ed25519.PrivateKey
 	msgs []events.Msg
 }
 
@@ -30,9 +30,8 @@ func newAudited(t *testing.T) *audited {
 	t.Helper()
 	env := natstest.Start(t)
 	ctx := context.Background()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	keys := &domain.Keys{Store: env.Store}
-	cp := &events.Checkpointer{Store: env.Store, Key: priv, Max: 8}
+	cp := &events.Checkpointer{Store: env.Store, Max: 8}
 	system := domain.Actor{Kind: domain.ActorSystem, ID: "test"}
 	var ids []string
 	for round := range 2 {
@@ -62,33 +61,79 @@ func newAudited(t *testing.T) *audited {
 	if _, err := keys.Rotate(ctx, "acme", ids[1], domain.RotateKey{By: domain.SystemPrincipal(system.ID, system.Name)}); err != nil {
 		t.Fatal(err)
 	}
-	a := &audited{env: env, priv: priv}
-	if err := env.Store.Scan(ctx, "", 1, func(m events.Msg) error {
-		a.msgs = append(a.msgs, events.Msg{Seq: m.Seq, Subject: m.Subject, Data: append([]byte(nil), m.Data...)})
+	a := &audited{env: env}
+	a.msgs = messages(t, env.Store)
+	return a
+}
+
+// messages copies every message of the stream, with keyledger's headers.
+func messages(t *testing.T, s *events.Store) []events.Msg {
+	t.Helper()
+	var msgs []events.Msg
+	if err := s.Scan(context.Background(), "", 1, func(m events.Msg) error {
+		h := nats.Header{}
+		for _, k := range []string{events.SignerHeader, events.SignatureHeader} {
+			if v := m.Header.Get(k); v != "" {
+				h.Set(k, v)
+			}
+		}
+		msgs = append(msgs, events.Msg{Seq: m.Seq, Subject: m.Subject, Header: h, Data: append([]byte(nil), m.Data...)})
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return a
+	return msgs
+}
+
+// cloneMsgs copies msgs deeply enough for a test to edit the copy.
+func cloneMsgs(msgs []events.Msg) []events.Msg {
+	out := make([]events.Msg, len(msgs))
+	for i, m := range msgs {
+		m.Header = nats.Header(maps.Clone(map[string][]string(m.Header)))
+		m.Data = append([]byte(nil), m.Data...)
+		out[i] = m
+	}
+	return out
+}
+
+// newSigner is a fresh signing key.
+func newSigner(t *testing.T) *events.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events.NewSigner(priv)
+}
+
+// copyInto publishes msgs, as they are, into env's stream.
+func copyInto(t *testing.T, env *natstest.Env, msgs []events.Msg) {
+	t.Helper()
+	for _, m := range msgs {
+		if _, err := env.JS.PublishMsg(context.Background(), &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // rewrite copies the stream into a fresh server, as someone with the files
 // could, after edit has had its way with the list of messages.
 func (a *audited) rewrite(t *testing.T, edit func([]events.Msg) []events.Msg) *events.Store {
 	t.Helper()
-	msgs := edit(append([]events.Msg(nil), a.msgs...))
+	msgs := edit(cloneMsgs(a.msgs))
 	dst := natstest.Start(t)
-	for _, m := range msgs {
-		if _, err := dst.JS.Publish(context.Background(), m.Subject, m.Data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyInto(t, dst, msgs)
 	return dst.Store
 }
 
 func (a *audited) audit(t *testing.T, s *events.Store) events.Report {
 	t.Helper()
-	r, err := events.Audit(context.Background(), s, a.priv.Public().(ed25519.PublicKey))
+	return audit(t, s, a.env.Signers, nil)
+}
+
+func audit(t *testing.T, s *events.Store, set *events.Signers, anchor *events.Head) events.Report {
+	t.Helper()
+	r, err := events.Audit(context.Background(), s, events.AuditOptions{Signers: set, Anchor: anchor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,37 +195,38 @@ func TestAudit(t *testing.T) {
 		})
 	}
 
-	t.Run("ForgedCheckpointSignatureIsNamed", func(t *testing.T) {
+	t.Run("ForgedCheckpointIsNamed", func(t *testing.T) {
 		var cpSeq uint64
 		r := a.audit(t, a.rewrite(t, func(m []events.Msg) []events.Msg {
 			for i := range m {
 				if m[i].Subject != events.CheckpointSubject {
 					continue
 				}
-				var cp events.Checkpoint
-				_ = json.Unmarshal(m[i].Data, &cp)
-				cp.Events[0].Hash = strings.Repeat("0", 64) // rewrite the record...
-				_, forger, _ := ed25519.GenerateKey(rand.Reader)
-				cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(forger, []byte("...and sign it with another key")))
-				m[i].Data, _ = json.Marshal(cp)
+				// Rewrite the record and sign it with another key.
+				m[i].Data = []byte(strings.Replace(string(m[i].Data), `"from_seq":0`, `"from_seq":1`, 1))
+				m[i].Header.Set(events.SignatureHeader, strings.Repeat("A", 86)+"==")
 				cpSeq = m[i].Seq
 				break
 			}
 			return m
 		}))
-		if r.Finding == nil || r.Finding.Seq != cpSeq || !strings.Contains(r.Finding.Problem, "forged") {
-			t.Errorf("finding = %v, want the checkpoint at seq %d forged", r.Finding, cpSeq)
+		if len(r.Forged) == 0 || r.Forged[0].Seq != cpSeq || !strings.Contains(r.Forged[0].Problem, "checkpoint") {
+			t.Errorf("forged = %v, want the checkpoint at seq %d", r.Forged, cpSeq)
+		}
+		if r.Finding == nil || !strings.Contains(r.Finding.Problem, "checkpoint") {
+			t.Errorf("finding = %v, want the signed record broken where the checkpoint was", r.Finding)
 		}
 	})
 
-	t.Run("EventAfterTheLastCheckpointIsChainedToItsKey", func(t *testing.T) {
+	t.Run("AlteredEventAfterTheLastCheckpointIsForged", func(t *testing.T) {
 		r := a.audit(t, a.rewrite(t, func(m []events.Msg) []events.Msg {
 			i := len(m) - 1 // the last rotation of key 2, after every checkpoint
 			m[i].Data = []byte(strings.Replace(string(m[i].Data), `"prev_hash":"`, `"prev_hash":"f`, 1))
 			return m
 		}))
-		if r.Finding == nil || r.Finding.Seq != last || !strings.Contains(r.Finding.Problem, "prev_hash") {
-			t.Errorf("finding = %v, want seq %d's prev_hash", r.Finding, last)
+		// Its signature covers its body: altered, it is no longer keyledger's.
+		if len(r.Forged) != 1 || r.Forged[0].Seq != last || !strings.Contains(r.Forged[0].Problem, "signature does not verify") {
+			t.Errorf("forged = %v, want seq %d, whose signature does not verify", r.Forged, last)
 		}
 	})
 }
@@ -188,7 +234,6 @@ func TestAudit(t *testing.T) {
 func TestCheckpointsAreNotDuplicatedByConcurrentInstances(t *testing.T) {
 	env := natstest.Start(t)
 	ctx := context.Background()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	keys := &domain.Keys{Store: env.Store}
 	for range 5 {
 		if _, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: domain.SystemPrincipal("", "")}); err != nil {
@@ -198,7 +243,7 @@ func TestCheckpointsAreNotDuplicatedByConcurrentInstances(t *testing.T) {
 	results := make(chan bool, 8)
 	for range 8 {
 		go func() {
-			wrote, _, err := (&events.Checkpointer{Store: env.Store, Key: priv}).Once(ctx)
+			wrote, _, err := (&events.Checkpointer{Store: env.Store}).Once(ctx)
 			if err != nil {
 				t.Error(err)
 			}
@@ -216,7 +261,7 @@ func TestCheckpointsAreNotDuplicatedByConcurrentInstances(t *testing.T) {
 	if wrote != 1 || checkpoints != 1 {
 		t.Errorf("%d instances wrote, %d checkpoints stored; want exactly one", wrote, checkpoints)
 	}
-	if r, _ := events.Audit(ctx, env.Store, priv.Public().(ed25519.PublicKey)); !r.Intact() || r.SignedUpTo != 5 {
-		t.Errorf("audit = %+v %v", r, r.Finding)
+	if r := audit(t, env.Store, env.Signers, nil); !r.Intact() || r.SignedUpTo != 5 {
+		t.Errorf("audit = %+v %v %v", r, r.Finding, r.Forged)
 	}
 }

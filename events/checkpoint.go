@@ -3,32 +3,59 @@ package events
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Checkpoint is a signed statement about the stream: which events, with
-// which hashes, it held from FromSeq (exclusive) to ToSeq, and the running
-// chain over every event from the first. Listing each event's hash lets an
-// audit name the exact event that was removed, altered or reordered;
-// PrevCheckpoint chains the checkpoints so that none can be dropped.
+// Checkpoint is a signed statement about the stream: which events it held
+// from FromSeq (exclusive) to ToSeq, with the SHA-256 of each as stored;
+// which of them no trusted keyledger instance signed (Untrusted); the
+// running chain over every event from the first; and the hash of the
+// checkpoint before it, so that none can be dropped. Listing each event's
+// hash lets an audit name the exact event that was removed, altered or
+// reordered, and lets a replay accept an event by comparing its hash
+// instead of checking its signature.
+//
+// Version 2, written now, lists the events compactly (Seqs as ranges,
+// Hashes as one base64 string of 32-byte hashes in order) and is signed
+// like an event: Ed25519 over CheckpointSigningPrefix and the body, in the
+// SignerHeader and SignatureHeader of the message. Version 1, written by
+// earlier releases, lists Events and carries its Signature in the body;
+// it is still read and checked.
 type Checkpoint struct {
+	Version   int         `json:"version"`
+	FromSeq   uint64      `json:"from_seq"`
+	ToSeq     uint64      `json:"to_seq"`
+	Seqs      [][2]uint64 `json:"seqs"`
+	Hashes    string      `json:"hashes"`
+	Untrusted []uint64    `json:"untrusted"`
+	Chain     string      `json:"chain"`
+	// PrevCheckpoint is the SHA-256 (hex) of the previous checkpoint's
+	// body; "" for the first.
+	PrevCheckpoint string `json:"prev_checkpoint"`
+	SignedAt       string `json:"signed_at"`
+	KeyID          string `json:"key_id"`
+}
+
+// CheckpointSigningPrefix opens the signed bytes of a version 2 checkpoint.
+const CheckpointSigningPrefix = "keyledger-checkpoint-v2\n"
+
+// checkpointV1 is a checkpoint as earlier releases wrote it; its fields,
+// names and order are those it was signed with.
+type checkpointV1 struct {
 	Version        int        `json:"version"`
 	FromSeq        uint64     `json:"from_seq"`
 	ToSeq          uint64     `json:"to_seq"`
@@ -53,193 +80,326 @@ func ChainNext(chain string, seq uint64, hash string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// signedBytes is what the signature covers: the checkpoint without it.
-func (c Checkpoint) signedBytes() []byte {
-	c.Signature = ""
-	raw, _ := json.Marshal(c)
-	return raw
-}
-
-// Verify checks the signature with pub.
-func (c Checkpoint) Verify(pub ed25519.PublicKey) bool {
-	sig, err := base64.StdEncoding.DecodeString(c.Signature)
-	return err == nil && ed25519.Verify(pub, c.signedBytes(), sig)
-}
-
 // KeyID names a public key: the first 16 hex digits of its SHA-256.
 func KeyID(pub ed25519.PublicKey) string {
 	sum := sha256.Sum256(pub)
 	return hex.EncodeToString(sum[:8])
 }
 
-// LoadOrCreateSigningKey reads an Ed25519 private key (PKCS #8 PEM) from
-// path, creating it with mode 0600 when missing. A key file its group or
-// anyone else may read is refused, as ssh refuses such a key: whoever can
-// read it can sign in keyledger's name.
-func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
-	if err := privateFile(path); err != nil {
-		return nil, err
-	}
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			// Another instance sharing the key file made it first.
-			time.Sleep(100 * time.Millisecond)
-			return LoadOrCreateSigningKey(path)
-		}
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-			return nil, err
-		}
-		return priv, f.Close()
-	}
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(raw)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	priv, ok := key.(ed25519.PrivateKey)
+// signedCheckpoint is a checkpoint message a trusted signer wrote, read
+// back and checked: what it vouches for, and where it stands.
+type signedCheckpoint struct {
+	Seq       uint64 // of the message in the stream
+	Hash      string // of its body: what the next one's PrevCheckpoint names
+	Version   int
+	FromSeq   uint64
+	ToSeq     uint64
+	Chain     string
+	Prev      string
+	KeyID     string
+	SignedAt  string
+	seqs      []uint64 // ascending
+	hashes    []byte   // 32 bytes per entry of seqs
+	untrusted []uint64 // ascending
+}
+
+// Head is where the signed record ends: the newest checkpoint a trusted
+// signer wrote. An auditor who keeps it outside the system can later tell
+// whether the stream still holds it (audit verify --anchor).
+type Head struct {
+	Seq     uint64 `json:"seq"`      // of the checkpoint message
+	ToSeq   uint64 `json:"to_seq"`   // the last event it covers
+	Chain   string `json:"chain"`    // the running chain up to ToSeq
+	Hash    string `json:"hash"`     // of the checkpoint's body
+	KeyID   string `json:"key_id"`   // who signed it
+	Signed  string `json:"signed_at"`
+	Version int    `json:"version"`
+}
+
+func (c *signedCheckpoint) head() Head {
+	return Head{Seq: c.Seq, ToSeq: c.ToSeq, Chain: c.Chain, Hash: c.Hash, KeyID: c.KeyID, Signed: c.SignedAt, Version: c.Version}
+}
+
+// lookup finds the event at seq in the checkpoint's list: its stored hash
+// and whether the checkpoint marks it untrusted; listed is false when the
+// checkpoint does not name seq.
+func (c *signedCheckpoint) lookup(seq uint64) (hash []byte, untrusted, listed bool) {
+	i, ok := slices.BinarySearch(c.seqs, seq)
 	if !ok {
-		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
+		return nil, false, false
 	}
-	return priv, nil
+	_, untrusted = slices.BinarySearch(c.untrusted, seq)
+	return c.hashes[32*i : 32*i+32], untrusted, true
 }
 
-// privateFile refuses a file that exists and that its group or others may
-// read or write, saying how to fix it.
-func privateFile(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil // missing: created 0600; unreadable: reading says why
+// refs lists the events the checkpoint names, as an audit compares them.
+func (c *signedCheckpoint) refs() []EventRef {
+	refs := make([]EventRef, len(c.seqs))
+	for i, seq := range c.seqs {
+		refs[i] = EventRef{Seq: seq, Hash: hex.EncodeToString(c.hashes[32*i : 32*i+32])}
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		abs, _ := filepath.Abs(path)
-		return fmt.Errorf("%s may be read by others (mode %04o): a signing key must be private to its owner; run: chmod 600 %s", path, perm, abs)
-	}
-	return nil
+	return refs
 }
 
-// PublicKeyPEM writes pub as a PKIX PEM block.
-func PublicKeyPEM(pub ed25519.PublicKey) []byte {
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+// errNotSigned is the answer about a checkpoint message no trusted signer
+// wrote: junk, a forgery, or one signed by a key the trust set lacks.
+var errNotSigned = errors.New("not signed by a trusted keyledger instance")
+
+// readCheckpoint checks and reads a message of the checkpoint subject.
+// Returns errNotSigned (wrapped) for one that does not count.
+func readCheckpoint(m Msg, set *Signers) (*signedCheckpoint, error) {
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(m.Data, &probe); err != nil {
+		return nil, fmt.Errorf("%w: it cannot be read", errNotSigned)
+	}
+	switch probe.Version {
+	case 1:
+		return readCheckpointV1(m, set)
+	case 2:
+		return readCheckpointV2(m, set)
+	}
+	return nil, fmt.Errorf("%w: version %d is not one keyledger writes", errNotSigned, probe.Version)
 }
 
-// ParsePublicKeyPEM reads what PublicKeyPEM wrote.
-func ParsePublicKeyPEM(raw []byte) (ed25519.PublicKey, error) {
-	block, _ := pem.Decode(raw)
-	if block == nil {
-		return nil, errors.New("no PEM block")
+func readCheckpointV2(m Msg, set *Signers) (*signedCheckpoint, error) {
+	signer, sig := headerValue(m.Header, SignerHeader), headerValue(m.Header, SignatureHeader)
+	raw, err := base64.StdEncoding.DecodeString(sig)
+	if signer == "" || err != nil {
+		return nil, fmt.Errorf("%w: it carries no signature", errNotSigned)
 	}
-	key, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	pub, ok := key.(ed25519.PublicKey)
-	if !ok {
-		return nil, errors.New("not an Ed25519 public key")
-	}
-	return pub, nil
-}
-
-// Checkpointer appends signed checkpoints. Several instances may run one:
-// each append expects the last checkpoint it read, so only one of them
-// writes each checkpoint.
-type Checkpointer struct {
-	Store *Store
-	Key   ed25519.PrivateKey
-	// Max events per checkpoint (256 when zero).
-	Max    int
-	Now    func() time.Time
-	Logger *slog.Logger
-}
-
-var errEnough = errors.New("enough events for one checkpoint")
-
-// lastCheckpoint returns the newest checkpoint, its stream sequence and
-// the hash of its body; zero values when there is none.
-func (c *Checkpointer) lastCheckpoint(ctx context.Context) (Checkpoint, uint64, string, error) {
-	m, err := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Checkpoint{}, 0, "", nil
-	}
-	if err != nil {
-		return Checkpoint{}, 0, "", err
+	msg := append([]byte(CheckpointSigningPrefix), m.Data...)
+	if !set.verify(signer, m.Seq, msg, raw) {
+		return nil, fmt.Errorf("%w: its signature by %s does not verify with the trust set", errNotSigned, signer)
 	}
 	var cp Checkpoint
 	if err := json.Unmarshal(m.Data, &cp); err != nil {
-		return Checkpoint{}, 0, "", fmt.Errorf("checkpoint at seq %d: %w", m.Sequence, err)
+		return nil, fmt.Errorf("%w: it cannot be read", errNotSigned)
 	}
-	return cp, m.Sequence, BodyHash(m.Data), nil
+	c := &signedCheckpoint{Seq: m.Seq, Hash: BodyHash(m.Data), Version: 2, FromSeq: cp.FromSeq, ToSeq: cp.ToSeq,
+		Chain: cp.Chain, Prev: cp.PrevCheckpoint, KeyID: signer, SignedAt: cp.SignedAt, untrusted: cp.Untrusted}
+	if c.hashes, err = base64.StdEncoding.DecodeString(cp.Hashes); err != nil {
+		return nil, fmt.Errorf("checkpoint at seq %d: hashes: %w", m.Seq, err)
+	}
+	for _, r := range cp.Seqs {
+		for seq := r[0]; seq <= r[1] && r[0] <= r[1]; seq++ {
+			c.seqs = append(c.seqs, seq)
+		}
+	}
+	if len(c.hashes) != 32*len(c.seqs) || !slices.IsSorted(c.seqs) || !slices.IsSorted(c.untrusted) {
+		return nil, fmt.Errorf("checkpoint at seq %d: its list of events is malformed", m.Seq)
+	}
+	return c, nil
 }
 
-// Once appends one checkpoint over the events since the last one, if there
-// are any. It reports whether it wrote one and whether more events wait.
+func readCheckpointV1(m Msg, set *Signers) (*signedCheckpoint, error) {
+	var cp checkpointV1
+	if err := json.Unmarshal(m.Data, &cp); err != nil {
+		return nil, fmt.Errorf("%w: it cannot be read", errNotSigned)
+	}
+	sig, err := base64.StdEncoding.DecodeString(cp.Signature)
+	signed := cp
+	signed.Signature = ""
+	body, _ := json.Marshal(signed)
+	if err != nil || !set.verify(cp.KeyID, m.Seq, body, sig) {
+		return nil, fmt.Errorf("%w: its signature by %s does not verify with the trust set", errNotSigned, cp.KeyID)
+	}
+	c := &signedCheckpoint{Seq: m.Seq, Hash: BodyHash(m.Data), Version: 1, FromSeq: cp.FromSeq, ToSeq: cp.ToSeq,
+		Chain: cp.Chain, Prev: cp.PrevCheckpoint, KeyID: cp.KeyID, SignedAt: cp.SignedAt}
+	for _, r := range cp.Events {
+		h, err := hex.DecodeString(r.Hash)
+		if err != nil || len(h) != 32 || len(c.seqs) > 0 && r.Seq <= c.seqs[len(c.seqs)-1] {
+			return nil, fmt.Errorf("checkpoint at seq %d: its list of events is malformed", m.Seq)
+		}
+		c.seqs = append(c.seqs, r.Seq)
+		c.hashes = append(c.hashes, h...)
+	}
+	return c, nil
+}
+
+// Checkpointer appends signed checkpoints. Several instances may run one:
+// each append expects the last message of the checkpoint subject it read,
+// so only one of them writes each checkpoint. It extends only a
+// checkpoint a trusted signer wrote: anything else on the subject (junk,
+// a forgery) is skipped, counted and logged, and never stops it.
+type Checkpointer struct {
+	Store *Store
+	// Max events per checkpoint (DefaultCheckpointMax when zero).
+	Max    int
+	Now    func() time.Time
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	known    *signedCheckpoint // the newest signed checkpoint seen
+	reported uint64            // junk up to this sequence was reported
+	rejected atomic.Uint64
+}
+
+// DefaultCheckpointMax is how many events one checkpoint lists at most:
+// its body stays near 180 KB, well under NATS's default 1 MB payload.
+const DefaultCheckpointMax = 4096
+
+// Rejected counts the messages on the checkpoint subject that no trusted
+// signer wrote, as this checkpointer came across them.
+func (c *Checkpointer) Rejected() uint64 { return c.rejected.Load() }
+
+func (c *Checkpointer) log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
+}
+
+// Head returns the newest checkpoint a trusted signer wrote; ok is false
+// when there is none.
+func (c *Checkpointer) Head(ctx context.Context) (Head, bool, error) {
+	cp, _, err := c.head(ctx)
+	if err != nil || cp == nil {
+		return Head{}, false, err
+	}
+	return cp.head(), true, nil
+}
+
+// head finds the newest checkpoint a trusted signer wrote (nil: none), and
+// the sequence of the last message on the checkpoint subject, whatever it
+// is: what the next checkpoint's append must expect.
+func (c *Checkpointer) head(ctx context.Context) (*signedCheckpoint, uint64, error) {
+	m, err := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.known != nil && c.known.Seq == m.Sequence {
+		return c.known, m.Sequence, nil
+	}
+	set := c.Store.Signers()
+	last := Msg{Seq: m.Sequence, Subject: m.Subject, Header: m.Header, Data: m.Data}
+	if cp, err := readCheckpoint(last, set); err == nil {
+		c.known = cp
+		return cp, m.Sequence, nil
+	}
+	// Something else ends the subject: look from the newest signed one
+	// known (or from the start) for a newer signed one, reporting the rest.
+	from := uint64(1)
+	if c.known != nil {
+		from = c.known.Seq + 1
+	}
+	err = c.Store.Scan(ctx, CheckpointSubject, from, func(msg Msg) error {
+		if msg.Seq > m.Sequence {
+			return nil
+		}
+		cp, err := readCheckpoint(msg, set)
+		if err != nil {
+			c.reject(msg, err)
+			return nil
+		}
+		c.known = cp
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.known, m.Sequence, nil
+}
+
+// reject counts and logs, once, a checkpoint message that does not count.
+func (c *Checkpointer) reject(m Msg, why error) {
+	if m.Seq <= c.reported {
+		return
+	}
+	c.reported = m.Seq
+	c.rejected.Add(1)
+	c.log().Error("skipping a message on the checkpoint subject that no trusted keyledger instance wrote", "seq", m.Seq, "why", why.Error())
+}
+
+// Once appends one checkpoint over the events since the newest signed
+// one, if there are any. It reports whether it wrote one and whether more
+// events wait.
 func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
+	signer := c.Store.Signer()
+	if signer == nil {
+		return false, false, errors.New("no signing key")
+	}
 	limit := c.Max
 	if limit == 0 {
-		limit = 256
+		limit = DefaultCheckpointMax
 	}
-	last, lastSeq, lastHash, err := c.lastCheckpoint(ctx)
+	prev, lastSeq, err := c.head(ctx)
 	if err != nil {
 		return false, false, err
 	}
-	cp := Checkpoint{Version: 1, FromSeq: last.ToSeq, Chain: last.Chain, PrevCheckpoint: lastHash}
-	err = c.Store.Scan(ctx, SubjectRoot+".>", last.ToSeq+1, func(m Msg) error {
-		if len(cp.Events) == limit {
+	cp := Checkpoint{Version: 2}
+	if prev != nil {
+		cp.FromSeq, cp.Chain, cp.PrevCheckpoint = prev.ToSeq, prev.Chain, prev.Hash
+	}
+	var hashes []byte
+	n := 0
+	err = c.Store.Scan(ctx, SubjectRoot+".>", cp.FromSeq+1, func(m Msg) error {
+		if n == limit {
 			more = true
 			return errEnough
 		}
-		h := BodyHash(m.Data)
-		cp.Events = append(cp.Events, EventRef{Seq: m.Seq, Hash: h})
+		n++
+		sum := sha256.Sum256(m.Data)
+		h := hex.EncodeToString(sum[:])
+		if k := len(cp.Seqs); k > 0 && cp.Seqs[k-1][1]+1 == m.Seq {
+			cp.Seqs[k-1][1] = m.Seq
+		} else {
+			cp.Seqs = append(cp.Seqs, [2]uint64{m.Seq, m.Seq})
+		}
+		hashes = append(hashes, sum[:]...)
+		if !c.Store.trusted(m, h) {
+			cp.Untrusted = append(cp.Untrusted, m.Seq)
+		}
 		cp.Chain = ChainNext(cp.Chain, m.Seq, h)
+		cp.ToSeq = m.Seq
 		return nil
 	})
 	if err != nil && !errors.Is(err, errEnough) {
 		return false, false, err
 	}
-	if len(cp.Events) == 0 {
+	if n == 0 {
 		return false, false, nil
 	}
 	now := time.Now
 	if c.Now != nil {
 		now = c.Now
 	}
-	pub := c.Key.Public().(ed25519.PublicKey)
-	cp.ToSeq = cp.Events[len(cp.Events)-1].Seq
+	cp.Hashes = base64.StdEncoding.EncodeToString(hashes)
 	cp.SignedAt = FormatTime(now())
-	cp.KeyID = KeyID(pub)
-	cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(c.Key, cp.signedBytes()))
+	cp.KeyID = signer.KeyID()
 	body, _ := json.Marshal(cp)
-	_, err = c.Store.js.PublishMsg(ctx, &nats.Msg{Subject: CheckpointSubject, Data: body},
-		jetstream.WithMsgID("checkpoint-"+strconv.FormatUint(cp.ToSeq, 10)),
+	msg := &nats.Msg{Subject: CheckpointSubject, Data: body, Header: nats.Header{}}
+	msg.Header[SignerHeader] = []string{signer.KeyID()}
+	msg.Header[SignatureHeader] = []string{base64.StdEncoding.EncodeToString(signer.sign(append([]byte(CheckpointSigningPrefix), body...)))}
+	hash := BodyHash(body)
+	ack, err := c.Store.js.PublishMsg(ctx, msg,
+		jetstream.WithMsgID("checkpoint-"+strconv.FormatUint(cp.ToSeq, 10)+"-"+hash[:16]),
 		jetstream.WithExpectLastSequenceForSubject(lastSeq, CheckpointSubject))
 	if IsConflict(err) {
-		return false, more, nil // another instance wrote it first
+		return false, more, nil // another instance wrote one first
 	}
 	if err != nil {
 		return false, more, fmt.Errorf("append checkpoint: %w", err)
 	}
+	if ack.Duplicate {
+		return false, more, nil
+	}
+	written, err := readCheckpointV2(Msg{Seq: ack.Sequence, Subject: CheckpointSubject, Header: msg.Header, Data: body}, c.Store.Signers())
+	if err == nil {
+		c.mu.Lock()
+		c.known = written
+		c.mu.Unlock()
+	}
 	return true, more, nil
 }
+
+var errEnough = errors.New("enough events for one checkpoint")
 
 // Run writes checkpoints every interval until ctx ends, and once more
 // then, so that a clean stop leaves every event signed.
@@ -265,11 +425,7 @@ func (c *Checkpointer) catchUp(ctx context.Context) {
 	for more := true; more && ctx.Err() == nil; {
 		var err error
 		if _, more, err = c.Once(ctx); err != nil {
-			log := c.Logger
-			if log == nil {
-				log = slog.Default()
-			}
-			log.Warn("checkpoint not written; will retry", "err", err)
+			c.log().Warn("checkpoint not written; will retry", "err", err)
 			return
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/natstest"
@@ -26,7 +28,9 @@ func publishUnknown(t *testing.T, env *natstest.Env, org, key string) uint64 {
 	t.Helper()
 	body := `{"event_id":"` + domain.NewEventID() + `","type":"KeyRenamed","schema_version":2,"org_id":"` + org +
 		`","key_id":"` + key + `","occurred_at":"2026-11-26T10:05:00.000000Z","actor":{"kind":"user","id":"u_7","name":"x"},"data":{"name":"new"},"prev_hash":""}`
-	ack, err := env.JS.Publish(testCtx(t), "keyledger.events."+org+"."+key+".renamed", []byte(body))
+	msg := &nats.Msg{Subject: "keyledger.events." + org + "." + key + ".renamed", Data: []byte(body)}
+	env.Signer.SignEvent(msg)
+	ack, err := env.JS.PublishMsg(testCtx(t), msg)
 	if err != nil {
 		t.Fatal(err)
 	}

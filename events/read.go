@@ -9,31 +9,54 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/domain"
 )
 
-// Load returns the events of one key, oldest first; none for an unknown key.
-// Returns EINVALID for ids that could not name a subject, EUNAVAILABLE.
+// Load returns the events of one key, oldest first; none for an unknown
+// key. Only keyledger's events count: anything else stored under the key's
+// subjects is left out. Returns EINVALID for ids that could not name a
+// subject, EUNAVAILABLE.
 func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error) {
+	evs, _, err := s.load(ctx, org, id)
+	return evs, err
+}
+
+// load is Load, with the sequence of the last message stored under the
+// key's subjects, keyledger's or not: what the next append must expect.
+func (s *Store) load(ctx context.Context, org, id string) (evs []domain.Event, last uint64, err error) {
 	if err := domain.ValidateOrgID(org); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := domain.ValidateKeyID(id); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var evs []domain.Event
-	err := s.Scan(ctx, KeySubjects(org, id), 1, func(m Msg) error {
-		e, err := Decode(m.Data, m.Seq)
-		if err != nil {
-			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+	err = s.Scan(ctx, KeySubjects(org, id), 1, func(m Msg) error {
+		last = m.Seq
+		e, ok, err := s.read(m)
+		if ok {
+			evs = append(evs, e)
 		}
-		e.Hash = BodyHash(m.Data)
-		evs = append(evs, e)
-		return nil
+		return err
 	})
-	return evs, err
+	return evs, last, err
+}
+
+// read judges and decodes a message of the history: ok is false for one
+// that is not keyledger's, which is neither decoded nor shown.
+func (s *Store) read(m Msg) (e domain.Event, ok bool, err error) {
+	hash := BodyHash(m.Data)
+	if !s.trusted(m, hash) {
+		return e, false, nil
+	}
+	e, err = Decode(m.Data, m.Seq)
+	if err != nil {
+		return e, false, domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+	}
+	e.Hash, e.Trusted = hash, true
+	return e, true, nil
 }
 
 // OrgEvents reads, from the stream, up to limit events of org after a
@@ -68,19 +91,47 @@ func (s *Store) EachOrgEvent(ctx context.Context, org string, from uint64, fn fu
 		return err
 	}
 	return s.Scan(ctx, SubjectRoot+"."+org+".>", from, func(m Msg) error {
+		e, ok, err := s.read(m)
+		if !ok || err != nil {
+			return err
+		}
+		return fn(e)
+	})
+}
+
+// EachTrusted calls fn with every event keyledger wrote among those
+// matching filter from sequence from on, in order, judged as a replay
+// judges them (by the signed checkpoints that list them, else by their
+// signatures), and returns how many others it left out. It first tells
+// onTotal, when not nil, how many messages it will read. For readers with
+// no projections beside them: an audit's export.
+func (s *Store) EachTrusted(ctx context.Context, filter string, from uint64, onTotal func(uint64), fn func(domain.Event) error) (skipped int, err error) {
+	cov := s.cover(ctx, from)
+	defer cov.stop()
+	err = s.ScanCounted(ctx, filter, from, onTotal, func(m Msg) error {
+		if !m.IsEvent() {
+			return nil
+		}
+		hash := BodyHash(m.Data)
+		if s.judgeFollowed(m, hash, cov) != "" {
+			skipped++
+			return nil
+		}
 		e, err := Decode(m.Data, m.Seq)
 		if err != nil {
 			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
 		}
-		e.Hash = BodyHash(m.Data)
+		e.Hash, e.Trusted = hash, true
 		return fn(e)
 	})
+	return skipped, err
 }
 
 // Msg is a stored message as read back: an event or a checkpoint.
 type Msg struct {
 	Seq     uint64
 	Subject string
+	Header  nats.Header
 	Data    []byte
 }
 
@@ -146,7 +197,7 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 				return domain.Wrap(domain.EINTERNAL, err, "a stored message has no metadata")
 			}
 			got++
-			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
+			if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}); err != nil {
 				return err
 			}
 		}
@@ -171,28 +222,51 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 }
 
 // Follow calls fn with every event from sequence from on, in stream order,
-// until ctx ends or fn fails. Messages that are not events (checkpoints)
+// until ctx ends or fn fails, each judged: Trusted when keyledger wrote it
+// (it appended it itself, a signed checkpoint lists it by its hash, or a
+// trusted signer signed it). Messages that are not events (checkpoints)
 // and events that cannot be decoded (logged) come with nil Data, so that
-// the sequence still advances.
+// the sequence still advances; a message that is not an event is no
+// event to refuse, and comes Trusted.
 func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
 	var in interner // org ids, actors and scopes repeat from event to event
-	return s.FollowRaw(ctx, from, func(m Msg) error { return fn(s.event(m, &in)) })
+	cov := s.cover(ctx, from)
+	defer cov.stop()
+	return s.FollowRaw(ctx, from, func(m Msg) error {
+		if !m.IsEvent() {
+			return fn(domain.Event{Seq: m.Seq, Trusted: true})
+		}
+		hash := BodyHash(m.Data)
+		trusted := s.judgeFollowed(m, hash, cov) == ""
+		e := s.event(m, &in, trusted)
+		e.Hash, e.Trusted = hash, trusted
+		return fn(e)
+	})
 }
 
-// event decodes a followed message.
-func (s *Store) event(m Msg, in *interner) domain.Event {
-	if !m.IsEvent() {
-		return domain.Event{Seq: m.Seq}
+// judgeFollowed judges a followed event: "" when keyledger wrote it.
+func (s *Store) judgeFollowed(m Msg, hash string, cov *coverage) Unsigned {
+	if s.trust.own.take(m.Seq, hash) {
+		return ""
 	}
+	why, covered, legacy := cov.judge(m.Seq, hash)
+	if covered && !(legacy && headerValue(m.Header, SignerHeader) != "") {
+		return why
+	}
+	return s.Signers().VerifyEvent(m.Seq, m.Subject, m.Data, m.Header)
+}
+
+// event decodes a followed event; a failure is logged only for one that
+// keyledger wrote (anything else is refused whole, and reported so).
+func (s *Store) event(m Msg, in *interner, trusted bool) domain.Event {
 	e, ok := decodeFastIn(m.Data, m.Seq, in)
 	var err error
 	if !ok {
 		e, err = decodeJSON(m.Data, m.Seq)
 	}
-	if err != nil {
+	if err != nil && trusted {
 		s.log.Error("skipping an event that cannot be decoded", "seq", m.Seq, "err", err)
 	}
-	e.Hash = BodyHash(m.Data)
 	return e
 }
 
@@ -245,7 +319,7 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)
 			continue
 		}
-		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
+		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}); err != nil {
 			return err
 		}
 	}

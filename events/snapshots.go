@@ -2,8 +2,11 @@ package events
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -14,10 +17,29 @@ const SnapshotBucket = "KEYLEDGER_SNAPSHOTS"
 
 const snapshotObject = "projections"
 
-// Snapshots stores projection snapshots in a JetStream object store.
+// Snapshots stores projection snapshots in a JetStream object store,
+// signed: the object's SHA-256 digest, which the object store checks as
+// the snapshot is read, is signed by the instance that took it, and a
+// snapshot no trusted signer signed is never used. Anyone may write to the
+// bucket who holds the NATS service credential; nobody without a signing
+// key can make a start trust what they wrote.
 type Snapshots struct {
 	obs    jetstream.ObjectStore
 	stream jetstream.Stream
+	store  *Store
+}
+
+// snapshotSigningPrefix opens the signed bytes of a snapshot.
+const snapshotSigningPrefix = "keyledger-snapshot-v1\n"
+
+// Metadata keys of the snapshot object carrying its signature.
+const (
+	snapshotSigner    = "keyledger-signer"
+	snapshotSignature = "keyledger-signature"
+)
+
+func signedSnapshot(info *jetstream.ObjectInfo) []byte {
+	return []byte(snapshotSigningPrefix + info.Digest + "\n" + strconv.FormatUint(info.Size, 10))
 }
 
 // OpenSnapshots creates the bucket when it is missing (an existing one is
@@ -33,23 +55,49 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshots{obs: obs, stream: s.stream}, nil
+	return &Snapshots{obs: obs, stream: s.stream, store: s}, nil
 }
 
-// Put replaces the snapshot.
+// Put replaces the snapshot, and signs it.
 func (s *Snapshots) Put(ctx context.Context, r io.Reader) error {
-	_, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: snapshotObject}, r)
-	return err
+	signer := s.store.Signer()
+	if signer == nil {
+		return errors.New("no signing key: snapshots are not written")
+	}
+	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: snapshotObject}, r)
+	if err != nil {
+		return err
+	}
+	return s.obs.UpdateMeta(ctx, snapshotObject, jetstream.ObjectMeta{Name: snapshotObject, Metadata: map[string]string{
+		snapshotSigner:    signer.KeyID(),
+		snapshotSignature: base64.StdEncoding.EncodeToString(signer.sign(signedSnapshot(info))),
+	}})
 }
 
-// Get opens the snapshot; nil, nil when there is none. The object store
-// checks its digest as it is read.
+// Get opens the snapshot; nil, nil when there is none, an error when no
+// trusted signer signed it. The object store checks the digest signed as
+// the snapshot is read: read it to its end before trusting it.
 func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
-	r, err := s.obs.Get(ctx, snapshotObject)
+	info, err := s.obs.GetInfo(ctx, snapshotObject)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil
 	}
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	sig, err := base64.StdEncoding.DecodeString(info.Metadata[snapshotSignature])
+	if err != nil || !s.store.Signers().verify(info.Metadata[snapshotSigner], 0, signedSnapshot(info), sig) {
+		return nil, fmt.Errorf("the snapshot is not signed by a trusted keyledger instance (signer %q)", info.Metadata[snapshotSigner])
+	}
+	r, err := s.obs.Get(ctx, snapshotObject)
+	if err != nil {
+		return nil, err
+	}
+	if got, err := r.Info(); err != nil || got.Digest != info.Digest || got.Size != info.Size {
+		r.Close()
+		return nil, errors.New("the snapshot changed while it was opened")
+	}
+	return r, nil
 }
 
 // MsgHash is the stored hash of the stream's message at seq.

@@ -58,7 +58,13 @@ type Config struct {
 	// scans then leave their consumers to expire once idle (30 s) instead
 	// of deleting them, which it may not.
 	ReadOnly bool
-	Logger   *slog.Logger
+	// Signer signs every event appended; a store without one may read but
+	// not append. Signers is the trust set: the events that count are
+	// those its keys signed (and the signer's own), or that a checkpoint
+	// they signed vouches for.
+	Signer  *Signer
+	Signers *Signers
+	Logger  *slog.Logger
 }
 
 // Store is the JetStream event store.
@@ -71,11 +77,13 @@ type Store struct {
 	cache     KeyCache
 	stats     appendStats
 	appended  func(domain.Event)
+	trust     trustState
 }
 
 // OnAppended calls fn with every event this store appends, as the stream
 // holds it (decoded from the very body stored, with its sequence and
-// hash), right after the server acknowledges it: a projection fed from
+// hash, trusted: this store signed it), right after the server
+// acknowledges it: a projection fed from
 // here need not wait for the event to come back through a consumer. fn
 // must be quick and safe for concurrent use. Set it before appending.
 func (s *Store) OnAppended(fn func(domain.Event)) { s.appended = fn }
@@ -152,7 +160,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, err
 	}
-	return newStore(js, stream, cfg), nil
+	return newStore(js, stream, cfg)
 }
 
 // Attach opens the existing stream without creating or changing it: what a
@@ -163,17 +171,24 @@ func Attach(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
 	}
-	return newStore(js, stream, cfg), nil
+	return newStore(js, stream, cfg)
 }
 
-func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) *Store {
+func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Store, error) {
 	if cfg.Conflicts == 0 {
 		cfg.Conflicts = 8
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger}
+	s := &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger}
+	s.trust.signers.Store(cfg.Signers)
+	if cfg.Signer != nil {
+		if err := s.SetSigner(cfg.Signer); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Create appends the first event of a new key. Returns ECONFLICT if the key
@@ -189,7 +204,7 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 		return k, nil
 	}
 	for attempt := 1; ; attempt++ {
-		evs, err := s.Load(ctx, org, id)
+		evs, last, err := s.load(ctx, org, id)
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +216,7 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 		if err != nil {
 			return nil, err
 		}
-		err = s.appendAll(ctx, k, evs[len(evs)-1].Hash, news)
+		err = s.appendAll(ctx, k, evs[len(evs)-1].Hash, last, news)
 		if domain.ErrorCode(err) != domain.ECONFLICT || attempt >= s.conflicts {
 			return k, err
 		}
@@ -233,7 +248,7 @@ func (s *Store) fromCache(ctx context.Context, org, id string, fn func(*domain.K
 	if err != nil || len(news) != 1 {
 		return nil, false // several events could half-land: only the loaded path takes them
 	}
-	if err := s.appendAll(ctx, &k, k.LastHash, news); err != nil {
+	if err := s.appendAll(ctx, &k, k.LastHash, k.Version, news); err != nil {
 		if domain.ErrorCode(err) == domain.ECONFLICT {
 			s.stats.retries.Add(1) // Update decides again on the stream's state
 		}
@@ -243,15 +258,18 @@ func (s *Store) fromCache(ctx context.Context, org, id string, fn func(*domain.K
 }
 
 // appendAll appends news after the key's last event, whose stored hash is
-// prevHash, chaining each to the one before.
-func (s *Store) appendAll(ctx context.Context, k *domain.Key, prevHash string, news []domain.Event) error {
+// prevHash, chaining each to the one before. The stream's last message on
+// the key's subjects must be at expected: k's version, or a later message
+// that is not keyledger's (a forgery is never chained to, but must not
+// keep the key from changing either).
+func (s *Store) appendAll(ctx context.Context, k *domain.Key, prevHash string, expected uint64, news []domain.Event) error {
 	for _, e := range news {
 		e.PrevHash = prevHash
-		e, err := s.append(ctx, e, k.Version)
+		e, err := s.append(ctx, e, expected)
 		if err != nil {
 			return err
 		}
-		prevHash = e.Hash
+		prevHash, expected = e.Hash, e.Seq
 		if err := k.Apply(e); err != nil {
 			return domain.Wrap(domain.EINTERNAL, err, "cannot apply the new event")
 		}
@@ -266,11 +284,16 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	if domain.ValidateOrgID(e.OrgID) != nil || domain.ValidateKeyID(e.KeyID) != nil {
 		return e, domain.Errorf(domain.EINVALID, "event %s names no valid org and key", e.ID)
 	}
+	signer := s.Signer()
+	if signer == nil {
+		return e, domain.Errorf(domain.EINTERNAL, "this instance has no signing key: it may read the history, not add to it")
+	}
 	body, err := Encode(e)
 	if err != nil {
 		return e, domain.Wrap(domain.EINTERNAL, err, "cannot encode the event")
 	}
 	msg := &nats.Msg{Subject: Subject(e.OrgID, e.KeyID, e.Type), Data: body}
+	signer.SignEvent(msg)
 	opts := []jetstream.PublishOpt{
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(StreamName),
@@ -299,16 +322,18 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	if !ack.Duplicate {
 		s.stats.count(e.Type)
 	}
+	hash := BodyHash(body)
+	s.trust.own.add(ack.Sequence, hash)
 	if s.appended != nil {
 		if stored, err := Decode(body, ack.Sequence); err == nil {
-			stored.Hash = BodyHash(body)
+			stored.Hash, stored.Trusted = hash, true
 			s.appended(stored)
 		}
 	}
 	if ack.Duplicate {
 		s.log.InfoContext(ctx, "append deduplicated", "event_id", e.ID, "seq", ack.Sequence)
 	}
-	e.Seq, e.Hash = ack.Sequence, BodyHash(body)
+	e.Seq, e.Hash, e.Trusted = ack.Sequence, hash, true
 	return e, nil
 }
 

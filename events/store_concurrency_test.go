@@ -22,6 +22,7 @@ func TestStoreDeduplication(t *testing.T) {
 			t.Fatal(err)
 		}
 		msg := &nats.Msg{Subject: events.Subject(e.OrgID, e.KeyID, e.Type), Data: body}
+		env.Signer.SignEvent(msg)
 		return env.JS.PublishMsg(ctx, msg, append([]jetstream.PublishOpt{jetstream.WithMsgID(e.ID)}, opts...)...)
 	}
 
@@ -118,7 +119,9 @@ func TestStoreConcurrentUpdatesLoseNoUpdate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := natstest.Start(t)
 			ctx := testCtx(t)
-			store, err := events.Open(ctx, env.JS, events.Config{Conflicts: tt.conflicts, Logger: natstest.Quiet()})
+			cfg := env.Config(natstest.Quiet())
+			cfg.Conflicts = tt.conflicts
+			store, err := events.Open(ctx, env.JS, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -127,7 +127,7 @@ func TestStoreOpen(t *testing.T) {
 
 	t.Run("OpeningTwiceKeepsStreamAndEvents", func(t *testing.T) {
 		before := env.LastSeq(t)
-		again, err := events.Open(ctx, env.JS, events.Config{Logger: natstest.Quiet()})
+		again, err := events.Open(ctx, env.JS, env.Config(natstest.Quiet()))
 		if err != nil {
 			t.Fatalf("second Open: %v", err)
 		}
@@ -188,7 +188,7 @@ func TestStoreCreate(t *testing.T) {
 			t.Errorf("PrevHash, Hash = %q, %q; want empty, set", created.PrevHash, created.Hash)
 		}
 		want := e
-		want.PrevHash, want.Seq, want.Hash = "", created.Seq, created.Hash
+		want.PrevHash, want.Seq, want.Hash, want.Trusted = "", created.Seq, created.Hash, true
 		if !reflect.DeepEqual(created, want) {
 			t.Errorf("Create:\n got %+v\nwant %+v", created, want)
 		}

@@ -1,11 +1,10 @@
 package http_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -109,12 +108,18 @@ func TestOrgEventsFilters(t *testing.T) {
 }
 
 func TestAuditPublicKeyIsPublished(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.AuditKey = pub })
+	h := start(t)
+	pub := h.env.Signer.Public()
 	res := h.must(http.StatusOK, "GET", "/v1/audit/pubkey", "", nil)
 	got, err := events.ParsePublicKeyPEM(res.body)
 	if err != nil || !got.Equal(pub) || res.Header.Get("X-Keyledger-Key-Id") != events.KeyID(pub) {
 		t.Errorf("pubkey: %v %s", err, res.body)
 	}
-	start(t).must(http.StatusNotFound, "GET", "/v1/audit/pubkey", "", nil)
+	res = h.must(http.StatusOK, "GET", "/v1/audit/signers", "", nil)
+	if set, err := events.ParseSigners(res.body); err != nil || !slices.Equal(set.IDs(), []string{events.KeyID(pub)}) {
+		t.Errorf("signers: %v %s", err, res.body)
+	}
+	none := startWith(t, t.TempDir(), func(s *khttp.Server) { s.Trust = nil })
+	none.must(http.StatusNotFound, "GET", "/v1/audit/pubkey", "", nil)
+	none.must(http.StatusNotFound, "GET", "/v1/audit/signers", "", nil)
 }

@@ -2,7 +2,6 @@ package http_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/internal/natstest"
 )
@@ -46,12 +46,7 @@ func newTour(t *testing.T, c *conformance) *tour {
 		since.CompareAndSwap(0, time.Now().UnixNano())
 		once.Do(func() { close(tr.down) })
 	})
-	pub, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tr.h = instance(t, env, func(s *khttp.Server) {
-		s.AuditKey = pub
 		s.CommandTimeout = time.Second
 		s.Unreachable = func() time.Time {
 			if n := since.Load(); n != 0 {
@@ -88,6 +83,12 @@ func (tr *tour) operations() {
 	cl.do(200, "GET", "/metrics", "", nil)
 	cl.do(200, "GET", "/openapi.json", "", nil)
 	cl.do(200, "GET", "/v1/audit/pubkey", "", nil)
+	cl.do(200, "GET", "/v1/audit/signers", "", nil)
+	cl.do(404, "GET", "/v1/audit/head", "", nil) // no checkpoint yet
+	if _, _, err := (&events.Checkpointer{Store: tr.h.env.Store}).Once(context.Background()); err != nil {
+		tr.t.Fatal(err)
+	}
+	cl.do(200, "GET", "/v1/audit/head", "", nil)
 	cl.do(200, "GET", "/acme/configuration/api-keys", "", nil)
 	cl.broken(404, "GET", "/Not_An_Org/configuration/api-keys", "", nil)
 	cl.do(200, "GET", "/assets/keyledger/app.css", "", nil)
@@ -333,6 +334,7 @@ func limitsTour(t *testing.T, c *conformance) {
 	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
 		s.AuthFailureLimit, s.VerifyLimit = perHour, perHour
 		s.WaitTimeout = 10 * time.Millisecond
+		s.Trust = nil
 	})
 	cl := c.client(t, h)
 	admin := h.bootstrap("acme")
@@ -343,7 +345,8 @@ func limitsTour(t *testing.T, c *conformance) {
 	for _, path := range []string{"/v1/whoami", "/v1/orgs/acme/keys", key, key + "/events", "/v1/orgs/acme/events"} {
 		mustHeader(t, cl.do(503, "GET", path+ahead, admin, nil), "Retry-After", "1")
 	}
-	cl.do(404, "GET", "/v1/audit/pubkey", "", nil) // this instance signs no checkpoints
+	cl.do(404, "GET", "/v1/audit/pubkey", "", nil) // this instance signs nothing
+	cl.do(404, "GET", "/v1/audit/signers", "", nil)
 
 	cl.do(429, "POST", "/v1/verify", "", map[string]string{"key": admin})
 	cl.do(401, "GET", "/v1/whoami", "not-a-key", nil)
@@ -368,13 +371,8 @@ func limitsTour(t *testing.T, c *conformance) {
 // instance: every other request or stream is refused with 503 at once,
 // except the health checks and metrics.
 func overloadTour(t *testing.T, c *conformance) {
-	pub, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
 		s.MaxInFlight, s.MaxStreams = 1, 1
-		s.AuditKey = pub
 	})
 	cl := c.client(t, h)
 	admin := h.bootstrap("acme")
@@ -396,7 +394,8 @@ func overloadTour(t *testing.T, c *conformance) {
 		body         any
 	}{
 		{"GET", "/openapi.json", nil}, {"GET", "/acme/configuration/api-keys", nil}, {"GET", "/assets/keyledger/app.js", nil},
-		{"GET", "/v1/audit/pubkey", nil}, {"POST", "/v1/verify", map[string]string{"key": admin}}, {"GET", "/v1/whoami", nil},
+		{"GET", "/v1/audit/pubkey", nil}, {"GET", "/v1/audit/signers", nil}, {"GET", "/v1/audit/head", nil},
+		{"POST", "/v1/verify", map[string]string{"key": admin}}, {"GET", "/v1/whoami", nil},
 		{"POST", "/v1/orgs/acme/keys", map[string]string{"name": "x"}}, {"GET", "/v1/orgs/acme/keys", nil}, {"GET", key, nil},
 		{"POST", key + "/rotate", nil}, {"DELETE", key, nil}, {"GET", key + "/events", nil}, {"GET", "/v1/orgs/acme/events", nil},
 	} {

@@ -22,6 +22,12 @@ import (
 	"github.com/keyledger/keyledger/projections"
 )
 
+// Trust is the instance's signing key and trust set; events.Store is one.
+type Trust interface {
+	PublicKey() ed25519.PublicKey
+	Signers() *events.Signers
+}
+
 // EventLog reads the history from the stream, on demand: it is not held in
 // memory. events.Store is one.
 type EventLog interface {
@@ -66,9 +72,15 @@ type Server struct {
 	// CommandTimeout bounds a write's work with the event store: past it
 	// the write answers 503 unavailable rather than hang; 5s when zero.
 	CommandTimeout time.Duration
-	// AuditKey is the public half of the checkpoint signing key, served at
-	// /v1/audit/pubkey; nil: none configured.
-	AuditKey ed25519.PublicKey
+	// Trust says which key this instance signs with (served at
+	// /v1/audit/pubkey) and which it trusts (/v1/audit/signers); nil:
+	// neither is served.
+	Trust Trust
+	// Checkpoints gives the newest signed checkpoint, /v1/audit/head; nil:
+	// not served.
+	Checkpoints interface {
+		Head(ctx context.Context) (events.Head, bool, error)
+	}
 	// OIDC signs people in with JWTs; nil: management keys only.
 	OIDC *OIDC
 	// AuthFailureLimit bounds failed authentications per client address;
@@ -153,6 +165,8 @@ func (s *Server) Handler() http.Handler {
 	r.With(s.current).Get("/v1/whoami", s.whoami)
 	r.With(s.current).Get("/v1/events/stream", s.keyEventStream)
 	r.Get("/v1/audit/pubkey", s.auditPubkey)
+	r.Get("/v1/audit/signers", s.auditSigners)
+	r.Get("/v1/audit/head", s.auditHead)
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.current, s.manager)
 		r.Route("/keys", s.keyRoutes)
@@ -193,16 +207,53 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-// auditPubkey publishes the key that signs checkpoints (PEM), so that
-// anyone can check them with keyledger audit verify --pubkey.
+// auditPubkey publishes the key this instance signs its events and
+// checkpoints with (PEM), for the other instances' and the services'
+// trust sets.
 func (s *Server) auditPubkey(w http.ResponseWriter, r *http.Request) {
-	if s.AuditKey == nil {
-		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this instance signs no checkpoints"))
+	var pub ed25519.PublicKey
+	if s.Trust != nil {
+		pub = s.Trust.PublicKey()
+	}
+	if pub == nil {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this instance signs nothing"))
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	w.Header().Set("X-Keyledger-Key-Id", events.KeyID(s.AuditKey))
-	_, _ = w.Write(events.PublicKeyPEM(s.AuditKey))
+	w.Header().Set("X-Keyledger-Key-Id", events.KeyID(pub))
+	_, _ = w.Write(events.PublicKeyPEM(pub))
+}
+
+// auditSigners publishes the trust set this instance judges events by
+// (PEM): what a verifier's Options.Signers, or an auditor's
+// --event-signers, should hold — once checked out of band.
+func (s *Server) auditSigners(w http.ResponseWriter, r *http.Request) {
+	if s.Trust == nil || s.Trust.Signers() == nil {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this instance has no trust set"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.Trust.Signers().PEM())
+}
+
+// auditHead answers the newest signed checkpoint: an auditor keeps it
+// outside the system and later checks that the stream still holds it
+// (keyledger audit verify --anchor).
+func (s *Server) auditHead(w http.ResponseWriter, r *http.Request) {
+	if s.Checkpoints == nil {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this instance writes no checkpoints"))
+		return
+	}
+	head, ok, err := s.Checkpoints.Head(r.Context())
+	switch {
+	case err != nil:
+		s.fail(w, r, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached"))
+	case !ok:
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "the stream holds no signed checkpoint yet"))
+	default:
+		w.Header()["Cache-Control"] = noStore
+		writeJSON(w, http.StatusOK, head)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -34,7 +34,7 @@ func newLedger(t *testing.T) *ledger {
 
 func (l *ledger) add(e domain.Event) domain.Event {
 	l.t.Helper()
-	e.Seq = uint64(len(l.evs) + 1)
+	e.Seq, e.Trusted = uint64(len(l.evs)+1), true // keyledger wrote it
 	if e.Data != nil {
 		k := l.keys[e.KeyID]
 		if k == nil {

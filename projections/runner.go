@@ -17,10 +17,18 @@ import (
 )
 
 // Projection is a fold over the stream. Apply is called with every event in
-// stream order, once; events of unknown types come with nil Data.
+// stream order, once; events of unknown types, and events the runner
+// refused (not Trusted: no keyledger instance wrote them), come with nil
+// Data.
 type Projection interface {
 	Apply(e domain.Event) error
 	LastSeq() uint64
+}
+
+// Rejecter is a projection that keeps which events were refused, so that
+// reads of the history can leave them out without judging them again.
+type Rejecter interface {
+	Reject(seq uint64)
 }
 
 // Source is the stream, as the projections need it.
@@ -42,8 +50,9 @@ type Runner struct {
 	applied uint64
 	advance chan struct{} // closed, and replaced, whenever applied moves
 	ready   atomic.Bool
-	target  atomic.Uint64 // the stream's last sequence when Run started
-	started atomic.Bool   // target is known: Offer may apply
+	target   atomic.Uint64 // the stream's last sequence when Run started
+	started  atomic.Bool   // target is known: Offer may apply
+	rejected atomic.Uint64
 }
 
 // NewRunner returns a runner for projs over src.
@@ -122,6 +131,10 @@ func (r *Runner) Offer(e domain.Event) {
 }
 
 func (r *Runner) applyLocked(e domain.Event) {
+	if !e.Trusted {
+		r.reject(e)
+		e.Data = nil
+	}
 	for _, p := range r.projs {
 		if err := p.Apply(e); err != nil {
 			r.log.Error("projection skipped an event", "seq", e.Seq, "event_id", e.ID, "err", err)
@@ -136,6 +149,28 @@ func (r *Runner) applyLocked(e domain.Event) {
 	r.advance = make(chan struct{})
 	r.mu.Unlock()
 }
+
+// reject refuses an event no keyledger instance wrote: it is counted and
+// logged, once, and never applied. Only its sequence and type are logged:
+// the rest is whatever its author chose to write.
+func (r *Runner) reject(e domain.Event) {
+	r.rejected.Add(1)
+	t := string(e.Type)
+	switch e.Type {
+	case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
+	default:
+		t = "unreadable or unknown"
+	}
+	r.log.Error("refusing an event no trusted keyledger instance wrote: it is not applied (keyledger audit verify names it)", "seq", e.Seq, "type", t)
+	for _, p := range r.projs {
+		if rj, ok := p.(Rejecter); ok {
+			rj.Reject(e.Seq)
+		}
+	}
+}
+
+// Rejected counts the events refused since the runner started.
+func (r *Runner) Rejected() uint64 { return r.rejected.Load() }
 
 // ResumeAfter makes Run start after seq, which every projection already
 // holds (restored from a snapshot). Call it before Run.
@@ -167,6 +202,20 @@ func (r *Runner) Behind(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return last - min(last, r.Applied()), nil
+}
+
+// WaitReady returns once Ready, or with ctx's error.
+func (r *Runner) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !r.Ready() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // WaitFor returns once seq has been applied, or with ctx's error.

@@ -81,6 +81,12 @@ func (s *Snapshotter) Restore(ctx context.Context) uint64 {
 	defer rc.Close()
 	h, img, err := decodeSnapshot(rc)
 	if err == nil {
+		// Read to the end: the store checks the signed digest there.
+		if _, err = io.Copy(io.Discard, rc); err != nil {
+			err = fmt.Errorf("the snapshot does not match its signed digest: %w", err)
+		}
+	}
+	if err == nil {
 		err = s.fits(ctx, h)
 	}
 	if err != nil {

@@ -48,6 +48,9 @@ type Table struct {
 	sets   [][]string // scope sets, by scopes' index
 	actors interner[domain.Actor]
 	text   arena
+	// rejected holds, ascending, the sequences of the events refused:
+	// reads of the history leave them out (Judged).
+	rejected []uint64
 }
 
 // row is one key, in 160 bytes. It holds no pointer.
@@ -176,6 +179,28 @@ func (t *Table) find(org, id string) (uint32, bool) {
 		return 0, false
 	}
 	return slot, true
+}
+
+// Reject notes that the event at seq was refused: no keyledger instance
+// wrote it.
+func (t *Table) Reject(seq uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.rejected); n == 0 || t.rejected[n-1] < seq {
+		t.rejected = append(t.rejected, seq)
+	}
+}
+
+// Judged says whether the event at seq was applied as keyledger's: known
+// is false for a sequence the table has not reached.
+func (t *Table) Judged(seq uint64) (trusted, known bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if seq > t.LastSeq() {
+		return false, false
+	}
+	_, refused := slices.BinarySearch(t.rejected, seq)
+	return !refused, true
 }
 
 // Apply folds one event into the table. A table shared by its listing and

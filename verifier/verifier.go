@@ -7,6 +7,7 @@ package verifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -27,10 +28,26 @@ type Result = projections.Result
 // Event is a change to a key, as appended to the stream.
 type Event = domain.Event
 
-// Options are optional. Callbacks run on the verifier's one feed goroutine,
-// in stream order, once per event, after the index has applied the event;
-// a slow callback delays the index, so hand long work off.
+// Signers is a trust set: the public keys of the keyledger instances
+// whose events count.
+type Signers = events.Signers
+
+// ParseSigners reads a trust set: PEM public keys, as `keyledger audit
+// pubkey` prints one and GET /v1/audit/signers serves them.
+func ParseSigners(pem []byte) (*Signers, error) { return events.ParseSigners(pem) }
+
+// Options configure a verifier; all but Signers are optional. Callbacks
+// run on the verifier's one feed goroutine, in stream order, once per
+// event, after the index has applied the event; a slow callback delays
+// the index, so hand long work off.
 type Options struct {
+	// Signers is the trust set (required): only events signed by one of
+	// its keys, or vouched for by a checkpoint one of them signed, are
+	// applied. Anyone else who can publish to the stream — any holder of
+	// the NATS service credential — can neither mint nor revoke a key in
+	// the verifier. Give it the deployment's --event-signers file, read
+	// from your own configuration, not fetched at start from the network.
+	Signers *Signers
 	OnCreated func(Event)
 	OnRotated func(Event)
 	OnRevoked func(Event)
@@ -78,7 +95,10 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	store, err := events.Attach(ctx, js, events.Config{Logger: opts.Logger})
+	if opts.Signers == nil {
+		return nil, errors.New("verifier: Options.Signers is required: the public keys of the keyledger instances whose events to trust (keyledger audit pubkey; the deployment's --event-signers file)")
+	}
+	store, err := events.Attach(ctx, js, events.Config{Logger: opts.Logger, Signers: opts.Signers, ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
@@ -142,18 +162,7 @@ func (v *Verifier) Verify(key string) Result {
 func (v *Verifier) Ready() bool { return v.runner.Ready() }
 
 // WaitReady returns once Ready, or with ctx's error.
-func (v *Verifier) WaitReady(ctx context.Context) error {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !v.Ready() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
-}
+func (v *Verifier) WaitReady(ctx context.Context) error { return v.runner.WaitReady(ctx) }
 
 // Applied returns the stream sequence of the last event applied; a write
 // acknowledged with X-Keyledger-Seq: N is reflected once Applied() >= N.

@@ -42,6 +42,9 @@ func service(t testing.TB, env *natstest.Env, url string, opts verifier.Options)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts.Logger = natstest.Quiet()
+	if opts.Signers == nil {
+		opts.Signers = env.Signers
+	}
 	v, err := verifier.New(ctx, js, opts)
 	if err != nil {
 		t.Fatal(err)

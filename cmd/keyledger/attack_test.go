@@ -28,7 +28,7 @@ func TestAttackStaleInstanceFailsClosed(t *testing.T) {
 	ns := natsOn(t, port, dir+"/nats")
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	addr := freeAddr(t)
-	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr}
+	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem")}
 	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin")
 	if err != nil {
 		t.Fatalf("bootstrap: %v %s", err, stderr)
@@ -80,7 +80,7 @@ func TestAttackStaleInstanceFailsClosed(t *testing.T) {
 func TestAttackAttachingNeverLoosensTheStream(t *testing.T) {
 	nodes := cluster(t)
 	dir := t.TempDir()
-	env := []string{"KEYLEDGER_NATS_URL=" + urls(nodes)}
+	env := []string{"KEYLEDGER_NATS_URL=" + urls(nodes), "KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem")}
 	if _, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin", "--stream-replicas", "3"); err != nil {
 		t.Fatalf("bootstrap on R3: %v\n%s", err, stderr)
 	}

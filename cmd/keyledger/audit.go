@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -28,10 +28,12 @@ import (
 const auditUsage = `Usage:
   keyledger audit export --org ORG [--key ID] [--since T] [--until T] [--format jsonl|csv]
   keyledger audit as-of  --org ORG --at T [--format text|json]
-  keyledger audit verify [--pubkey FILE]
-  keyledger audit pubkey
+  keyledger audit verify [--event-signers FILE] [--anchor FILE] [--save-anchor FILE]
+  keyledger audit pubkey [--signing-key FILE]
 They read ./data while the server is stopped, or a running system with
---nats-url (the read-only subscriber credential is enough).
+--nats-url (the read-only subscriber credential is enough). Only events
+a trusted signer wrote count: --event-signers FILE is the deployment's
+trust set (default: the public half of --signing-key).
 `
 
 // errTampered makes `audit verify` exit non-zero without another message.
@@ -53,19 +55,17 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&a.until, "until", "", "export: events before this RFC 3339 instant")
 	fs.StringVar(&a.at, "at", "", "as-of: the RFC 3339 instant")
 	fs.StringVar(&a.format, "format", "", "export: jsonl (default) or csv; as-of: text (default) or json")
-	fs.StringVar(&a.pubkey, "pubkey", "", "verify: the checkpoint signers' public key (PEM); default: the one of --audit-key")
-	fs.StringVar(&a.signingKey, "audit-key", "", "the checkpoint signing key (default <data-dir>/audit-signing-key.pem)")
+	fs.StringVar(&a.pubkey, "pubkey", "", "the former name of --event-signers")
+	fs.StringVar(&a.anchor, "anchor", "", "verify: fail unless the stream still holds the head saved in this file")
+	fs.StringVar(&a.saveAnchor, "save-anchor", "", "verify: once intact, save the head here (keep it where the NATS credential cannot reach)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
-	}
-	if a.signingKey == "" {
-		a.signingKey = filepath.Join(c.dataDir, "audit-signing-key.pem")
 	}
 	if c.natsInbox == "" {
 		c.natsInbox = events.SubscriberInbox // audits read: the subscriber credential is enough
 	}
 	if args[0] == "pubkey" {
-		pub, err := a.publicKey()
+		pub, err := a.publicKey(&c)
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,11 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, c, openOpts{readOnly: true}, log)
+	set, err := a.trustSet(&c)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(ctx, c, openOpts{readOnly: true, signers: set}, log)
 	if err != nil {
 		return err
 	}
@@ -95,7 +99,7 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 type auditFlags struct {
-	org, key, since, until, at, format, pubkey, signingKey string
+	org, key, since, until, at, format, pubkey, anchor, saveAnchor string
 }
 
 func (a *auditFlags) check(cmd string) error {
@@ -119,23 +123,37 @@ func (a *auditFlags) check(cmd string) error {
 	return fmt.Errorf("--format %q is not one of %s", a.format, strings.Join(formats[1:], ", "))
 }
 
-// publicKey reads --pubkey, or derives it from the signing key file.
-func (a *auditFlags) publicKey() (ed25519.PublicKey, error) {
-	if a.pubkey != "" {
-		raw, err := os.ReadFile(a.pubkey)
-		if err != nil {
-			return nil, err
-		}
-		return events.ParsePublicKeyPEM(raw)
+// publicKey derives the public key from the signing key file, which must
+// exist: an audit never creates one.
+func (a *auditFlags) publicKey(c *common) (ed25519.PublicKey, error) {
+	path := c.signing.keyPath(c)
+	if path == "" {
+		return nil, errors.New("give --signing-key FILE")
 	}
-	if _, err := os.Stat(a.signingKey); err != nil {
-		return nil, fmt.Errorf("no signing key at %s (give --pubkey or --audit-key): %w", a.signingKey, err)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no signing key at %s (give --event-signers, or --signing-key): %w", path, err)
 	}
-	priv, err := events.LoadOrCreateSigningKey(a.signingKey)
+	priv, err := events.LoadOrCreateSigningKey(path)
 	if err != nil {
 		return nil, err
 	}
 	return priv.Public().(ed25519.PublicKey), nil
+}
+
+// trustSet is --event-signers (or its former name --pubkey), or else the
+// public half of the signing key.
+func (a *auditFlags) trustSet(c *common) (*events.Signers, error) {
+	if c.eventSigners == "" {
+		c.eventSigners = a.pubkey
+	}
+	if c.eventSigners != "" {
+		return c.signing.signers(nil)
+	}
+	pub, err := a.publicKey(c)
+	if err != nil {
+		return nil, err
+	}
+	return events.NewSigners(pub), nil
 }
 
 func parseInstant(flagName, v string) (time.Time, error) {
@@ -173,13 +191,9 @@ func (a *auditFlags) export(ctx context.Context, s *events.Store, stdout, stderr
 				progressbar.OptionSetDescription("exporting "+a.org), progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond))
 		}
 	}
-	err = s.ScanCounted(ctx, filter, 1, onTotal, func(m events.Msg) error {
+	skipped, err := s.EachTrusted(ctx, filter, 1, onTotal, func(e domain.Event) error {
 		if bar != nil {
 			_ = bar.Add(1)
-		}
-		e, err := events.Decode(m.Data, m.Seq)
-		if err != nil {
-			return err
 		}
 		if (!since.IsZero() && e.OccurredAt.Before(since)) || (!until.IsZero() && !e.OccurredAt.Before(until)) {
 			return nil
@@ -192,6 +206,9 @@ func (a *auditFlags) export(ctx context.Context, s *events.Store, stdout, stderr
 	}
 	if err != nil {
 		return err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(stderr, "left out %d events that no trusted keyledger instance wrote: keyledger audit verify names them\n", skipped)
 	}
 	w.flush()
 	return out.Flush()
@@ -256,14 +273,7 @@ func (a *auditFlags) asOf(ctx context.Context, s *events.Store, stdout, _ io.Wri
 		return errors.New("as-of needs --at, an RFC 3339 instant such as 2026-11-26T10:00:00Z")
 	}
 	fold := projections.NewAsOf(a.org, at)
-	err = s.Scan(ctx, events.SubjectRoot+"."+a.org+".>", 1, func(m events.Msg) error {
-		e, err := events.Decode(m.Data, m.Seq)
-		if err != nil {
-			return err
-		}
-		return fold.Apply(e)
-	})
-	if err != nil {
+	if _, err := s.EachTrusted(ctx, events.SubjectRoot+"."+a.org+".>", 1, nil, fold.Apply); err != nil {
 		return err
 	}
 	keys := fold.Keys()
@@ -289,21 +299,53 @@ func (a *auditFlags) asOf(ctx context.Context, s *events.Store, stdout, _ io.Wri
 	return tw.Flush()
 }
 
-// verify replays the stream and says where it was altered, if anywhere.
+// verify replays the stream and says where it was altered, if anywhere,
+// and names every message in it that keyledger did not write.
 func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.Writer) error {
-	pub, err := a.publicKey()
+	opts := events.AuditOptions{Signers: s.Signers()}
+	if a.anchor != "" {
+		raw, err := os.ReadFile(a.anchor)
+		if err != nil {
+			return fmt.Errorf("--anchor: %w", err)
+		}
+		opts.Anchor = &events.Head{}
+		if err := json.Unmarshal(raw, opts.Anchor); err != nil || opts.Anchor.Seq == 0 {
+			return fmt.Errorf("--anchor %s: not a head saved by --save-anchor or GET /v1/audit/head", a.anchor)
+		}
+	}
+	r, err := events.Audit(ctx, s, opts)
 	if err != nil {
 		return err
 	}
-	r, err := events.Audit(ctx, s, pub)
-	if err != nil {
-		return err
+	if r.Finding != nil {
+		fmt.Fprintf(stdout, "NOT INTACT at sequence %d: %s\n", r.Finding.Seq, r.Finding.Problem)
+	}
+	for _, f := range r.Forged {
+		fmt.Fprintf(stdout, "FORGED at sequence %d: %s\n", f.Seq, f.Problem)
 	}
 	if !r.Intact() {
-		fmt.Fprintf(stdout, "NOT INTACT at sequence %d: %s\n", r.Finding.Seq, r.Finding.Problem)
+		if r.Finding == nil {
+			fmt.Fprintf(stdout, "the signed history is whole up to sequence %d, but the stream holds %d messages keyledger did not write (none was applied)\n", r.SignedUpTo, len(r.Forged))
+		}
 		return errTampered
 	}
-	fmt.Fprintf(stdout, "intact up to sequence %d: %d events, %d checkpoints by key %s, signed up to sequence %d\n",
-		r.LastSeq, r.Events, r.Checkpoints, events.KeyID(pub), r.SignedUpTo)
+	fmt.Fprintf(stdout, "intact up to sequence %d: %d events (%d written before signing, vouched for by checkpoints), %d checkpoints, signed up to sequence %d by key %s\n",
+		r.LastSeq, r.Events, r.Legacy, r.Checkpoints, r.SignedUpTo, r.Head.KeyID)
+	ids := make([]string, 0, len(r.Signers))
+	for id := range r.Signers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		st := r.Signers[id]
+		fmt.Fprintf(stdout, "  signer %s: %d events, sequences %d to %d\n", id, st.Events, st.First, st.Last)
+	}
+	if a.saveAnchor != "" {
+		raw, _ := json.MarshalIndent(r.Head, "", "  ")
+		if err := os.WriteFile(a.saveAnchor, append(raw, '\n'), 0o644); err != nil {
+			return fmt.Errorf("--save-anchor: %w", err)
+		}
+		fmt.Fprintf(stdout, "anchor saved to %s: checkpoint at sequence %d, up to event %d\n", a.saveAnchor, r.Head.Seq, r.Head.ToSeq)
+	}
 	return nil
 }

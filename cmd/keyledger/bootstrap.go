@@ -34,7 +34,14 @@ func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, c, openOpts{}, log)
+	if err := c.checkReplicas(); err != nil {
+		return err
+	}
+	signer, err := c.signing.signer(&c)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(ctx, c, openOpts{signer: signer}, log)
 	if err != nil {
 		return err
 	}

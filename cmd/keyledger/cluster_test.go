@@ -108,7 +108,7 @@ func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	nodes := cluster(t)
 	dir := t.TempDir()
 	common := []string{"KEYLEDGER_NATS_URL=" + urls(nodes), "KEYLEDGER_STREAM_REPLICAS=3",
-		"KEYLEDGER_AUDIT_KEY=" + filepath.Join(dir, "audit.pem"), "KEYLEDGER_COMMAND_TIMEOUT=3s"}
+		"KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem"), "KEYLEDGER_COMMAND_TIMEOUT=3s"}
 	admin, stderr, err := runBinary(t, dir, common, "bootstrap", "--org", "acme", "--name", "admin")
 	if err != nil {
 		t.Fatalf("bootstrap: %v %s", err, stderr)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,6 +30,7 @@ type common struct {
 	logFormat   string
 	logLevel    string
 	config      string
+	signing
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -47,6 +47,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.config, "config", "", "read flags not given on the command line or in KEYLEDGER_* variables from this YAML (.yaml, .yml) or TOML (.toml) file")
+	c.signing.register(fs)
 }
 
 func (c *common) logger(w io.Writer) (*slog.Logger, error) {
@@ -169,7 +170,6 @@ type serveFlags struct {
 	verifyRateLimit  int
 	corsOrigins      string
 	usageFlush       time.Duration
-	auditKey         string
 	checkpointEvery  time.Duration
 	snapshotEvery    uint64
 	commandTimeout   time.Duration
@@ -214,7 +214,6 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
-	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
 	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
@@ -229,9 +228,6 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 // check refuses settings that cannot work together, and fills defaults
 // that depend on other settings.
 func (f *serveFlags) check() error {
-	if f.auditKey == "" && f.natsURL == "" {
-		f.auditKey = filepath.Join(f.dataDir, "audit-signing-key.pem")
-	}
 	if f.maxStaleness < 0 {
 		return fmt.Errorf("--max-staleness must not be negative")
 	}

@@ -51,6 +51,7 @@ Usage:
   keyledger audit      export|as-of|verify|pubkey [flags]
                                  read, check and export the history
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
+  keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return audit(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return keygen(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildVersion())
 		return nil

@@ -207,7 +207,7 @@ func TestAgainstAnExistingNATS(t *testing.T) {
 	}
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr}
+	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem")}
 	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "first admin")
 	if err != nil {
 		t.Fatalf("bootstrap: %v\n%s", err, stderr)
@@ -293,17 +293,19 @@ func TestNATSCredentialsArePassedThrough(t *testing.T) {
 		t.Errorf("the seed paths are not in the start-up log:\n%s", log)
 	}
 	url := "nats://" + natsAddr
-	if _, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--org", "acme", "--name", "x"); err == nil {
+	// The instance's own key: what it signs with, and trusts.
+	signing := []string{"KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "data", "audit-signing-key.pem")}
+	if _, stderr, err := runBinary(t, dir, signing, "bootstrap", "--nats-url", url, "--org", "acme", "--name", "x"); err == nil {
 		t.Errorf("bootstrap without credentials succeeded: %s", stderr)
 	}
-	if _, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--nats-creds", subscriber, "--org", "acme", "--name", "x"); err == nil {
+	if _, stderr, err := runBinary(t, dir, signing, "bootstrap", "--nats-url", url, "--nats-creds", subscriber, "--org", "acme", "--name", "x"); err == nil {
 		t.Errorf("bootstrap with the read-only credential succeeded: %s", stderr)
 	}
-	key, stderr, err := runBinary(t, dir, nil, "bootstrap", "--nats-url", url, "--nats-creds", service, "--org", "acme", "--name", "x")
+	key, stderr, err := runBinary(t, dir, signing, "bootstrap", "--nats-url", url, "--nats-creds", service, "--org", "acme", "--name", "x")
 	if err != nil {
 		t.Fatalf("bootstrap with the service credential: %v\n%s", err, stderr)
 	}
-	out, stderr, err := runBinary(t, dir, nil, "audit", "export", "--org", "acme", "--nats-url", url, "--nats-creds", subscriber)
+	out, stderr, err := runBinary(t, dir, signing, "audit", "export", "--org", "acme", "--nats-url", url, "--nats-creds", subscriber)
 	if err != nil || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"type":"KeyCreated"`) {
 		t.Errorf("export with the read-only credential: %v\n%s%s", err, out, stderr)
 	}

@@ -38,7 +38,8 @@ func TestOutageAnswers503AndRecoversWithoutARestart(t *testing.T) {
 	ns := natsOn(t, port, dir+"/nats")
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	addr := freeAddr(t)
-	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_COMMAND_TIMEOUT=1s"}
+	env := []string{"KEYLEDGER_NATS_URL=" + ns.ClientURL(), "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_COMMAND_TIMEOUT=1s",
+		"KEYLEDGER_SIGNING_KEY=" + dir + "/signing.pem"}
 	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin")
 	if err != nil {
 		t.Fatalf("bootstrap: %v %s", err, stderr)

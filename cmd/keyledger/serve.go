@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
@@ -33,11 +33,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, f.common, openOpts{natsListen: f.natsListen}, log)
+	if err := f.checkReplicas(); err != nil {
+		return err
+	}
+	signer, err := f.signing.signer(&f.common)
+	if err != nil {
+		return err
+	}
+	set, err := f.signing.signers(signer)
+	if err != nil {
+		return err
+	}
+	b, err := openBackend(ctx, f.common, openOpts{natsListen: f.natsListen, signer: signer, signers: set}, log)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	logTrust(log, signer, set)
 	bg := newBackground()
 	defer bg.stop() // before b.close: the background work still needs NATS
 
@@ -52,10 +64,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	bg.run(func(ctx context.Context) { usage.Run(ctx, usageStore, f.usageFlush, log) })
 
-	pub, err := startCheckpoints(bg, b.store, f, log)
-	if err != nil {
-		return err
-	}
+	checkpoints := &events.Checkpointer{Store: b.store, Logger: log}
+	bg.run(func(ctx context.Context) {
+		// Its verdicts come from the projections: wait until they hold the stream.
+		if runner.WaitReady(ctx) == nil {
+			log.Info("signing checkpoints", "key_id", b.store.Signer().KeyID(), "every", f.checkpointEvery)
+			checkpoints.Run(ctx, f.checkpointEvery)
+		}
+	})
+	bg.run(func(ctx context.Context) { reloadOnHangup(ctx, f, b.store, log) })
 
 	api := &khttp.Server{
 		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
@@ -63,7 +80,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Unreachable:      b.unreachableSince,
 		Logger:           log,
 		Version:          buildVersion(),
-		AuditKey:         pub,
+		Trust:            b.store,
+		Checkpoints:      checkpoints,
 		CommandTimeout:   f.commandTimeout,
 		MaxInFlight:      f.maxInFlight,
 		MaxStreams:       f.maxStreams,
@@ -92,31 +110,42 @@ func startProjections(ctx context.Context, bg *background, b *backend, f *serveF
 	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
 	runner := projections.NewRunner(b.store, log, table, snapshotter)
 	b.store.UseCache(listing)        // commands decide on the projections' state first
+	b.store.UseVerdicts(table)       // reads leave out what the projections refused
 	b.store.OnAppended(runner.Offer) // and apply what they append at once
 	runner.ResumeAfter(snapshotter.Restore(ctx))
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 	return listing, index, runner, snapshotter, nil
 }
 
-// startCheckpoints signs checkpoints in the background with --audit-key,
-// and returns its public half; nil when no key is configured.
-func startCheckpoints(bg *background, store *events.Store, f *serveFlags, log *slog.Logger) (ed25519.PublicKey, error) {
-	if f.auditKey == "" {
-		log.Warn("no --audit-key: this instance signs no checkpoints; give every instance on the stream the same key")
-		return nil, nil
+// reloadOnHangup reads the signing key and the trust set again on SIGHUP,
+// so that a key is added, switched to or retired without a restart.
+func reloadOnHangup(ctx context.Context, f *serveFlags, store *events.Store, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		signer, err := f.signing.signer(&f.common)
+		var set *events.Signers
+		if err == nil {
+			set, err = f.signing.signers(signer)
+		}
+		if err == nil {
+			err = store.SetSigners(set)
+		}
+		if err == nil {
+			err = store.SetSigner(signer)
+		}
+		if err != nil {
+			log.Error("SIGHUP: the signing key or the trust set cannot be read; keeping the ones in use", "err", err)
+			continue
+		}
+		logTrust(log, signer, store.Signers())
 	}
-	if err := os.MkdirAll(filepath.Dir(f.auditKey), 0o700); err != nil {
-		return nil, err
-	}
-	signing, err := events.LoadOrCreateSigningKey(f.auditKey)
-	if err != nil {
-		return nil, fmt.Errorf("--audit-key: %w", err)
-	}
-	pub := signing.Public().(ed25519.PublicKey)
-	log.Info("signing checkpoints", "key_id", events.KeyID(pub), "key_file", f.auditKey, "every", f.checkpointEvery)
-	cp := &events.Checkpointer{Store: store, Key: signing, Logger: log}
-	bg.run(func(ctx context.Context) { cp.Run(ctx, f.checkpointEvery) })
-	return pub, nil
 }
 
 // serveHTTP serves until ctx ends, then lets in-flight requests finish.

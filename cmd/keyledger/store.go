@@ -30,13 +30,8 @@ type backend struct {
 // --data-dir, holding a lock there so that no second process opens the same
 // store files.
 func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*backend, error) {
-	switch c.replicas {
-	case 1, 3, 5:
-	default:
-		return nil, fmt.Errorf("--stream-replicas must be 1, 3 or 5, not %d", c.replicas)
-	}
-	if c.replicas != 1 && c.natsURL == "" {
-		return nil, fmt.Errorf("--stream-replicas %d needs a NATS cluster (--nats-url); the embedded server is one node", c.replicas)
+	if err := c.checkReplicas(); err != nil {
+		return nil, err
 	}
 	o.replicas = c.replicas
 	if c.natsURL != "" {
@@ -69,11 +64,26 @@ func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*
 	return finishBackend(ctx, emb.Conn, o, log, func() { emb.Close(); unlock() })
 }
 
+// checkReplicas refuses a replica count the stream cannot have.
+func (c *common) checkReplicas() error {
+	switch c.replicas {
+	case 1, 3, 5:
+	default:
+		return fmt.Errorf("--stream-replicas must be 1, 3 or 5, not %d", c.replicas)
+	}
+	if c.replicas != 1 && c.natsURL == "" {
+		return fmt.Errorf("--stream-replicas %d needs a NATS cluster (--nats-url); the embedded server is one node", c.replicas)
+	}
+	return nil
+}
+
 // openOpts say how a command uses the store.
 type openOpts struct {
 	replicas   int    // of the stream and buckets
 	natsListen string // serve: open the embedded server's client port
 	readOnly   bool   // audits: attach to the stream, never create or change it
+	signer     *events.Signer
+	signers    *events.Signers
 }
 
 func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Logger, closeFn func()) (*backend, error) {
@@ -98,7 +108,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 	if o.readOnly {
 		open = events.Attach
 	}
-	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas, ReadOnly: o.readOnly})
+	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas, ReadOnly: o.readOnly, Signer: o.signer, Signers: o.signers})
 	if err != nil {
 		closeFn()
 		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {

@@ -41,10 +41,19 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "keyledger's NATS")
 	creds := fs.String("nats-creds", "data/nats-subscriber.nk", "read-only NKey seed (keyledger serve --nats-listen writes it)")
 	inbox := fs.String("nats-inbox-prefix", verifier.SubscriberInbox, "where NATS replies come: the subscriber credential may read only its own inbox")
+	signersFile := fs.String("event-signers", "keyledger-signers.pem", "the public keys of the keyledger instances whose events count (keyledger audit pubkey > keyledger-signers.pem)")
 	addr := fs.String("addr", "127.0.0.1:8081", "HTTP listen address")
 	scope := fs.String("scope", "orders:read", "scope a key needs for /orders")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	raw, err := os.ReadFile(*signersFile)
+	if err != nil {
+		return fmt.Errorf("--event-signers: %w", err)
+	}
+	signers, err := verifier.ParseSigners(raw)
+	if err != nil {
+		return fmt.Errorf("--event-signers: %w", err)
 	}
 	nk, err := nats.NkeyOptionFromSeed(*creds)
 	if err != nil {
@@ -60,7 +69,8 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 		return err
 	}
 	v, err := verifier.New(ctx, js, verifier.Options{
-		Logger: log,
+		Signers: signers,
+		Logger:  log,
 		OnRevoked: func(e verifier.Event) {
 			log.Info("key revoked: refused from now on", "key_id", e.KeyID, "org", e.OrgID)
 		},

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,8 +38,13 @@ func TestProtectedServiceFollowsRevocations(t *testing.T) {
 	defer cancel()
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
+	signers := filepath.Join(t.TempDir(), "keyledger-signers.pem")
+	if err := os.WriteFile(signers, env.Signers.PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		done <- run(ctx, []string{"--nats-url", env.Embedded.ClientURL(), "--nats-creds", env.Embedded.Credentials.Subscriber, "--addr", "127.0.0.1:0"}, natstest.Quiet(), ready)
+		done <- run(ctx, []string{"--nats-url", env.Embedded.ClientURL(), "--nats-creds", env.Embedded.Credentials.Subscriber,
+			"--event-signers", signers, "--addr", "127.0.0.1:0"}, natstest.Quiet(), ready)
 	}()
 	var addr string
 	select {

@@ -107,6 +107,24 @@ func (e EventType) Valid() bool {
 	}
 }
 
+// Defines values for HeadVersion.
+const (
+	HeadVersionN1 HeadVersion = 1
+	HeadVersionN2 HeadVersion = 2
+)
+
+// Valid indicates whether the value is a known member of the HeadVersion enum.
+func (e HeadVersion) Valid() bool {
+	switch e {
+	case HeadVersionN1:
+		return true
+	case HeadVersionN2:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	HealthStatusOk HealthStatus = "ok"
@@ -327,6 +345,29 @@ type EventPage struct {
 
 // EventType defines model for EventType.
 type EventType string
+
+// Head defines model for Head.
+type Head struct {
+	// Chain The running chain over every event up to to_seq.
+	Chain string `json:"chain"`
+
+	// Hash SHA-256 of the checkpoint's body.
+	Hash string `json:"hash"`
+
+	// KeyId The key that signed it.
+	KeyId string `json:"key_id"`
+
+	// Seq Stream sequence of the checkpoint message.
+	Seq      int       `json:"seq"`
+	SignedAt time.Time `json:"signed_at"`
+
+	// ToSeq The last event it covers.
+	ToSeq   int         `json:"to_seq"`
+	Version HeadVersion `json:"version"`
+}
+
+// HeadVersion defines model for Head.Version.
+type HeadVersion int
 
 // Health defines model for Health.
 type Health struct {
@@ -1043,12 +1084,26 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetAuditPublicKey The public key that signs the stream's checkpoints.
+	// GetAuditHead The newest signed checkpoint: an anchor to keep outside the system.
 	//
-	// For `keyledger audit verify --pubkey`: anyone can check the signed checkpoints with it.
+	// Save it (or `keyledger audit verify --save-anchor FILE`) where the NATS credential cannot reach; `keyledger audit verify --anchor FILE` later fails if the stream no longer holds that checkpoint: truncated, rolled back or recreated.
+	//
+	// Corresponds with GET /v1/audit/head (the `GetAuditHead` operationId).
+	GetAuditHead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAuditPublicKey The public key this instance signs its events and checkpoints with.
+	//
+	// For the trust sets of the other instances (`--event-signers`), of services (`verifier.Options.Signers`) and of auditors (`keyledger audit verify --event-signers`).
 	//
 	// Corresponds with GET /v1/audit/pubkey (the `GetAuditPublicKey` operationId).
 	GetAuditPublicKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAuditSigners The trust set this instance judges events by.
+	//
+	// The public keys whose signatures make an event, a checkpoint or a snapshot count as keyledger's, PEM (`PUBLIC KEY` blocks, a retired one with a `Retired-After-Seq` header). Check it out of band before a service or an auditor trusts it.
+	//
+	// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
+	GetAuditSigners(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// StreamEvents The events of the bearer key's own org, as Server-Sent Events.
 	//
@@ -1254,13 +1309,47 @@ func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 	return c.Client.Do(req)
 }
 
-// GetAuditPublicKey The public key that signs the stream's checkpoints.
+// GetAuditHead The newest signed checkpoint: an anchor to keep outside the system.
 //
-// For `keyledger audit verify --pubkey`: anyone can check the signed checkpoints with it.
+// Save it (or `keyledger audit verify --save-anchor FILE`) where the NATS credential cannot reach; `keyledger audit verify --anchor FILE` later fails if the stream no longer holds that checkpoint: truncated, rolled back or recreated.
+//
+// Corresponds with GET /v1/audit/head (the `GetAuditHead` operationId).
+func (c *Client) GetAuditHead(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAuditHeadRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAuditPublicKey The public key this instance signs its events and checkpoints with.
+//
+// For the trust sets of the other instances (`--event-signers`), of services (`verifier.Options.Signers`) and of auditors (`keyledger audit verify --event-signers`).
 //
 // Corresponds with GET /v1/audit/pubkey (the `GetAuditPublicKey` operationId).
 func (c *Client) GetAuditPublicKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetAuditPublicKeyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAuditSigners The trust set this instance judges events by.
+//
+// The public keys whose signatures make an event, a checkpoint or a snapshot count as keyledger's, PEM (`PUBLIC KEY` blocks, a retired one with a `Retired-After-Seq` header). Check it out of band before a service or an auditor trusts it.
+//
+// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
+func (c *Client) GetAuditSigners(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAuditSignersRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1699,6 +1788,33 @@ func NewReadyzRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetAuditHeadRequest constructs an http.Request for the GetAuditHead method
+func NewGetAuditHeadRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/audit/head")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetAuditPublicKeyRequest constructs an http.Request for the GetAuditPublicKey method
 func NewGetAuditPublicKeyRequest(server string) (*http.Request, error) {
 	var err error
@@ -1709,6 +1825,33 @@ func NewGetAuditPublicKeyRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/v1/audit/pubkey")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetAuditSignersRequest constructs an http.Request for the GetAuditSigners method
+func NewGetAuditSignersRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/audit/signers")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2770,14 +2913,32 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 
-	// GetAuditPublicKeyWithResponse The public key that signs the stream's checkpoints.
+	// GetAuditHeadWithResponse The newest signed checkpoint: an anchor to keep outside the system.
 	//
-	// For `keyledger audit verify --pubkey`: anyone can check the signed checkpoints with it.
+	// Save it (or `keyledger audit verify --save-anchor FILE`) where the NATS credential cannot reach; `keyledger audit verify --anchor FILE` later fails if the stream no longer holds that checkpoint: truncated, rolled back or recreated.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/audit/head (the `GetAuditHead` operationId).
+	GetAuditHeadWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditHeadResponse, error)
+
+	// GetAuditPublicKeyWithResponse The public key this instance signs its events and checkpoints with.
+	//
+	// For the trust sets of the other instances (`--event-signers`), of services (`verifier.Options.Signers`) and of auditors (`keyledger audit verify --event-signers`).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/audit/pubkey (the `GetAuditPublicKey` operationId).
 	GetAuditPublicKeyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditPublicKeyResponse, error)
+
+	// GetAuditSignersWithResponse The trust set this instance judges events by.
+	//
+	// The public keys whose signatures make an event, a checkpoint or a snapshot count as keyledger's, PEM (`PUBLIC KEY` blocks, a retired one with a `Retired-After-Seq` header). Check it out of band before a service or an auditor trusts it.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
+	GetAuditSignersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditSignersResponse, error)
 
 	// StreamEventsWithResponse The events of the bearer key's own org, as Server-Sent Events.
 	//
@@ -3282,6 +3443,99 @@ func (r ReadyzResponse) ContentType() string {
 	return ""
 }
 
+// GetAuditHeadResponse200Headers the declared response headers of an HTTP 200 response for GetAuditHead
+type GetAuditHeadResponse200Headers struct {
+	XRequestId string
+}
+
+// GetAuditHeadResponse404Headers the declared response headers of an HTTP 404 response for GetAuditHead
+type GetAuditHeadResponse404Headers struct {
+	XRequestId string
+}
+
+// GetAuditHeadResponse503Headers the declared response headers of an HTTP 503 response for GetAuditHead
+type GetAuditHeadResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// GetAuditHeadResponseDefaultHeaders the declared response headers of an HTTP default response for GetAuditHead
+type GetAuditHeadResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type GetAuditHeadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Head
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetAuditHeadResponse200Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetAuditHeadResponse404Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetAuditHeadResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GetAuditHeadResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAuditHeadResponse) GetJSON200() *Head {
+	return r.JSON200
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetAuditHeadResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetAuditHeadResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetAuditHeadResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAuditHeadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAuditHeadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAuditHeadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAuditHeadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetAuditPublicKeyResponse200Headers the declared response headers of an HTTP 200 response for GetAuditPublicKey
 type GetAuditPublicKeyResponse200Headers struct {
 	XKeyledgerKeyId string
@@ -3363,6 +3617,92 @@ func (r GetAuditPublicKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetAuditPublicKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetAuditSignersResponse200Headers the declared response headers of an HTTP 200 response for GetAuditSigners
+type GetAuditSignersResponse200Headers struct {
+	XRequestId string
+}
+
+// GetAuditSignersResponse404Headers the declared response headers of an HTTP 404 response for GetAuditSigners
+type GetAuditSignersResponse404Headers struct {
+	XRequestId string
+}
+
+// GetAuditSignersResponse503Headers the declared response headers of an HTTP 503 response for GetAuditSigners
+type GetAuditSignersResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// GetAuditSignersResponseDefaultHeaders the declared response headers of an HTTP default response for GetAuditSigners
+type GetAuditSignersResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type GetAuditSignersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetAuditSignersResponse200Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetAuditSignersResponse404Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetAuditSignersResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GetAuditSignersResponseDefaultHeaders
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetAuditSignersResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetAuditSignersResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetAuditSignersResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAuditSignersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAuditSignersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAuditSignersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAuditSignersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5237,9 +5577,24 @@ func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors
 	return ParseReadyzResponse(rsp)
 }
 
-// GetAuditPublicKeyWithResponse The public key that signs the stream's checkpoints.
+// GetAuditHeadWithResponse The newest signed checkpoint: an anchor to keep outside the system.
 //
-// For `keyledger audit verify --pubkey`: anyone can check the signed checkpoints with it.
+// Save it (or `keyledger audit verify --save-anchor FILE`) where the NATS credential cannot reach; `keyledger audit verify --anchor FILE` later fails if the stream no longer holds that checkpoint: truncated, rolled back or recreated.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/audit/head (the `GetAuditHead` operationId).
+func (c *ClientWithResponses) GetAuditHeadWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditHeadResponse, error) {
+	rsp, err := c.GetAuditHead(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAuditHeadResponse(rsp)
+}
+
+// GetAuditPublicKeyWithResponse The public key this instance signs its events and checkpoints with.
+//
+// For the trust sets of the other instances (`--event-signers`), of services (`verifier.Options.Signers`) and of auditors (`keyledger audit verify --event-signers`).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5250,6 +5605,21 @@ func (c *ClientWithResponses) GetAuditPublicKeyWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseGetAuditPublicKeyResponse(rsp)
+}
+
+// GetAuditSignersWithResponse The trust set this instance judges events by.
+//
+// The public keys whose signatures make an event, a checkpoint or a snapshot count as keyledger's, PEM (`PUBLIC KEY` blocks, a retired one with a `Retired-After-Seq` header). Check it out of band before a service or an auditor trusts it.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
+func (c *ClientWithResponses) GetAuditSignersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditSignersResponse, error) {
+	rsp, err := c.GetAuditSigners(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAuditSignersResponse(rsp)
 }
 
 // StreamEventsWithResponse The events of the bearer key's own org, as Server-Sent Events.
@@ -5880,6 +6250,117 @@ func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
 	return response, nil
 }
 
+// ParseGetAuditHeadResponse parses an HTTP response from a GetAuditHeadWithResponse call
+func ParseGetAuditHeadResponse(rsp *http.Response) (*GetAuditHeadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAuditHeadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Head
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetAuditHeadResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetAuditHeadResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetAuditHeadResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers GetAuditHeadResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetAuditPublicKeyResponse parses an HTTP response from a GetAuditPublicKeyWithResponse call
 func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -5978,6 +6459,110 @@ func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyRespo
 		response.Headers503 = &headers
 	case true:
 		var headers GetAuditPublicKeyResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetAuditSignersResponse parses an HTTP response from a GetAuditSignersWithResponse call
+func ParseGetAuditSignersResponse(rsp *http.Response) (*GetAuditSignersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAuditSignersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetAuditSignersResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetAuditSignersResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetAuditSignersResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers GetAuditSignersResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {

@@ -48,7 +48,7 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	}
 	// A store of its own, as a process of its own would have: its cache
 	// and what it appends belong to this instance only.
-	store, err := events.Attach(context.Background(), env.JS, events.Config{Logger: o.Logger})
+	store, err := events.Attach(context.Background(), env.JS, env.Config(o.Logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,12 +56,14 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	listing, index := table.Listing(), table.Index()
 	runner := projections.NewRunner(store, o.Logger, table)
 	store.UseCache(listing)
+	store.UseVerdicts(table)
 	store.OnAppended(runner.Offer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
 	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner, Store: store}
-	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second}
+	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second,
+		Trust: store, Checkpoints: &events.Checkpointer{Store: store, Logger: o.Logger}}
 	if o.Configure != nil {
 		o.Configure(a.Server)
 	}

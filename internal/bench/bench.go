@@ -5,6 +5,8 @@ package bench
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 )
 
 // Options size a run.
@@ -136,6 +139,15 @@ type fixture struct {
 }
 
 var benchBy = domain.SystemPrincipal("bench", "keyledger bench")
+
+// newSigner is a fresh signing key, as every instance has one.
+func newSigner() *events.Signer {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(err) // crypto/rand does not fail
+	}
+	return events.NewSigner(priv)
+}
 
 func newFixture(n int) (*fixture, error) {
 	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n)}

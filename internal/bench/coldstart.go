@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -35,10 +38,11 @@ func heap() uint64 {
 	return m.HeapAlloc
 }
 
-// coldStart fills a stream with the fixture's keys and times the ways to a
-// ready instance: from a snapshot, by full replay, and a raw ordered
-// consumer draining the same stream. It also measures the memory the
-// projections and the embedded nats-server hold per key.
+// coldStart fills a stream with the fixture's keys, signed as an instance
+// signs them and covered by checkpoints as serve writes them, and times the
+// ways to a ready instance: from a snapshot, by full replay, and a raw
+// ordered consumer draining the same stream. It also measures the memory
+// the projections and the embedded nats-server hold per key.
 func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := len(f.created)
@@ -49,26 +53,35 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	}
 	defer emb.Close()
 	js, _ := jetstream.New(emb.Conn)
-	store, err := events.Open(ctx, js, events.Config{Logger: quiet})
+	signer := newSigner()
+	writer, err := events.Open(ctx, js, events.Config{Logger: quiet, Signer: signer})
 	if err != nil {
 		return nil, err
 	}
-	for i, e := range f.created {
-		body, _ := events.Encode(e)
-		if _, err := js.PublishAsync(events.Subject(e.OrgID, e.KeyID, e.Type), body); err != nil {
+	if err := fillSigned(ctx, js, f.created, signer); err != nil {
+		return nil, err
+	}
+	// The checkpoints serve writes over them (every minute, and at a clean
+	// stop). The fixture signed every event: its verdicts say so.
+	writer.UseVerdicts(allSigned{})
+	cp := &events.Checkpointer{Store: writer, Logger: quiet}
+	for more := true; more; {
+		if _, more, err = cp.Once(ctx); err != nil {
 			return nil, err
-		}
-		if i%10000 == 9999 || i == n-1 {
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-time.After(2 * time.Minute):
-				return nil, fmt.Errorf("publishing %d events took too long", n)
-			}
 		}
 	}
 	// The server runs in this process: what the heap kept after filling the
 	// stream (the client's garbage collected) is the server's.
 	serverShare := float64(heap()-min(before, heap())) / float64(n)
+	// A fresh instance of the deployment replays it: it trusts the key.
+	store, err := events.Attach(ctx, js, events.Config{Logger: quiet, Signer: newSigner(), Signers: writer.Signers()})
+	if err != nil {
+		return nil, err
+	}
+	total, err := store.LastSeq(ctx)
+	if err != nil {
+		return nil, err
+	}
 
 	// The raw drain: one ordered consumer reading every message.
 	stream, _ := js.Stream(ctx, events.StreamName)
@@ -81,7 +94,7 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	for range n {
+	for range total {
 		if _, err := it.Next(); err != nil {
 			return nil, err
 		}
@@ -120,6 +133,48 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	}
 	f.serverBytesPerKey = serverShare
 	return rows, nil
+}
+
+// allSigned is the fixture's verdicts: it signed every event it wrote.
+type allSigned struct{}
+
+func (allSigned) Judged(uint64) (trusted, known bool) { return true, true }
+
+// fillSigned publishes the events, each signed by signer as an instance
+// signs what it appends, signing on every core, publishing in batches.
+func fillSigned(ctx context.Context, js jetstream.JetStream, evs []domain.Event, signer *events.Signer) error {
+	const batch = 10000
+	msgs := make([]*nats.Msg, batch)
+	for start := 0; start < len(evs); start += batch {
+		part := evs[start:min(start+batch, len(evs))]
+		var wg sync.WaitGroup
+		workers := runtime.GOMAXPROCS(0)
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < len(part); i += workers {
+					e := part[i]
+					body, _ := events.Encode(e)
+					m := &nats.Msg{Subject: events.Subject(e.OrgID, e.KeyID, e.Type), Data: body}
+					signer.SignEvent(m)
+					msgs[i] = m
+				}
+			})
+		}
+		wg.Wait()
+		for _, m := range msgs[:len(part)] {
+			if _, err := js.PublishMsgAsync(m); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(2 * time.Minute):
+			return fmt.Errorf("publishing %d events took too long", len(evs))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // readyIn starts projections on store, from a snapshot when snaps is not

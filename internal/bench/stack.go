@@ -44,7 +44,7 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 		emb.Close()
 		return nil, err
 	}
-	if s.store, err = events.Open(ctx, s.js, events.Config{Logger: quiet}); err != nil {
+	if s.store, err = events.Open(ctx, s.js, events.Config{Logger: quiet, Signer: newSigner()}); err != nil {
 		emb.Close()
 		return nil, err
 	}
@@ -52,6 +52,7 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	listing, index := table.Listing(), table.Index()
 	s.runner = projections.NewRunner(s.store, quiet, table)
 	s.store.UseCache(listing)
+	s.store.UseVerdicts(table)
 	s.store.OnAppended(s.runner.Offer)
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = s.runner.Run(rctx) }()
@@ -181,7 +182,9 @@ func propagation(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	other, err := events.Attach(ctx, js, events.Config{Logger: quiet})
+	// Instance B trusts A's key: it checks the signature of every event
+	// A appends, as it would in a deployment.
+	other, err := events.Attach(ctx, js, events.Config{Logger: quiet, Signer: newSigner(), Signers: s.store.Signers()})
 	if err != nil {
 		return nil, err
 	}

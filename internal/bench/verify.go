@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyledger/keyledger/domain"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -155,12 +156,31 @@ func bareVerify(m map[[sha256.Size]byte]int) http.Handler {
 	})
 }
 
-func verifyOverHTTP(_ context.Context, o Options, f *fixture) ([]Row, error) {
+// builtSource is the stream of an index built beforehand: nothing to
+// replay, nothing new; a runner on it is ready at once, as serve's is once
+// it has caught up.
+type builtSource struct{}
+
+func (builtSource) Follow(ctx context.Context, _ uint64, _ func(domain.Event) error) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (builtSource) LastSeq(context.Context) (uint64, error) { return 0, nil }
+
+func verifyOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	const c = 32
 	idx := f.index()
 	// The access log as serve writes it (JSON, info), into the void.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	api := &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: projections.NewRunner(nil, log), Logger: log}
+	runner := projections.NewRunner(builtSource{}, log)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = runner.Run(rctx) }()
+	if err := runner.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	api := &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: runner, Logger: log}
 	url, stop, err := serve(api.Handler())
 	if err != nil {
 		return nil, err

@@ -4,8 +4,11 @@ package natstest
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,12 +17,39 @@ import (
 	"github.com/keyledger/keyledger/events"
 )
 
-// Env is a running embedded server with the store opened on it.
+// Env is a running embedded server with the store opened on it, signing
+// with a key of its own (one deployment: every instance on it signs with
+// Signer and trusts Signers).
 type Env struct {
 	Dir      string
 	Embedded *events.Embedded
 	JS       jetstream.JetStream
 	Store    *events.Store
+	Signer   *events.Signer
+	Signers  *events.Signers
+}
+
+// signers of the directories tests started servers in: a restart on the
+// same directory keeps its deployment's key, as a data directory does.
+var (
+	signersMu sync.Mutex
+	signerOf  = map[string]*events.Signer{}
+)
+
+// signerFor returns the signing key of dir, made on first use.
+func signerFor(t testing.TB, dir string) *events.Signer {
+	signersMu.Lock()
+	defer signersMu.Unlock()
+	if s := signerOf[dir]; s != nil {
+		return s
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := events.NewSigner(priv)
+	signerOf[dir] = s
+	return s
 }
 
 // Start starts a server on a fresh directory; it stops when the test ends.
@@ -55,7 +85,8 @@ func start(t testing.TB, dir, listen string) *Env {
 	if err != nil {
 		t.Fatalf("start embedded nats-server: %v", err)
 	}
-	env := &Env{Dir: dir, Embedded: emb}
+	env := &Env{Dir: dir, Embedded: emb, Signer: signerFor(t, dir)}
+	env.Signers = events.NewSigners(env.Signer.Public())
 	t.Cleanup(env.Stop)
 	env.JS, err = jetstream.New(emb.Conn)
 	if err != nil {
@@ -63,11 +94,16 @@ func start(t testing.TB, dir, listen string) *Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	env.Store, err = events.Open(ctx, env.JS, events.Config{Logger: Quiet()})
+	env.Store, err = events.Open(ctx, env.JS, env.Config(Quiet()))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	return env
+}
+
+// Config is the store configuration of an instance of this deployment.
+func (e *Env) Config(log *slog.Logger) events.Config {
+	return events.Config{Logger: log, Signer: e.Signer, Signers: e.Signers}
 }
 
 // Stop shuts the server down; calling it again does nothing.
