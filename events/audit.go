@@ -63,9 +63,9 @@ type AuditOptions struct {
 type pendingEvent struct {
 	seq    uint64
 	hash   string
-	chain  string  // the running chain up to and including it
+	chain  string   // the running chain up to and including it
 	forged Unsigned // "" when signed by a trusted key, or legacy
-	legacy bool    // unsigned, written before signing began
+	legacy bool     // unsigned, written before signing began
 	env    *Envelope
 	kind   string // its type, for naming it
 }

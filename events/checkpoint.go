@@ -107,11 +107,11 @@ type signedCheckpoint struct {
 // signer wrote. An auditor who keeps it outside the system can later tell
 // whether the stream still holds it (audit verify --anchor).
 type Head struct {
-	Seq     uint64 `json:"seq"`      // of the checkpoint message
-	ToSeq   uint64 `json:"to_seq"`   // the last event it covers
-	Chain   string `json:"chain"`    // the running chain up to ToSeq
-	Hash    string `json:"hash"`     // of the checkpoint's body
-	KeyID   string `json:"key_id"`   // who signed it
+	Seq     uint64 `json:"seq"`    // of the checkpoint message
+	ToSeq   uint64 `json:"to_seq"` // the last event it covers
+	Chain   string `json:"chain"`  // the running chain up to ToSeq
+	Hash    string `json:"hash"`   // of the checkpoint's body
+	KeyID   string `json:"key_id"` // who signed it
 	Signed  string `json:"signed_at"`
 	Version int    `json:"version"`
 }

@@ -100,4 +100,3 @@ func ParsePublicKeyPEM(raw []byte) (ed25519.PublicKey, error) {
 	}
 	return pub, nil
 }
-

@@ -46,10 +46,10 @@ type Runner struct {
 
 	applying sync.Mutex // one event at a time, from the feed or from Offer
 
-	mu      sync.Mutex
-	applied uint64
-	advance chan struct{} // closed, and replaced, whenever applied moves
-	ready   atomic.Bool
+	mu       sync.Mutex
+	applied  uint64
+	advance  chan struct{} // closed, and replaced, whenever applied moves
+	ready    atomic.Bool
 	target   atomic.Uint64 // the stream's last sequence when Run started
 	started  atomic.Bool   // target is known: Offer may apply
 	rejected atomic.Uint64

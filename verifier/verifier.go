@@ -47,7 +47,7 @@ type Options struct {
 	// the NATS service credential — can neither mint nor revoke a key in
 	// the verifier. Give it the deployment's --event-signers file, read
 	// from your own configuration, not fetched at start from the network.
-	Signers *Signers
+	Signers   *Signers
 	OnCreated func(Event)
 	OnRotated func(Event)
 	OnRevoked func(Event)
