@@ -24,7 +24,7 @@ type tableImage struct {
 	previous map[uint32]previousSecret
 	byHash   hashIndex
 	fullHash map[[sha256.Size]byte]uint32
-	retired  map[[sha256.Size]byte]uint32
+	retired  map[uint32][]retiredSecret // the lists are shared: never changed in place
 	orgs     []string
 	byOrg    [][]uint32
 	sets     [][]string
@@ -83,7 +83,7 @@ func (rc *rowChunks) clone() rowChunks {
 	return out
 }
 
-// The snapshot format, version 4, compressed with s2: a magic line, the
+// The snapshot format, version 5, compressed with s2: a magic line, the
 // header, then the table's parts, each count-prefixed, little-endian, and a
 // CRC-32C of everything before it.
 const snapshotMagic = "keyledger snapshot\n"
@@ -146,11 +146,18 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 		e.u64(prefix)
 		e.u32(slot)
 	})
-	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
-		e.u64(uint64(len(full)))
-		for sum, slot := range full {
-			e.raw(sum[:])
-			e.u32(slot)
+	e.u64(uint64(len(img.fullHash)))
+	for sum, slot := range img.fullHash {
+		e.raw(sum[:])
+		e.u32(slot)
+	}
+	e.u64(uint64(len(img.retired)))
+	for slot, list := range img.retired {
+		e.u32(slot)
+		e.u32(uint32(len(list)))
+		for _, old := range list {
+			e.raw(old.hash[:])
+			e.u64(uint64(old.replaced))
 		}
 	}
 	e.u64(uint64(len(img.byOrg)))
@@ -276,7 +283,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		prefix := d.u64()
 		img.byHash.put(prefix, d.u32())
 	}
-	img.fullHash, img.retired = d.fullHashes(), d.fullHashes()
+	img.fullHash, img.retired = d.fullHashes(), d.retired()
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		m := d.count()
 		slots := make([]uint32, 0, min(m, sizeHint))
@@ -331,11 +338,14 @@ func (img *tableImage) check(h snapshotHeader) error {
 	if stray {
 		return fmt.Errorf("a hash of no key")
 	}
-	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
-		for _, s := range full {
-			if !slot(s) {
-				return fmt.Errorf("a hash of no key")
-			}
+	for _, s := range img.fullHash {
+		if !slot(s) {
+			return fmt.Errorf("a hash of no key")
+		}
+	}
+	for s := range img.retired {
+		if !slot(s) {
+			return fmt.Errorf("a retired secret of no key")
 		}
 	}
 	listed := 0
@@ -449,6 +459,23 @@ func (d *decoder) fullHashes() map[[sha256.Size]byte]uint32 {
 		var sum [sha256.Size]byte
 		d.raw(sum[:])
 		out[sum] = d.u32()
+	}
+	return out
+}
+
+// retired reads each key's retired secrets; a list longer than a key
+// keeps is refused.
+func (d *decoder) retired() map[uint32][]retiredSecret {
+	n := d.count()
+	out := make(map[uint32][]retiredSecret, min(n, 1<<16))
+	for ; n > 0 && d.err == nil; n-- {
+		slot := d.u32()
+		list := make([]retiredSecret, d.limit(uint64(d.u32()), domain.MaxReplacedSecrets-1))
+		for i := range list {
+			d.raw(list[i].hash[:])
+			list[i].replaced = int64(d.u64())
+		}
+		out[slot] = list
 	}
 	return out
 }
