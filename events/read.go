@@ -36,18 +36,36 @@ func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error
 	return evs, err
 }
 
-// OrgEvents reads, from the stream, up to limit events of org after a
-// sequence that match f, oldest first; the sequence to ask after next; and
-// whether more may follow. Returns EINVALID, EUNAVAILABLE.
-func (s *Store) OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) (page []domain.Event, next uint64, more bool, err error) {
-	next = after
-	err = s.EachOrgEvent(ctx, org, after+1, func(e domain.Event) error {
-		if len(page) == limit {
+// OrgEvents reads, from the stream, a page of org's events (q): at most
+// q.Limit that match q.Filter, oldest first, having examined at most
+// q.Budget; the last sequence examined, to ask after next; and whether
+// more may follow. A filter on one key reads only that key's subjects.
+// Events of types this code does not know are examined, never returned.
+// Returns EINVALID, EUNAVAILABLE.
+func (s *Store) OrgEvents(ctx context.Context, org string, q domain.EventQuery) (page []domain.Event, next uint64, more bool, err error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return nil, 0, false, err
+	}
+	filter := SubjectRoot + "." + org + ".>"
+	if id := q.Filter.KeyID; id != "" {
+		if err := domain.ValidateKeyID(id); err != nil {
+			return nil, 0, false, err
+		}
+		filter = KeySubjects(org, id)
+	}
+	next, examined := q.After, 0
+	err = s.Scan(ctx, filter, q.After+1, func(m Msg) error {
+		if len(page) == q.Limit || q.Budget > 0 && examined == q.Budget {
 			more = true
 			return errPageFull
 		}
-		next = e.Seq
-		if e.Data != nil && f.Match(e) { // types this code does not know are skipped
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		examined, next = examined+1, e.Seq
+		if e.Data != nil && q.Filter.Match(e) {
 			page = append(page, e)
 		}
 		return nil

@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -67,4 +68,117 @@ func TestAttackManyRotationsKeepBoundedSecrets(t *testing.T) {
 	codes([]string{current}, domain.VerifyRevoked)
 	codes(remembered, domain.VerifyRevoked)
 	codes(forgotten, domain.VerifyNotFound)
+}
+
+// orgEventPage is an answer of GET /v1/orgs/{org}/events or of a key's
+// history.
+type orgEventPage struct {
+	Events       []eventView
+	NextAfterSeq uint64 `json:"next_after_seq"`
+	More         bool
+}
+
+// TestAttackActorScanIsBudgeted asks for the events of an actor who did
+// nothing in an org of many events: each answer examines at most the scan
+// budget and says where to continue, and the continuations together
+// examine the history once. The event stream still delivers past the
+// budget.
+func TestAttackActorScanIsBudgeted(t *testing.T) {
+	const budget = 50
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.ScanBudget = budget })
+	admin := h.bootstrap("acme")
+	first := h.env.LastSeq(t)
+	for i := range 3 * budget {
+		if _, err := h.keys.Create(context.Background(), domain.CreateKey{OrgID: "acme", Name: fmt.Sprintf("key %d", i), Actor: domain.Actor{Kind: domain.ActorUser, ID: "u_busy"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := h.env.LastSeq(t)
+
+	after, asked := uint64(0), 0
+	for {
+		var page orgEventPage
+		h.must(http.StatusOK, "GET", fmt.Sprintf("/v1/orgs/acme/events?actor=u_nobody&after_seq=%d", after), admin, nil).json(t, &page)
+		asked++
+		if len(page.Events) != 0 {
+			t.Fatalf("events of an actor who did nothing: %+v", page.Events)
+		}
+		if page.NextAfterSeq <= after && page.More || page.NextAfterSeq > after+budget {
+			t.Fatalf("after %d: next_after_seq %d, more %v; want at most %d events examined, and progress", after, page.NextAfterSeq, page.More, budget)
+		}
+		after = page.NextAfterSeq
+		if !page.More {
+			break
+		}
+	}
+	if after != last || asked != int(last-first+1+budget-1)/budget {
+		t.Errorf("the scan ended after %d in %d answers; want after %d in %d", after, asked, last, int(last-first+1+budget-1)/budget)
+	}
+
+	var found []eventView
+	for after, more := uint64(0), true; more; {
+		var page orgEventPage
+		h.must(http.StatusOK, "GET", fmt.Sprintf("/v1/orgs/acme/events?actor=u_busy&limit=1000&after_seq=%d", after), admin, nil).json(t, &page)
+		found, after, more = append(found, page.Events...), page.NextAfterSeq, page.More
+	}
+	if len(found) != 3*budget {
+		t.Errorf("the continuations found %d events of the busy actor, want %d", len(found), 3*budget)
+	}
+
+	s := h.openStream("/v1/orgs/acme/events/stream?after_seq=0&types=KeyRevoked", admin)
+	h.must(http.StatusNoContent, "DELETE", "/v1/orgs/acme/keys/"+found[len(found)-1].KeyID, admin, nil)
+	if got := s.next(t, 1)[0]; got.event != "KeyRevoked" {
+		t.Errorf("the stream sent %+v, want the revocation", got)
+	}
+}
+
+// TestAttackKeyHistoryIsPaged reads the history of a key rotated many
+// times: pages of at most limit events, oldest first, that together hold
+// every event once.
+func TestAttackKeyHistoryIsPaged(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "rotated a lot"})
+	const rotations = 150
+	for range rotations {
+		if _, err := h.keys.Rotate(context.Background(), "acme", k.Key.ID, domain.RotateKey{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := "/v1/orgs/acme/keys/" + k.Key.ID + "/events"
+
+	var first orgEventPage
+	h.must(http.StatusOK, "GET", path, admin, nil).json(t, &first)
+	if len(first.Events) != 100 || !first.More || first.NextAfterSeq != first.Events[99].Seq {
+		t.Fatalf("first page by default: %d events, more %v, next_after_seq %d; want 100, true, the last one's", len(first.Events), first.More, first.NextAfterSeq)
+	}
+	var all []eventView
+	for after, more := uint64(0), true; more; {
+		var page orgEventPage
+		h.must(http.StatusOK, "GET", fmt.Sprintf("%s?limit=40&after_seq=%d", path, after), admin, nil).json(t, &page)
+		if len(page.Events) > 40 {
+			t.Fatalf("a page of %d events, want at most 40", len(page.Events))
+		}
+		all, after, more = append(all, page.Events...), page.NextAfterSeq, page.More
+	}
+	if len(all) != 1+rotations || all[0].Type != "KeyCreated" {
+		t.Fatalf("the pages hold %d events, first %s; want %d, KeyCreated first", len(all), all[0].Type, 1+rotations)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].Seq <= all[i-1].Seq || all[i].KeyID != k.Key.ID {
+			t.Fatalf("event %d: seq %d of %s after seq %d", i, all[i].Seq, all[i].KeyID, all[i-1].Seq)
+		}
+	}
+	for _, q := range []string{"?limit=0", "?limit=1001", "?after_seq=-1", "?after_seq=x"} {
+		if res := h.request("GET", path+q, admin, nil); res.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", q, res.StatusCode)
+		}
+	}
+	// Past the last event: an empty last page, not a 404; an unknown key is.
+	var end orgEventPage
+	h.must(http.StatusOK, "GET", fmt.Sprintf("%s?after_seq=%d", path, all[len(all)-1].Seq), admin, nil).json(t, &end)
+	if len(end.Events) != 0 || end.More {
+		t.Errorf("after the last event: %+v", end)
+	}
+	h.must(http.StatusNotFound, "GET", fmt.Sprintf("/v1/orgs/acme/keys/%s/events?after_seq=5", domain.NewKeyID()), admin, nil)
 }

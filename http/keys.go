@@ -3,7 +3,6 @@ package http
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,28 +191,71 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"keys": views, "next_cursor": next})
 }
 
+// eventPage answers a read of the history: a page of events, the sequence
+// to ask after next, and whether to go on.
+type eventPage struct {
+	Events       []events.Envelope `json:"events"`
+	NextAfterSeq uint64            `json:"next_after_seq"`
+	More         bool              `json:"more"`
+}
+
+// pageQuery reads ?after_seq= and ?limit= of a read of the history.
+func (s *Server) pageQuery(r *http.Request) (domain.EventQuery, error) {
+	after, err := queryUint(r, "after_seq", 0, 0, 1<<63)
+	if err != nil {
+		return domain.EventQuery{}, err
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	return domain.EventQuery{After: after, Limit: int(limit), Budget: s.ScanBudget}, err
+}
+
+// events answers a page of org's events.
+func (s *Server) events(r *http.Request, org string, q domain.EventQuery) (eventPage, error) {
+	evs, next, more, err := s.Log.OrgEvents(r.Context(), org, q)
+	if err != nil {
+		return eventPage{}, err
+	}
+	views, err := viewEvents(evs)
+	return eventPage{Events: views, NextAfterSeq: next, More: more}, err
+}
+
+// keyEvents answers a page of one key's history, oldest first; 404 for a
+// key without events.
 func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request) {
 	if err := s.minSeq(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	q, err := s.pageQuery(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	org, id := orgAndKey(r)
-	evs, err := s.Log.Load(r.Context(), org, id)
+	q.Filter.KeyID = id
+	page, err := s.events(r, org, q)
+	if err == nil && len(page.Events) == 0 {
+		err = s.keyExists(r, org, id)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(evs) == 0 {
-		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
-		return
+	writeJSON(w, http.StatusOK, page)
+}
+
+// keyExists returns ENOTFOUND unless the key has an event: in this
+// instance's listing, else in the stream (another instance may have just
+// created it).
+func (s *Server) keyExists(r *http.Request, org, id string) error {
+	if _, ok := s.Listing.Get(org, id); ok {
+		return nil
 	}
-	evs = slices.DeleteFunc(evs, func(e domain.Event) bool { return e.Data == nil }) // unknown types
-	views, err := viewEvents(evs)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	evs, _, _, err := s.Log.OrgEvents(r.Context(), org, domain.EventQuery{Limit: 1, Filter: domain.EventFilter{KeyID: id}})
+	if err == nil && len(evs) == 0 {
+		err = domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": views})
+	return err
 }
 
 func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
@@ -221,32 +263,19 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	after, err := queryUint(r, "after_seq", 0, 0, 1<<63)
+	q, err := s.pageQuery(r)
+	if err == nil {
+		q.Filter, err = eventFilter(r)
+	}
+	var page eventPage
+	if err == nil {
+		page, err = s.events(r, chi.URLParam(r, "org"), q)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	limit, err := queryUint(r, "limit", 100, 1, 1000)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	f, err := eventFilter(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	evs, next, _, err := s.Log.OrgEvents(r.Context(), chi.URLParam(r, "org"), after, int(limit), f)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	views, err := viewEvents(evs)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": views, "next_after_seq": next})
+	writeJSON(w, http.StatusOK, page)
 }
 
 // eventFilter reads ?type=, ?key_id=, ?actor=, ?since= and ?until=.

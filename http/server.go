@@ -27,11 +27,16 @@ import (
 type EventLog interface {
 	// Load returns one key's events, oldest first.
 	Load(ctx context.Context, org, id string) ([]domain.Event, error)
-	// OrgEvents returns a page of an org's events after a sequence.
-	OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) ([]domain.Event, uint64, bool, error)
+	// OrgEvents returns a page of an org's events (q), the last sequence
+	// it examined, and whether more may follow.
+	OrgEvents(ctx context.Context, org string, q domain.EventQuery) ([]domain.Event, uint64, bool, error)
 	// EachOrgEvent calls fn with each event of an org from a sequence on.
 	EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error
 }
+
+// DefaultScanBudget is how many events one read of the history examines
+// at most: about 10 ms of reading from a local NATS.
+const DefaultScanBudget = 10000
 
 // MaxBodyBytes is the largest request body accepted.
 const MaxBodyBytes = 64 << 10
@@ -83,6 +88,11 @@ type Server struct {
 	// within it (10s).
 	Heartbeat         time.Duration
 	SlowClientTimeout time.Duration
+	// ScanBudget bounds the events one read of the history examines
+	// (DefaultScanBudget when zero): a filter that matches little answers
+	// what it found so far and where to go on, never scans the whole
+	// history in one request.
+	ScanBudget int
 
 	log           *slog.Logger
 	metrics       *metrics
@@ -124,6 +134,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.CommandTimeout == 0 {
 		s.CommandTimeout = 5 * time.Second
+	}
+	if s.ScanBudget == 0 {
+		s.ScanBudget = DefaultScanBudget
 	}
 	s.metrics = s.newMetrics()
 	s.idem = newIdempotency(time.Hour, 10000)

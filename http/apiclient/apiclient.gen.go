@@ -312,16 +312,14 @@ type Event_Data struct {
 	union json.RawMessage
 }
 
-// EventList defines model for EventList.
-type EventList struct {
-	Events []Event `json:"events"`
-}
-
 // EventPage defines model for EventPage.
 type EventPage struct {
 	Events []Event `json:"events"`
 
-	// NextAfterSeq The `after_seq` of the next page: the last sequence this page read.
+	// More True when more events may follow `next_after_seq`: the page is full, or the scan budget ran out. False: this is the last page, as the stream stands.
+	More bool `json:"more"`
+
+	// NextAfterSeq The `after_seq` of the next page: the last sequence this page examined (`after_seq` itself when it examined none).
 	NextAfterSeq int64 `json:"next_after_seq"`
 }
 
@@ -757,6 +755,12 @@ type GetKeyParams struct {
 type ListKeyEventsParams struct {
 	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
+
+	// AfterSeq Start after this stream sequence; 0, the default, is the key's first event.
+	AfterSeq *int64 `form:"after_seq,omitempty" json:"after_seq,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // RotateKeyParams defines parameters for RotateKey.
@@ -1059,7 +1063,7 @@ type ClientInterface interface {
 
 	// ListOrgEvents A page of the org's events in stream order, with filters.
 	//
-	// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 	//
 	// Corresponds with GET /v1/orgs/{org}/events (the `ListOrgEvents` operationId).
 	ListOrgEvents(ctx context.Context, org Org, params *ListOrgEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1119,9 +1123,9 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 	GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// ListKeyEvents A key's history, oldest first.
+	// ListKeyEvents A page of a key's history, oldest first.
 	//
-	// Read from the stream. Events of types this version does not know are left out.
+	// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 	//
 	// Corresponds with GET /v1/orgs/{org}/keys/{id}/events (the `ListKeyEvents` operationId).
 	ListKeyEvents(ctx context.Context, org Org, id KeyIdPath, params *ListKeyEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1290,7 +1294,7 @@ func (c *Client) StreamEvents(ctx context.Context, params *StreamEventsParams, r
 
 // ListOrgEvents A page of the org's events in stream order, with filters.
 //
-// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 //
 // Corresponds with GET /v1/orgs/{org}/events (the `ListOrgEvents` operationId).
 func (c *Client) ListOrgEvents(ctx context.Context, org Org, params *ListOrgEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1430,9 +1434,9 @@ func (c *Client) GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetK
 	return c.Client.Do(req)
 }
 
-// ListKeyEvents A key's history, oldest first.
+// ListKeyEvents A page of a key's history, oldest first.
 //
-// Read from the stream. Events of types this version does not know are left out.
+// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 //
 // Corresponds with GET /v1/orgs/{org}/keys/{id}/events (the `ListKeyEvents` operationId).
 func (c *Client) ListKeyEvents(ctx context.Context, org Org, id KeyIdPath, params *ListKeyEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2440,6 +2444,30 @@ func NewListKeyEventsRequest(server string, org Org, id KeyIdPath, params *ListK
 
 		}
 
+		if params.AfterSeq != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after_seq", *params.AfterSeq, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -2790,7 +2818,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 	//
-	// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2858,9 +2886,9 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 	GetKeyWithResponse(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*GetKeyResponse, error)
 
-	// ListKeyEventsWithResponse A key's history, oldest first.
+	// ListKeyEventsWithResponse A page of a key's history, oldest first.
 	//
-	// Read from the stream. Events of types this version does not know are left out.
+	// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -4506,7 +4534,7 @@ type ListKeyEventsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *EventList
+	JSON200 *EventPage
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
@@ -4540,7 +4568,7 @@ type ListKeyEventsResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r ListKeyEventsResponse) GetJSON200() *EventList {
+func (r ListKeyEventsResponse) GetJSON200() *EventPage {
 	return r.JSON200
 }
 
@@ -5269,7 +5297,7 @@ func (c *ClientWithResponses) StreamEventsWithResponse(ctx context.Context, para
 
 // ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 //
-// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5385,9 +5413,9 @@ func (c *ClientWithResponses) GetKeyWithResponse(ctx context.Context, org Org, i
 	return ParseGetKeyResponse(rsp)
 }
 
-// ListKeyEventsWithResponse A key's history, oldest first.
+// ListKeyEventsWithResponse A page of a key's history, oldest first.
 //
-// Read from the stream. Events of types this version does not know are left out.
+// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -7505,7 +7533,7 @@ func ParseListKeyEventsResponse(rsp *http.Response) (*ListKeyEventsResponse, err
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest EventList
+		var dest EventPage
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
