@@ -164,6 +164,42 @@ func TestStoreHistory(t *testing.T) {
 		}
 	})
 
+	t.Run("EachKeyEventReadsOnlyThoseKeys", func(t *testing.T) {
+		for _, tt := range []struct {
+			name  string
+			ids   []string
+			most  uint64
+			seqs  []uint64
+			total uint64
+			ok    bool
+		}{
+			{"TwoKeysInStreamOrder", []string{b.KeyID, a.KeyID}, 0, []uint64{1, 3, 4, 6, 7, 8, 9}, 7, true},
+			{"WithinTheBound", []string{b.KeyID, c.KeyID}, 3, []uint64{3, 7, 10}, 3, true},
+			{"OverTheBoundReadsNothing", []string{a.KeyID, c.KeyID}, 5, nil, 6, false},
+			{"NoKeys", nil, 1, nil, 0, true},
+			{"AKeyOfAnotherOrgIsNone", []string{domain.NewKeyID()}, 0, nil, 0, true},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				var seqs []uint64
+				total, ok, err := env.Store.EachKeyEvent(ctx, "acme", tt.ids, tt.most, func(e domain.Event) error {
+					seqs = append(seqs, e.Seq)
+					return nil
+				})
+				if err != nil || total != tt.total || ok != tt.ok || !slices.Equal(seqs, tt.seqs) {
+					t.Errorf("EachKeyEvent = %v, %d, %v, %v; want %v, %d, %v", seqs, total, ok, err, tt.seqs, tt.total, tt.ok)
+				}
+			})
+		}
+		for _, ids := range [][]string{{"key_*"}, {a.KeyID, "key_>"}} {
+			if _, _, err := env.Store.EachKeyEvent(ctx, "acme", ids, 0, nil); domain.ErrorCode(err) != domain.EINVALID {
+				t.Errorf("EachKeyEvent(%q): %v, want invalid", ids, err)
+			}
+		}
+		if _, _, err := env.Store.EachKeyEvent(ctx, "ac.me", []string{a.KeyID}, 0, nil); domain.ErrorCode(err) != domain.EINVALID {
+			t.Errorf("EachKeyEvent of org ac.me: %v, want invalid", err)
+		}
+	})
+
 	t.Run("InvalidKeyFilterIsInvalid", func(t *testing.T) {
 		for _, id := range []string{"key_*", "key_>", "key_01M8DA3RKDN86A1MPSZQH5GBYS.x"} {
 			_, _, _, err := env.Store.OrgEvents(ctx, "acme", domain.EventQuery{Limit: 10, Filter: domain.EventFilter{KeyID: id}})

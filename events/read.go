@@ -95,6 +95,46 @@ func (s *Store) EachOrgEvent(ctx context.Context, org string, from uint64, fn fu
 	})
 }
 
+// EachKeyEvent calls fn with every event of the keys ids of org, in
+// stream order, unless they have more than most events in all (0: no
+// bound): then it reads none and reports ok false, so that a caller can
+// ask for fewer keys. total is their number of events either way, known
+// before any is read. Returns EINVALID, EUNAVAILABLE, or fn's error.
+func (s *Store) EachKeyEvent(ctx context.Context, org string, ids []string, most uint64, fn func(domain.Event) error) (total uint64, ok bool, err error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return 0, false, err
+	}
+	filters := make([]string, len(ids))
+	for i, id := range ids {
+		if err := domain.ValidateKeyID(id); err != nil {
+			return 0, false, err
+		}
+		filters[i] = KeySubjects(org, id)
+	}
+	if len(ids) == 0 {
+		return 0, true, nil
+	}
+	err = s.scan(ctx, filters, 1, func(n uint64) error {
+		if total = n; most > 0 && n > most {
+			return errTooMany
+		}
+		return nil
+	}, func(m Msg) error {
+		e, err := Decode(m.Data, m.Seq)
+		if err != nil {
+			return domain.Wrap(domain.EINTERNAL, err, "a stored event cannot be read")
+		}
+		e.Hash = BodyHash(m.Data)
+		return fn(e)
+	})
+	if errors.Is(err, errTooMany) {
+		return total, false, nil
+	}
+	return total, err == nil, err
+}
+
+var errTooMany = errors.New("more events than asked for")
+
 // Msg is a stored message as read back: an event or a checkpoint.
 type Msg struct {
 	Seq     uint64
@@ -126,12 +166,28 @@ func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Ms
 // ScanCounted is Scan that first tells onTotal how many messages it will
 // read (for a progress bar).
 func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onTotal func(uint64), fn func(Msg) error) error {
+	return s.scan(ctx, []string{filter}, from, func(n uint64) error {
+		if onTotal != nil {
+			onTotal(n)
+		}
+		return nil
+	}, fn)
+}
+
+// scan reads the messages matching any of filters (which must not
+// overlap) from sequence from on, first telling onTotal how many there
+// are; an error from onTotal ends the scan before anything is read.
+func (s *Store) scan(ctx context.Context, filters []string, from uint64, onTotal func(uint64) error, fn func(Msg) error) error {
 	cfg := jetstream.ConsumerConfig{
-		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		InactiveThreshold: 30 * time.Second,
+	}
+	if len(filters) == 1 {
+		cfg.FilterSubject = filters[0]
+	} else {
+		cfg.FilterSubjects = filters
 	}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
@@ -146,8 +202,8 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 		defer cancel()
 		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
 	}()
-	if onTotal != nil {
-		onTotal(c.CachedInfo().NumPending)
+	if err := onTotal(c.CachedInfo().NumPending); err != nil {
+		return err
 	}
 	for pending := c.CachedInfo().NumPending; pending > 0; {
 		batch, err := c.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(5*time.Second))

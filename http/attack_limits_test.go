@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,4 +183,106 @@ func TestAttackKeyHistoryIsPaged(t *testing.T) {
 		t.Errorf("after the last event: %+v", end)
 	}
 	h.must(http.StatusNotFound, "GET", fmt.Sprintf("/v1/orgs/acme/keys/%s/events?after_seq=5", domain.NewKeyID()), admin, nil)
+}
+
+// asOfPage is an answer of GET /v1/orgs/{org}/keys?as_of=.
+type asOfPage struct {
+	AsOf       string `json:"as_of"`
+	Keys       []keyView
+	NextCursor string `json:"next_cursor"`
+}
+
+// asOfAll reads every page of the keys as of at, limit at a time.
+func asOfAll(t *testing.T, h *harness, token string, at time.Time, limit int, each func(asOfPage)) []keyView {
+	t.Helper()
+	var all []keyView
+	for cursor, asked := "", 0; ; asked++ {
+		if asked > 1000 {
+			t.Fatal("the cursors never end")
+		}
+		q := url.Values{"as_of": {at.Format(time.RFC3339Nano)}, "limit": {fmt.Sprint(limit)}, "cursor": {cursor}}
+		var page asOfPage
+		h.must(http.StatusOK, "GET", "/v1/orgs/acme/keys?"+q.Encode(), token, nil).json(t, &page)
+		if len(page.Keys) > limit {
+			t.Fatalf("a page of %d keys, want at most %d", len(page.Keys), limit)
+		}
+		if each != nil {
+			each(page)
+		}
+		all = append(all, page.Keys...)
+		if page.NextCursor == "" {
+			return all
+		}
+		cursor = page.NextCursor
+	}
+}
+
+// TestAttackAsOfIsPagedAndBudgeted lists an org's keys as of an instant:
+// pages of at most limit keys, oldest first, each folding at most the scan
+// budget of events (or one key's history, whole, when it alone is more),
+// whose cursors together give every key that existed then, once.
+func TestAttackAsOfIsPagedAndBudgeted(t *testing.T) {
+	const budget = 30
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.ScanBudget = budget })
+	admin := h.bootstrap("acme")
+	ctx := context.Background()
+	create := func(name string) string {
+		t.Helper()
+		issued, err := h.keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: name, Actor: domain.Actor{Kind: domain.ActorUser, ID: "u_1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return issued.Key.ID
+	}
+	var before []string
+	for i := range 140 {
+		before = append(before, create(fmt.Sprintf("key %d", i)))
+	}
+	// One key whose history alone is over the budget.
+	busy := before[70]
+	var masked string
+	for range 2 * budget {
+		issued, err := h.keys.Rotate(ctx, "acme", busy, domain.RotateKey{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		masked = issued.Key.Masked
+	}
+	at := time.Now()
+	for i := range 20 {
+		create(fmt.Sprintf("later key %d", i))
+	}
+	if err := h.runner.WaitFor(ctx, h.env.LastSeq(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The default page: at most 100 keys and a cursor.
+	var first asOfPage
+	h.must(http.StatusOK, "GET", "/v1/orgs/acme/keys?as_of="+url.QueryEscape(at.Format(time.RFC3339Nano)), admin, nil).json(t, &first)
+	if len(first.Keys) > budget || first.NextCursor == "" {
+		t.Fatalf("first page: %d keys, next cursor %q; want at most %d keys (one event each) and a cursor", len(first.Keys), first.NextCursor, budget)
+	}
+
+	all := asOfAll(t, h, admin, at, 100, func(p asOfPage) {
+		if len(p.Keys) > budget && !(len(p.Keys) == 1 && p.Keys[0].ID == busy) {
+			t.Errorf("a page folded %d keys, over the budget of %d events", len(p.Keys), budget)
+		}
+	})
+	want := append([]string{}, before...)
+	if got := ids(all); len(got) != len(want)+1 || !slices.Equal(got[1:], want) {
+		t.Fatalf("as of then, the pages hold %d keys; want the admin and the %d created before", len(got), len(want))
+	}
+	for _, k := range all {
+		if k.ID == busy && k.Masked != masked {
+			t.Errorf("the busy key as of then shows %s, want %s", k.Masked, masked)
+		}
+	}
+	if got := asOfAll(t, h, admin, time.Now(), 7, nil); len(got) != 1+140+20 {
+		t.Errorf("as of now, 7 at a time: %d keys, want %d", len(got), 1+140+20)
+	}
+	for _, q := range []string{"&limit=0", "&limit=1001", "&cursor=nope"} {
+		if res := h.request("GET", "/v1/orgs/acme/keys?as_of="+url.QueryEscape(at.Format(time.RFC3339Nano))+q, admin, nil); res.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", q, res.StatusCode)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -338,24 +339,81 @@ type KeyAtView struct {
 	LastChangedAt string       `json:"last_changed_at"`
 }
 
-// keysAsOf answers GET /v1/orgs/{org}/keys?as_of=T: every key that existed
-// at T, as it stood then.
+// keysAsOf answers GET /v1/orgs/{org}/keys?as_of=T: a page of the keys
+// that existed at T, oldest first, as they stood then, with the cursor of
+// the next page.
 func (s *Server) keysAsOf(w http.ResponseWriter, r *http.Request) {
 	at, err := queryTime(r, "as_of")
 	if err != nil || at.IsZero() {
 		s.fail(w, r, domain.Errorf(domain.EINVALID, "as_of must be an RFC 3339 instant such as 2026-11-26T10:00:00Z"))
 		return
 	}
-	fold := projections.NewAsOf(chi.URLParam(r, "org"), at)
-	if err := s.Log.EachOrgEvent(r.Context(), chi.URLParam(r, "org"), 1, fold.Apply); err != nil {
+	cursor := r.URL.Query().Get("cursor")
+	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "cursor is not one this API gave"))
+		return
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	keys := fold.Keys()
+	keys, next, err := s.foldAsOf(r.Context(), chi.URLParam(r, "org"), at, cursor, int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	views := make([]KeyAtView, len(keys))
 	for i, k := range keys {
 		v := viewKey(k.Key, at)
 		views[i] = KeyAtView{KeyView: v, Valid: k.Valid(), LastChangedBy: events.Actor(k.LastChangedBy), LastChangedAt: events.FormatTime(k.LastChangedAt)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"as_of": events.FormatTime(at), "keys": views})
+	writeJSON(w, http.StatusOK, map[string]any{"as_of": events.FormatTime(at), "keys": views, "next_cursor": next})
+}
+
+// asOfChunk is how many keys one read of the stream folds at most.
+const asOfChunk = 100
+
+// foldAsOf folds the keys this instance lists, in id order after cursor,
+// a chunk at a time, each from its own events only, until limit of them
+// had existed at at or ScanBudget events were read. A chunk over what is
+// left of the budget is halved; a single key over it is left for the next
+// page, unless it is the first of this one, which is folded whole so that
+// every page moves on. So a request reads at most the budget, or one
+// key's history. It returns the keys and the cursor to go on from: the
+// last key folded, "" once none is left.
+func (s *Server) foldAsOf(ctx context.Context, org string, at time.Time, cursor string, limit int) ([]projections.KeyAt, string, error) {
+	var out []projections.KeyAt
+	budget, spent := uint64(s.ScanBudget), uint64(0)
+	for len(out) < limit && spent < budget {
+		ids := s.Listing.KeyIDs(org, cursor, min(limit-len(out), asOfChunk))
+		if len(ids) == 0 {
+			return out, "", nil
+		}
+		fold := projections.NewAsOf(org, at)
+		for {
+			most := budget - spent
+			if spent == 0 && len(ids) == 1 {
+				most = 0
+			}
+			n, ok, err := s.Log.EachKeyEvent(ctx, org, ids, most, fold.Apply)
+			if err != nil {
+				return nil, "", err
+			}
+			if ok {
+				spent += n
+				break
+			}
+			if len(ids) == 1 {
+				return out, cursor, nil
+			}
+			ids = ids[:len(ids)/2]
+		}
+		out = append(out, fold.Keys()...)
+		cursor = ids[len(ids)-1]
+	}
+	if len(s.Listing.KeyIDs(org, cursor, 1)) == 0 {
+		cursor = ""
+	}
+	return out, cursor, nil
 }

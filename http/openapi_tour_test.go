@@ -148,6 +148,15 @@ func (tr *tour) list(created issued) {
 	if asOf.AsOf == "" || !contains(asOf.Keys, created.Key.ID) {
 		tr.t.Errorf("as of now: %+v, want the keys as they stand", asOf)
 	}
+	now := url.QueryEscape(time.Now().UTC().Format(time.RFC3339Nano))
+	asOfFirst := decodeAs[struct {
+		Keys       []keyView
+		NextCursor string `json:"next_cursor"`
+	}](tr.t, cl.do(200, "GET", keys+"?limit=1&as_of="+now, admin, nil))
+	if len(asOfFirst.Keys) != 1 || asOfFirst.NextCursor != asOfFirst.Keys[0].ID {
+		tr.t.Errorf("as of now, a page of 1: %+v", asOfFirst)
+	}
+	cl.do(200, "GET", keys+"?as_of="+now+"&cursor="+asOfFirst.NextCursor, admin, nil)
 
 	cl.broken(400, "GET", keys+"?status=gone", admin, nil)
 	cl.broken(400, "GET", keys+"?limit=0", admin, nil)

@@ -30,8 +30,10 @@ type EventLog interface {
 	// OrgEvents returns a page of an org's events (q), the last sequence
 	// it examined, and whether more may follow.
 	OrgEvents(ctx context.Context, org string, q domain.EventQuery) ([]domain.Event, uint64, bool, error)
-	// EachOrgEvent calls fn with each event of an org from a sequence on.
-	EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error
+	// EachKeyEvent calls fn with each event of some keys of an org, in
+	// stream order, unless they hold more than most events (0: no bound):
+	// then it reads none, and says so.
+	EachKeyEvent(ctx context.Context, org string, ids []string, most uint64, fn func(domain.Event) error) (total uint64, ok bool, err error)
 }
 
 // DefaultScanBudget is how many events one read of the history examines

@@ -473,7 +473,7 @@ type KeyListing struct {
 	union json.RawMessage
 }
 
-// KeyPage A page of keys, newest first.
+// KeyPage A page of keys, newest first (an answer without `as_of`).
 type KeyPage struct {
 	Keys []Key `json:"keys"`
 
@@ -504,13 +504,16 @@ type KeyRotatedData struct {
 // KeyStatus defines model for KeyStatus.
 type KeyStatus string
 
-// KeysAsOf Every key that existed at `as_of`, as it stood then.
+// KeysAsOf A page of the keys that existed at `as_of`, oldest first, as they stood then.
 type KeysAsOf struct {
 	// AsOf An RFC 3339 instant in UTC, to the microsecond.
 	//
 	// Examples: 2026-11-26T10:00:00.123456Z
 	AsOf Timestamp `json:"as_of"`
 	Keys []KeyAsOf `json:"keys"`
+
+	// NextCursor The `cursor` of the next page: the last key this page examined, whether or not it existed then; empty once every key was examined. A page may be short, even empty, and have one.
+	NextCursor string `json:"next_cursor"`
 }
 
 // Masked The key's prefix, `_`, `****` and the last 4 characters of its value.
@@ -714,7 +717,7 @@ type ListKeysParams struct {
 	// Limit Page size.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
-	// Cursor The `next_cursor` of the previous page.
+	// Cursor The `next_cursor` of the previous page (with `as_of` too).
 	Cursor *KeyId `form:"cursor,omitempty" json:"cursor,omitempty"`
 
 	// ExpiringWithin Only the active keys that expire within this span from now: whole days such as `7d`, or a Go duration such as `36h` or `90m`; at most ten years.
@@ -1077,7 +1080,7 @@ type ClientInterface interface {
 
 	// ListKeys List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 	//
-	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 	//
 	// Corresponds with GET /v1/orgs/{org}/keys (the `ListKeys` operationId).
 	ListKeys(ctx context.Context, org Org, params *ListKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1328,7 +1331,7 @@ func (c *Client) StreamOrgEvents(ctx context.Context, org Org, params *StreamOrg
 
 // ListKeys List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 //
-// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 //
 // Corresponds with GET /v1/orgs/{org}/keys (the `ListKeys` operationId).
 func (c *Client) ListKeys(ctx context.Context, org Org, params *ListKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2836,7 +2839,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListKeysWithResponse List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 	//
-	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -5327,7 +5330,7 @@ func (c *ClientWithResponses) StreamOrgEventsWithResponse(ctx context.Context, o
 
 // ListKeysWithResponse List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 //
-// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 //
 // Returns a wrapper object for the known response body format(s).
 //
