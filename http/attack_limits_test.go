@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -285,4 +286,41 @@ func TestAttackAsOfIsPagedAndBudgeted(t *testing.T) {
 			t.Errorf("%s: %d, want 400", q, res.StatusCode)
 		}
 	}
+}
+
+// TestWriteLimitIsPerCredential: creates and rotations share one budget
+// per credential; past it they answer 429 with Retry-After and append
+// nothing, while a replay of an answered Idempotency-Key, a revocation and
+// another credential's writes go through.
+func TestWriteLimitIsPerCredential(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
+		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+	})
+	admin := h.bootstrap("acme")
+	other := h.bootstrap("acme")
+	first := h.create("acme", admin, map[string]any{"name": "one"})
+	retried := map[string]any{"name": "two"}
+	h.must(http.StatusCreated, "POST", "/v1/orgs/acme/keys", admin, retried, "Idempotency-Key", "two")
+	h.rotate("acme", first.Key.ID, admin, nil)
+
+	before := h.env.LastSeq(t)
+	for _, r := range []struct{ method, path string }{
+		{"POST", "/v1/orgs/acme/keys"}, {"POST", "/v1/orgs/acme/keys/" + first.Key.ID + "/rotate"},
+	} {
+		var body any
+		if r.method == "POST" && strings.HasSuffix(r.path, "/keys") {
+			body = map[string]any{"name": "three"}
+		}
+		res := h.must(http.StatusTooManyRequests, r.method, r.path, admin, body)
+		if res.errorCode() != "rate_limited" || res.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s past the budget: %s, Retry-After %q", r.method, r.path, res.body, res.Header.Get("Retry-After"))
+		}
+	}
+	if got := h.env.LastSeq(t); got != before {
+		t.Errorf("refused writes moved the stream from %d to %d", before, got)
+	}
+	replay := h.must(http.StatusCreated, "POST", "/v1/orgs/acme/keys", admin, retried, "Idempotency-Key", "two")
+	mustHeader(t, replay, "Idempotent-Replayed", "true")
+	h.must(http.StatusNoContent, "DELETE", "/v1/orgs/acme/keys/"+first.Key.ID, admin, nil)
+	h.create("acme", other, map[string]any{"name": "by another credential"})
 }

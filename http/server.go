@@ -78,6 +78,9 @@ type Server struct {
 	// VerifyLimit bounds verifications per client address.
 	AuthFailureLimit Limit
 	VerifyLimit      Limit
+	// WriteLimit bounds the creates and rotations of each credential (a
+	// Limit per actor, not per address); revocations are not limited.
+	WriteLimit Limit
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
 	// MaxInFlight bounds the requests served at once (1024 when zero) and
@@ -102,6 +105,7 @@ type Server struct {
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
+	writeLimiter  *addrLimiter // keyed by actor
 	inFlight      chan struct{}
 	streams       chan struct{}
 }
@@ -144,6 +148,7 @@ func (s *Server) Handler() http.Handler {
 	s.idem = newIdempotency(time.Hour, 10000)
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
+	s.writeLimiter = newAddrLimiter(s.WriteLimit, s.Now)
 
 	r := chi.NewRouter()
 	s.mux = r
@@ -174,12 +179,12 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) keyRoutes(r chi.Router) {
-	r.With(s.idempotent, s.bounded).Post("/", s.createKey)
+	r.With(s.idempotent, s.writeLimited, s.bounded).Post("/", s.createKey)
 	r.Get("/", s.listKeys)
 	r.Route("/{id}", func(r chi.Router) {
 		r.Use(s.keyID)
 		r.Get("/", s.getKey)
-		r.With(s.idempotent, s.bounded).Post("/rotate", s.rotateKey)
+		r.With(s.idempotent, s.writeLimited, s.bounded).Post("/rotate", s.rotateKey)
 		r.With(s.idempotent, s.bounded).Delete("/", s.revokeKey)
 		r.Get("/events", s.keyEvents)
 	})
