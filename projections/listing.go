@@ -78,6 +78,20 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 	return page, ""
 }
 
+// CountKeys returns how many keys org has, revoked ones included.
+func (l *Listing) CountKeys(org string) int {
+	t := l.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	o, ok := t.orgs.lookup(org)
+	if !ok {
+		return 0
+	}
+	return len(t.byOrg[o])
+}
+
+var _ domain.KeyCounter = (*Listing)(nil)
+
 // KeyIDs returns up to n ids of org's keys, revoked ones included, in
 // ascending order (oldest first: ids are ULIDs) after the id after ("":
 // from the first).

@@ -108,3 +108,75 @@ func TestAttackWriteFloodFromOneCredential(t *testing.T) {
 		t.Errorf("a create by another credential: %d %s, want 201", res.StatusCode, body)
 	}
 }
+
+// TestAttackCreatePastTheOrgCap: with --max-keys-per-org 3 (through its
+// environment variable), an org holding three keys, one of them revoked,
+// gets 409 conflict naming the limit for a fourth, and the stream does not
+// move; another org is not held back.
+func TestAttackCreatePastTheOrgCap(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_DATA_DIR=" + dir + "/data", "KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_MAX_KEYS_PER_ORG=3"}
+	boot := func(org string) string {
+		t.Helper()
+		key, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", org, "--name", "admin")
+		if err != nil {
+			t.Fatalf("bootstrap %s: %v\n%s", org, err, stderr)
+		}
+		return strings.TrimSpace(key)
+	}
+	admin, globex := boot("acme"), boot("globex")
+	p := serveProcess(t, dir, addr, env)
+	call := func(method, path, token, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var raw json.RawMessage
+		_ = json.NewDecoder(res.Body).Decode(&raw)
+		return res.StatusCode, string(raw)
+	}
+	// The org's events, read from the stream.
+	events := func() int {
+		t.Helper()
+		status, body := call("GET", "/v1/orgs/acme/events?limit=1000", admin, "")
+		var page struct {
+			Events []json.RawMessage
+			More   bool
+		}
+		if err := json.Unmarshal([]byte(body), &page); err != nil || status != http.StatusOK || page.More {
+			t.Fatalf("events: %d %s", status, body)
+		}
+		return len(page.Events)
+	}
+
+	var second struct{ Key struct{ ID string } }
+	for i := range 2 {
+		status, body := call("POST", "/v1/orgs/acme/keys", admin, fmt.Sprintf(`{"name": "key %d"}`, i))
+		if status != http.StatusCreated {
+			t.Fatalf("create %d of 3: %d %s", i+2, status, body)
+		}
+		_ = json.Unmarshal([]byte(body), &second)
+	}
+	if status, body := call("DELETE", "/v1/orgs/acme/keys/"+second.Key.ID, admin, ""); status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	before := events()
+	status, body := call("POST", "/v1/orgs/acme/keys", admin, `{"name": "one too many"}`)
+	if status != http.StatusConflict || !strings.Contains(body, `"conflict"`) || !strings.Contains(body, "3") {
+		t.Errorf("a fourth key, one of the three revoked: %d %s; want 409 conflict naming the limit of 3", status, body)
+	}
+	if after := events(); after != before {
+		t.Errorf("the refused create appended: %d events of acme, then %d", before, after)
+	}
+	if status, body := call("POST", "/v1/orgs/globex/keys", globex, `{"name": "elsewhere"}`); status != http.StatusCreated {
+		t.Errorf("a create in another org: %d %s", status, body)
+	}
+}

@@ -60,7 +60,7 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner, Store: store}
+	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour, Counter: listing}, Runner: runner, Store: store}
 	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second}
 	if o.Configure != nil {
 		o.Configure(a.Server)
