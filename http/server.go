@@ -93,6 +93,10 @@ type Server struct {
 	// within it (10s).
 	Heartbeat         time.Duration
 	SlowClientTimeout time.Duration
+	// Idempotency shares the answers to writes with an Idempotency-Key
+	// between instances, sealed, for 24 hours; nil: each instance's
+	// memory only.
+	Idempotency IdempotencyStore
 	// ScanBudget bounds the events one read of the history examines
 	// (DefaultScanBudget when zero): a filter that matches little answers
 	// what it found so far and where to go on, never scans the whole

@@ -52,6 +52,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	bg.run(func(ctx context.Context) { usage.Run(ctx, usageStore, f.usageFlush, log) })
 
+	idem, err := events.OpenIdempotency(ctx, b.js, b.replicas)
+	if err != nil {
+		return err
+	}
+
 	pub, err := startCheckpoints(bg, b.store, f, log)
 	if err != nil {
 		return err
@@ -61,6 +66,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Keys: &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime,
 			MaxPerOrg: f.maxKeysPerOrg, Counter: listing},
 		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner, Snapshots: snapshots,
+		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
 		Logger:           log,
 		Version:          buildVersion(),

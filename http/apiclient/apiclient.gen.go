@@ -732,7 +732,7 @@ type ListKeysParamsStatus string
 
 // CreateKeyParams defines parameters for CreateKey.
 type CreateKeyParams struct {
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -741,7 +741,7 @@ type RevokeKeyParams struct {
 	// IfMatch Change the key only while it is at this version (its ETag); 412 `precondition_failed` when it has moved on, and nothing is appended. `*` matches any version.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -771,7 +771,7 @@ type RotateKeyParams struct {
 	// IfMatch Change the key only while it is at this version (its ETag); 412 `precondition_failed` when it has moved on, and nothing is appended. `*` matches any version.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
