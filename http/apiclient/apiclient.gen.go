@@ -1153,7 +1153,7 @@ type ClientInterface interface {
 
 	// VerifyKeyWithBody Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1162,7 +1162,7 @@ type ClientInterface interface {
 
 	// VerifyKey Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1494,7 +1494,7 @@ func (c *Client) RotateKey(ctx context.Context, org Org, id KeyIdPath, params *R
 
 // VerifyKeyWithBody Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -1513,7 +1513,7 @@ func (c *Client) VerifyKeyWithBody(ctx context.Context, params *VerifyKeyParams,
 
 // VerifyKey Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2918,7 +2918,7 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyKeyWithBodyWithResponse Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2927,7 +2927,7 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyKeyWithResponse Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5463,7 +5463,7 @@ func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, org Org
 
 // VerifyKeyWithBodyWithResponse Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5478,7 +5478,7 @@ func (c *ClientWithResponses) VerifyKeyWithBodyWithResponse(ctx context.Context,
 
 // VerifyKeyWithResponse Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
