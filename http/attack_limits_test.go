@@ -289,15 +289,21 @@ func TestAttackAsOfIsPagedAndBudgeted(t *testing.T) {
 }
 
 // TestWriteLimitIsPerCredential: creates and rotations share one budget
-// per credential; past it they answer 429 with Retry-After and append
-// nothing, while a replay of an answered Idempotency-Key, a revocation and
-// another credential's writes go through.
+// per credential, spent only by those that succeed; past it they answer
+// 429 with Retry-After and append nothing, while a replay of an answered
+// Idempotency-Key, a revocation and another credential's writes go
+// through.
 func TestWriteLimitIsPerCredential(t *testing.T) {
 	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
 		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
 	})
 	admin := h.bootstrap("acme")
 	other := h.bootstrap("acme")
+	// Writes that append nothing spend nothing.
+	for range 5 {
+		h.must(http.StatusBadRequest, "POST", "/v1/orgs/acme/keys", admin, map[string]any{"name": ""})
+		h.must(http.StatusNotFound, "POST", "/v1/orgs/acme/keys/"+domain.NewKeyID()+"/rotate", admin, nil)
+	}
 	first := h.create("acme", admin, map[string]any{"name": "one"})
 	retried := map[string]any{"name": "two"}
 	h.must(http.StatusCreated, "POST", "/v1/orgs/acme/keys", admin, retried, "Idempotency-Key", "two")

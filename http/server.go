@@ -109,7 +109,7 @@ type Server struct {
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
-	writeLimiter  *addrLimiter // keyed by actor
+	writeBudgets  *writeBudgets
 	inFlight      chan struct{}
 	streams       chan struct{}
 }
@@ -152,7 +152,7 @@ func (s *Server) Handler() http.Handler {
 	s.idem = newIdempotency(time.Hour, 10000)
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
-	s.writeLimiter = newAddrLimiter(s.WriteLimit, s.Now)
+	s.writeBudgets = newWriteBudgets(s.WriteLimit, s.Now)
 
 	r := chi.NewRouter()
 	s.mux = r

@@ -208,7 +208,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.IntVar(&f.maxKeysPerOrg, "max-keys-per-org", 100000, "most keys one org may have, revoked ones included; past it a create answers 409 (0: no cap)")
-	fs.IntVar(&f.writeRateLimit, "write-rate-limit", 60, "creates and rotations allowed per credential (key or person) per minute, in bursts of as many; revocations are never limited (0: no limit)")
+	fs.IntVar(&f.writeRateLimit, "write-rate-limit", 60, "successful creates and rotations allowed per credential (key or person) per minute, in bursts of as many; revocations are never limited (0: no limit)")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
