@@ -132,6 +132,18 @@ type RevokeKey struct {
 	By Principal
 }
 
+// MayAddKey returns nil while an org that holds count keys may have one
+// more under a cap of most (0: no cap). Revoked keys count: each keeps its
+// row and the secrets it remembers in every instance and every verifier,
+// so that they answer REVOKED, and revoking does not give the memory back.
+// Returns ECONFLICT, naming the limit.
+func MayAddKey(org string, count, most int) error {
+	if most > 0 && count >= most {
+		return Errorf(ECONFLICT, "org %s has %d keys, the most an org may have is %d (revoked keys count too)", org, count, most)
+	}
+	return nil
+}
+
 // DecideCreate validates cmd and returns the KeyCreated event of a new key
 // holding secret. Returns EINVALID, EFORBIDDEN.
 func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret string) (Event, error) {

@@ -96,3 +96,16 @@ func (f EventFilter) Match(e Event) bool {
 		(f.Since.IsZero() || !e.OccurredAt.Before(f.Since)) &&
 		(f.Until.IsZero() || e.OccurredAt.Before(f.Until))
 }
+
+// EventQuery selects a page of events: those after the stream sequence
+// After that Filter selects, at most Limit of them, having examined at
+// most Budget events in all (0: no budget). A reader answers with the
+// page, the last sequence it examined (After when none), and whether more
+// may follow, so that a caller goes on from there: a filter that matches
+// little never costs one answer the whole history.
+type EventQuery struct {
+	After  uint64
+	Limit  int
+	Budget int
+	Filter EventFilter
+}

@@ -31,6 +31,10 @@ type Key struct {
 	// verifies until PreviousExpiresAt.
 	PreviousSecretHash string
 	PreviousExpiresAt  time.Time
+	// Retired are the secrets replaced before the previous one, most
+	// recently replaced first: only as many as a key remembers
+	// (MaxReplacedSecrets, the previous one included).
+	Retired []RetiredSecret
 
 	CreatedAt time.Time
 	CreatedBy Actor
@@ -66,6 +70,7 @@ func (k *Key) Apply(e Event) error {
 		if k.ID == "" {
 			return fmt.Errorf("event %s: key %s rotated before it was created", e.ID, e.KeyID)
 		}
+		k.retire()
 		k.PreviousSecretHash, k.PreviousExpiresAt = k.SecretHash, d.PreviousSecretExpiresAt
 		k.SecretHash, k.Masked = d.SecretHash, d.Masked
 		k.RotatedAt = e.OccurredAt
@@ -82,6 +87,48 @@ func (k *Key) Apply(e Event) error {
 		k.LastHash = e.Hash
 	}
 	return nil
+}
+
+// What a key remembers of the secrets it had. A remembered secret answers
+// EXPIRED (REVOKED once the key is revoked); a forgotten one answers
+// NOT_FOUND, like a secret no key ever had. However often a key is
+// rotated, it holds a bounded number of hashes, and a client still sending
+// a replaced value is told why for a quarter. The secret a key has now is
+// never forgotten: a revoked key's last secret answers REVOKED for ever.
+const (
+	// MaxReplacedSecrets is how many of its most recently replaced
+	// secrets a key remembers, the previous one included.
+	MaxReplacedSecrets = 16
+	// ReplacedSecretMemory is how long after it was replaced a secret is
+	// remembered.
+	ReplacedSecretMemory = 90 * 24 * time.Hour
+)
+
+// RetiredSecret is a secret a key had before its previous one.
+type RetiredSecret struct {
+	Hash       string
+	ReplacedAt time.Time
+}
+
+// RemembersReplaced reports whether a secret replaced at replacedAt, with
+// newer secrets replaced after it (0 for the one the last rotation
+// replaced), is still remembered at now.
+func RemembersReplaced(newer int, replacedAt, now time.Time) bool {
+	return newer < MaxReplacedSecrets && now.Before(replacedAt.Add(ReplacedSecretMemory))
+}
+
+// retire moves the previous secret, replaced at the last rotation, in
+// front of the retired ones, and forgets those beyond MaxReplacedSecrets.
+// The list is made anew, never changed in place: keys built from a
+// projection may share it.
+func (k *Key) retire() {
+	if k.PreviousSecretHash == "" {
+		return
+	}
+	keep := min(len(k.Retired), MaxReplacedSecrets-2)
+	retired := make([]RetiredSecret, 0, keep+1)
+	retired = append(retired, RetiredSecret{Hash: k.PreviousSecretHash, ReplacedAt: k.RotatedAt})
+	k.Retired = append(retired, k.Retired[:keep]...)
 }
 
 // Status returns what k is at now.
@@ -129,29 +176,41 @@ type SecretMatch uint8
 
 // The secrets of a key.
 const (
-	OlderSecret    SecretMatch = iota // one the key had before its last rotation
-	CurrentSecret                     // the key's secret now
-	PreviousSecret                    // the one its last rotation replaced
+	// OlderSecret is one the key had before its previous one, and still
+	// remembers (RemembersReplaced).
+	OlderSecret    SecretMatch = iota
+	CurrentSecret              // the key's secret now
+	PreviousSecret             // the one its last rotation replaced
 )
 
-// Judge tells what the secret with the given hash, known to belong to k,
-// is worth at now. A revoked key refuses every secret it ever had; a secret
-// replaced by a rotation lives until its grace period ends.
+// Judge tells what the secret with the given hash is worth to k at now. A
+// revoked key refuses every secret it remembers with REVOKED; a secret
+// replaced by a rotation lives until its grace period ends, then answers
+// EXPIRED while the key remembers it, and NOT_FOUND once it is forgotten
+// (MaxReplacedSecrets, ReplacedSecretMemory), as a secret k never had.
 func (k *Key) Judge(secretHash string, now time.Time) Verdict {
-	m := OlderSecret
-	switch secretHash {
-	case k.SecretHash:
-		m = CurrentSecret
-	case k.PreviousSecretHash:
-		m = PreviousSecret
+	switch {
+	case secretHash == "":
+	case secretHash == k.SecretHash:
+		return k.JudgeMatch(CurrentSecret, now)
+	case secretHash == k.PreviousSecretHash:
+		return k.JudgeMatch(PreviousSecret, now)
 	}
-	return k.JudgeMatch(m, now)
+	for i, old := range k.Retired {
+		if old.Hash == secretHash && RemembersReplaced(i+1, old.ReplacedAt, now) {
+			return k.JudgeMatch(OlderSecret, now)
+		}
+	}
+	return Verdict{Code: VerifyNotFound}
 }
 
 // JudgeMatch is Judge for a secret already matched to one of k's secrets,
-// for callers that hold the hashes in another form.
+// for callers that hold the hashes in another form: an OlderSecret must be
+// one that RemembersReplaced.
 func (k *Key) JudgeMatch(m SecretMatch, now time.Time) Verdict {
 	switch {
+	case m == PreviousSecret && !RemembersReplaced(0, k.RotatedAt, now):
+		return Verdict{Code: VerifyNotFound}
 	case k.Revoked:
 		return Verdict{Code: VerifyRevoked}
 	case k.Status(now) == StatusExpired:

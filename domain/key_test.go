@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -357,7 +358,7 @@ func TestKeyJudge(t *testing.T) {
 			{"PreviousSecretOneNanosecondBeforeGraceEndIsDeprecated", s1, end.Add(-time.Nanosecond), deprecated},
 			{"PreviousSecretAtGraceEndIsExpired", s1, end, expired},
 			{"PreviousSecretAfterGraceEndIsExpired", s1, end.Add(time.Hour), expired},
-			{"UnknownSecretIsExpired", "c8k_never", t1, expired},
+			{"UnknownSecretIsNotFound", "c8k_never", t1, domain.Verdict{Code: domain.VerifyNotFound}},
 		})
 	})
 
@@ -423,4 +424,64 @@ func TestKeyJudge(t *testing.T) {
 			{"PreviousSecretExpiresAtGraceEnd", s1, t1, domain.Verdict{Code: domain.VerifyValid, Deprecated: true, ExpiresAt: end}},
 		})
 	})
+}
+
+func TestKeyRemembersABoundedNumberOfReplacedSecrets(t *testing.T) {
+	const rotations = 40
+	k, first := newKey(t, time.Time{})
+	secrets := []string{first}
+	var at []time.Time // at[i]: when secrets[i] was replaced
+	for i := range rotations {
+		when := t0.Add(time.Duration(i+1) * time.Minute)
+		secrets = append(secrets, rotate(t, k, when, 0))
+		at = append(at, when)
+	}
+	if got, want := len(k.Retired), domain.MaxReplacedSecrets-1; got != want {
+		t.Fatalf("after %d rotations the key holds %d retired secrets, want %d", rotations, got, want)
+	}
+	now := at[rotations-1]
+	newest := rotations - 1 // secrets[newest] is the previous one
+	var cases []judgeCase
+	for i := range rotations {
+		want := domain.Verdict{Code: domain.VerifyExpired}
+		if newest-i >= domain.MaxReplacedSecrets {
+			want = domain.Verdict{Code: domain.VerifyNotFound}
+		}
+		cases = append(cases, judgeCase{fmt.Sprintf("Replaced%dRotationsAgo", newest-i+1), secrets[i], now, want})
+	}
+	cases = append(cases,
+		judgeCase{"CurrentIsValid", secrets[rotations], now, domain.Verdict{Code: domain.VerifyValid}},
+		judgeCase{"CurrentIsValidPastTheMemory", secrets[rotations], now.Add(10 * domain.ReplacedSecretMemory), domain.Verdict{Code: domain.VerifyValid}},
+		judgeCase{"PreviousJustBeforeTheMemoryEnds", secrets[newest], at[newest].Add(domain.ReplacedSecretMemory - time.Nanosecond), domain.Verdict{Code: domain.VerifyExpired}},
+		judgeCase{"PreviousWhenTheMemoryEnds", secrets[newest], at[newest].Add(domain.ReplacedSecretMemory), domain.Verdict{Code: domain.VerifyNotFound}},
+		judgeCase{"OldestRememberedJustBeforeItsMemoryEnds", secrets[newest-15], at[newest-15].Add(domain.ReplacedSecretMemory - time.Nanosecond), domain.Verdict{Code: domain.VerifyExpired}},
+		judgeCase{"OldestRememberedWhenItsMemoryEnds", secrets[newest-15], at[newest-15].Add(domain.ReplacedSecretMemory), domain.Verdict{Code: domain.VerifyNotFound}},
+	)
+	checkJudge(t, k, cases)
+
+	revoke(t, k, now.Add(time.Minute))
+	checkJudge(t, k, []judgeCase{
+		{"RevokedCurrentIsRevoked", secrets[rotations], now.Add(10 * domain.ReplacedSecretMemory), domain.Verdict{Code: domain.VerifyRevoked}},
+		{"RevokedRememberedIsRevoked", secrets[newest-15], now, domain.Verdict{Code: domain.VerifyRevoked}},
+		{"RevokedForgottenIsNotFound", secrets[newest-16], now, domain.Verdict{Code: domain.VerifyNotFound}},
+	})
+}
+
+func TestRemembersReplaced(t *testing.T) {
+	replaced := t0
+	for _, tt := range []struct {
+		name  string
+		newer int
+		now   time.Time
+		want  bool
+	}{
+		{"LastReplacedAtOnce", 0, replaced, true},
+		{"FifteenNewerBeforeTheEnd", domain.MaxReplacedSecrets - 1, replaced.Add(domain.ReplacedSecretMemory - time.Nanosecond), true},
+		{"SixteenNewer", domain.MaxReplacedSecrets, replaced, false},
+		{"AtTheEnd", 0, replaced.Add(domain.ReplacedSecretMemory), false},
+	} {
+		if got := domain.RemembersReplaced(tt.newer, replaced, tt.now); got != tt.want {
+			t.Errorf("%s: RemembersReplaced(%d, %v) = %v, want %v", tt.name, tt.newer, tt.now, got, tt.want)
+		}
+	}
 }

@@ -23,6 +23,12 @@ type Store interface {
 	Update(ctx context.Context, org, id string, fn func(*Key) ([]Event, error)) (*Key, error)
 }
 
+// KeyCounter counts the keys an org has, revoked ones included, as a
+// projection holds them.
+type KeyCounter interface {
+	CountKeys(org string) int
+}
+
 // Issued is a key together with a secret that exists nowhere else: it is
 // shown to its caller once and then only its hash and masked form remain.
 type Issued struct {
@@ -38,6 +44,12 @@ type Keys struct {
 	Prefix    string        // DefaultPrefix when empty
 	MaxExpiry time.Duration // zero: no limit
 	Rand      io.Reader     // crypto/rand when nil
+	// MaxPerOrg caps the keys of one org, revoked ones included, as
+	// Counter counts them (MayAddKey); zero or no Counter: no cap. The
+	// count is the projection's, which may lag: creates in flight at
+	// once, on several instances, may pass it by as many.
+	MaxPerOrg int
+	Counter   KeyCounter
 }
 
 // now is the command's instant, to the microsecond, which is what the
@@ -62,7 +74,8 @@ func (s *Keys) secret() (string, error) {
 	return secret, nil
 }
 
-// Create mints a key. Returns EINVALID, EUNAVAILABLE.
+// Create mints a key. Returns EINVALID, ECONFLICT (the org has MaxPerOrg
+// keys), EUNAVAILABLE.
 func (s *Keys) Create(ctx context.Context, cmd CreateKey) (Issued, error) {
 	secret, err := s.secret()
 	if err != nil {
@@ -71,6 +84,11 @@ func (s *Keys) Create(ctx context.Context, cmd CreateKey) (Issued, error) {
 	e, err := DecideCreate(cmd, s.now(), s.MaxExpiry, secret)
 	if err != nil {
 		return Issued{}, err
+	}
+	if s.Counter != nil {
+		if err := MayAddKey(cmd.OrgID, s.Counter.CountKeys(cmd.OrgID), s.MaxPerOrg); err != nil {
+			return Issued{}, err
+		}
 	}
 	e, err = s.Store.Create(ctx, e)
 	if err != nil {

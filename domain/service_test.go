@@ -326,3 +326,58 @@ func TestKeysRevoke(t *testing.T) {
 		wantCode(t, err, domain.EKEYREVOKED)
 	})
 }
+
+// orgCounter counts a memStore's keys per org, as the listing does.
+type orgCounter struct{ s *memStore }
+
+func (c orgCounter) CountKeys(org string) int {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	n := 0
+	for id := range c.s.events {
+		if strings.HasPrefix(id, org+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestKeysCreateIsCappedPerOrg(t *testing.T) {
+	ctx := context.Background()
+	keys, store, _ := newKeys()
+	keys.MaxPerOrg, keys.Counter = 2, orgCounter{store}
+	first := createKey(t, keys)
+	createKey(t, keys)
+	if _, err := keys.Revoke(ctx, "acme", first.Key.ID, domain.RevokeKey{By: byAlice}); err != nil {
+		t.Fatal(err)
+	}
+	before := store.count()
+	_, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "third", By: byAlice})
+	wantCode(t, err, domain.ECONFLICT)
+	if msg := domain.ErrorMessage(err); !strings.Contains(msg, "2") || !strings.Contains(msg, "revoked keys count") {
+		t.Errorf("message %q names neither the limit nor what counts", msg)
+	}
+	if got := store.count(); got != before {
+		t.Errorf("a refused create appended: %d events, then %d", before, got)
+	}
+	if _, err := keys.Create(ctx, domain.CreateKey{OrgID: "globex", Name: "elsewhere", By: domain.PersonPrincipal(alice.ID, alice.Name, map[string]string{"globex": domain.RoleManager})}); err != nil {
+		t.Errorf("another org: %v", err)
+	}
+	// A bad request is told so, cap or not.
+	_, err = keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "", By: byAlice})
+	wantCode(t, err, domain.EINVALID)
+}
+
+func TestMayAddKey(t *testing.T) {
+	for _, tt := range []struct {
+		count, most int
+		ok          bool
+	}{
+		{0, 0, true}, {1 << 30, 0, true}, {99999, 100000, true}, {100000, 100000, false}, {100001, 100000, false},
+	} {
+		err := domain.MayAddKey("acme", tt.count, tt.most)
+		if (err == nil) != tt.ok || err != nil && domain.ErrorCode(err) != domain.ECONFLICT {
+			t.Errorf("MayAddKey(%d keys, cap %d) = %v, want ok %v", tt.count, tt.most, err, tt.ok)
+		}
+	}
+}

@@ -102,23 +102,33 @@ func TestStoreHistory(t *testing.T) {
 		want   []uint64
 		next   uint64
 		more   bool
+		budget int
 	}{
-		{"FirstPage", "acme", 0, 3, domain.EventFilter{}, []uint64{1, 3, 4}, 4, true},
-		{"LastPage", "acme", 8, 3, domain.EventFilter{}, []uint64{9, 10}, 10, false},
-		{"AfterTheEndIsEmpty", "acme", 10, 3, domain.EventFilter{}, []uint64{}, 10, false},
-		{"AfterASeqOfAnotherOrg", "acme", 2, 2, domain.EventFilter{}, []uint64{3, 4}, 4, true},
-		{"OtherOrg", "globex", 0, 100, domain.EventFilter{}, []uint64{2}, 2, false},
-		{"OrgIsAWholeToken", "acme-co", 0, 100, domain.EventFilter{}, []uint64{5}, 5, false},
-		{"UnknownOrgIsEmpty", "umbrella", 0, 100, domain.EventFilter{}, []uint64{}, 0, false},
-		{"TypeFilter", "acme", 0, 100, domain.EventFilter{Types: []domain.EventType{domain.TypeKeyRevoked}}, []uint64{7, 9}, 10, false},
-		{"KeyFilter", "acme", 0, 100, domain.EventFilter{KeyID: b.KeyID}, []uint64{3, 7}, 10, false},
+		{"FirstPage", "acme", 0, 3, domain.EventFilter{}, []uint64{1, 3, 4}, 4, true, 0},
+		{"LastPage", "acme", 8, 3, domain.EventFilter{}, []uint64{9, 10}, 10, false, 0},
+		{"AfterTheEndIsEmpty", "acme", 10, 3, domain.EventFilter{}, []uint64{}, 10, false, 0},
+		{"AfterASeqOfAnotherOrg", "acme", 2, 2, domain.EventFilter{}, []uint64{3, 4}, 4, true, 0},
+		{"OtherOrg", "globex", 0, 100, domain.EventFilter{}, []uint64{2}, 2, false, 0},
+		{"OrgIsAWholeToken", "acme-co", 0, 100, domain.EventFilter{}, []uint64{5}, 5, false, 0},
+		{"UnknownOrgIsEmpty", "umbrella", 0, 100, domain.EventFilter{}, []uint64{}, 0, false, 0},
+		{"TypeFilter", "acme", 0, 100, domain.EventFilter{Types: []domain.EventType{domain.TypeKeyRevoked}}, []uint64{7, 9}, 10, false, 0},
+		// One key's subjects only: the scan ends at its last event.
+		{"KeyFilter", "acme", 0, 100, domain.EventFilter{KeyID: b.KeyID}, []uint64{3, 7}, 7, false, 0},
 		// Consumers ignore types they do not know (PRODUCT.md); the
 		// history the events endpoints show cannot encode them.
-		{"UnknownTypeIsSkipped", "acme", 0, 100, domain.EventFilter{}, all, 10, false},
-		{"PageAcrossAnUnknownType", "acme", 4, 3, domain.EventFilter{}, []uint64{7, 8, 9}, 9, true},
+		{"UnknownTypeIsSkipped", "acme", 0, 100, domain.EventFilter{}, all, 10, false, 0},
+		{"PageAcrossAnUnknownType", "acme", 4, 3, domain.EventFilter{}, []uint64{7, 8, 9}, 9, true, 0},
+		// The budget bounds the events examined, matching or not; unknown
+		// types count.
+		{"BudgetEndsThePage", "acme", 0, 100, domain.EventFilter{}, []uint64{1, 3, 4}, 4, true, 3},
+		{"BudgetWithAFilterThatMatchesNothing", "acme", 0, 100, domain.EventFilter{ActorID: "nobody"}, []uint64{}, 4, true, 3},
+		{"BudgetGoesOnFromNext", "acme", 4, 100, domain.EventFilter{ActorID: "nobody"}, []uint64{}, 8, true, 3},
+		{"BudgetLargerThanWhatIsLeft", "acme", 8, 100, domain.EventFilter{}, []uint64{9, 10}, 10, false, 3},
+		{"BudgetExactlyWhatIsLeft", "acme", 8, 100, domain.EventFilter{}, []uint64{9, 10}, 10, false, 2},
+		{"LimitBeforeBudget", "acme", 0, 2, domain.EventFilter{}, []uint64{1, 3}, 3, true, 3},
 	} {
 		t.Run("Org"+tt.name, func(t *testing.T) {
-			page, next, more, err := env.Store.OrgEvents(ctx, tt.org, tt.after, tt.limit, tt.filter)
+			page, next, more, err := env.Store.OrgEvents(ctx, tt.org, domain.EventQuery{After: tt.after, Limit: tt.limit, Budget: tt.budget, Filter: tt.filter})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +150,7 @@ func TestStoreHistory(t *testing.T) {
 	}
 
 	t.Run("OrgPagesMatchLoad", func(t *testing.T) {
-		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, domain.EventFilter{KeyID: c.KeyID})
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", domain.EventQuery{Limit: 100, Filter: domain.EventFilter{KeyID: c.KeyID}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,9 +161,54 @@ func TestStoreHistory(t *testing.T) {
 
 	t.Run("InvalidOrgIsInvalid", func(t *testing.T) {
 		for _, org := range []string{"ac.me", "*", ">", "", "ACME"} {
-			_, _, _, err := env.Store.OrgEvents(ctx, org, 0, 10, domain.EventFilter{})
+			_, _, _, err := env.Store.OrgEvents(ctx, org, domain.EventQuery{Limit: 10})
 			if got, want := domain.ErrorCode(err), domain.EINVALID; got != want {
 				t.Errorf("OrgEvents(%q) code = %q (%v), want %q", org, got, err, want)
+			}
+		}
+	})
+
+	t.Run("EachKeyEventReadsOnlyThoseKeys", func(t *testing.T) {
+		for _, tt := range []struct {
+			name  string
+			ids   []string
+			most  uint64
+			seqs  []uint64
+			total uint64
+			ok    bool
+		}{
+			{"TwoKeysInStreamOrder", []string{b.KeyID, a.KeyID}, 0, []uint64{1, 3, 4, 6, 7, 8, 9}, 7, true},
+			{"WithinTheBound", []string{b.KeyID, c.KeyID}, 3, []uint64{3, 7, 10}, 3, true},
+			{"OverTheBoundReadsNothing", []string{a.KeyID, c.KeyID}, 5, nil, 6, false},
+			{"NoKeys", nil, 1, nil, 0, true},
+			{"AKeyOfAnotherOrgIsNone", []string{domain.NewKeyID()}, 0, nil, 0, true},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				var seqs []uint64
+				total, ok, err := env.Store.EachKeyEvent(ctx, "acme", tt.ids, tt.most, func(e domain.Event) error {
+					seqs = append(seqs, e.Seq)
+					return nil
+				})
+				if err != nil || total != tt.total || ok != tt.ok || !slices.Equal(seqs, tt.seqs) {
+					t.Errorf("EachKeyEvent = %v, %d, %v, %v; want %v, %d, %v", seqs, total, ok, err, tt.seqs, tt.total, tt.ok)
+				}
+			})
+		}
+		for _, ids := range [][]string{{"key_*"}, {a.KeyID, "key_>"}} {
+			if _, _, err := env.Store.EachKeyEvent(ctx, "acme", ids, 0, nil); domain.ErrorCode(err) != domain.EINVALID {
+				t.Errorf("EachKeyEvent(%q): %v, want invalid", ids, err)
+			}
+		}
+		if _, _, err := env.Store.EachKeyEvent(ctx, "ac.me", []string{a.KeyID}, 0, nil); domain.ErrorCode(err) != domain.EINVALID {
+			t.Errorf("EachKeyEvent of org ac.me: %v, want invalid", err)
+		}
+	})
+
+	t.Run("InvalidKeyFilterIsInvalid", func(t *testing.T) {
+		for _, id := range []string{"key_*", "key_>", "key_01M8DA3RKDN86A1MPSZQH5GBYS.x"} {
+			_, _, _, err := env.Store.OrgEvents(ctx, "acme", domain.EventQuery{Limit: 10, Filter: domain.EventFilter{KeyID: id}})
+			if got, want := domain.ErrorCode(err), domain.EINVALID; got != want {
+				t.Errorf("OrgEvents(key %q) code = %q (%v), want %q", id, got, err, want)
 			}
 		}
 	})
@@ -161,7 +216,7 @@ func TestStoreHistory(t *testing.T) {
 	t.Run("SinceAndUntilFilterByOccurredAt", func(t *testing.T) {
 		// Creations occur at codecAt, rotations a minute later, revocations two.
 		f := domain.EventFilter{Since: codecAt.Add(time.Minute), Until: codecAt.Add(2 * time.Minute)}
-		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, f)
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", domain.EventQuery{Limit: 100, Filter: f})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +231,7 @@ func TestStoreHistory(t *testing.T) {
 	})
 
 	t.Run("EncodableForTheAPI", func(t *testing.T) {
-		page, _, _, err := env.Store.OrgEvents(ctx, "acme", 0, 100, domain.EventFilter{})
+		page, _, _, err := env.Store.OrgEvents(ctx, "acme", domain.EventQuery{Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -59,18 +59,35 @@ func (s *Store) read(m Msg) (e domain.Event, ok bool, err error) {
 	return e, true, nil
 }
 
-// OrgEvents reads, from the stream, up to limit events of org after a
-// sequence that match f, oldest first; the sequence to ask after next; and
-// whether more may follow. Returns EINVALID, EUNAVAILABLE.
-func (s *Store) OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) (page []domain.Event, next uint64, more bool, err error) {
-	next = after
-	err = s.EachOrgEvent(ctx, org, after+1, func(e domain.Event) error {
-		if len(page) == limit {
+// OrgEvents reads, from the stream, a page of org's events (q): at most
+// q.Limit that match q.Filter, oldest first, having examined at most
+// q.Budget; the last sequence examined, to ask after next; and whether
+// more may follow. A filter on one key reads only that key's subjects.
+// Events of types this code does not know, and events keyledger did not
+// write, are examined, never returned. Returns EINVALID, EUNAVAILABLE.
+func (s *Store) OrgEvents(ctx context.Context, org string, q domain.EventQuery) (page []domain.Event, next uint64, more bool, err error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return nil, 0, false, err
+	}
+	filter := SubjectRoot + "." + org + ".>"
+	if id := q.Filter.KeyID; id != "" {
+		if err := domain.ValidateKeyID(id); err != nil {
+			return nil, 0, false, err
+		}
+		filter = KeySubjects(org, id)
+	}
+	next, examined := q.After, 0
+	err = s.Scan(ctx, filter, q.After+1, func(m Msg) error {
+		if len(page) == q.Limit || q.Budget > 0 && examined == q.Budget {
 			more = true
 			return errPageFull
 		}
-		next = e.Seq
-		if e.Data != nil && f.Match(e) { // types this code does not know are skipped
+		e, ok, err := s.read(m)
+		if err != nil {
+			return err
+		}
+		examined, next = examined+1, m.Seq
+		if ok && e.Data != nil && q.Filter.Match(e) {
 			page = append(page, e)
 		}
 		return nil
@@ -82,22 +99,6 @@ func (s *Store) OrgEvents(ctx context.Context, org string, after uint64, limit i
 }
 
 var errPageFull = errors.New("page full")
-
-// EachOrgEvent calls fn with every event of org from sequence from on, read
-// from the stream in bounded batches. Returns EINVALID, EUNAVAILABLE, or
-// fn's error.
-func (s *Store) EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error {
-	if err := domain.ValidateOrgID(org); err != nil {
-		return err
-	}
-	return s.Scan(ctx, SubjectRoot+"."+org+".>", from, func(m Msg) error {
-		e, ok, err := s.read(m)
-		if !ok || err != nil {
-			return err
-		}
-		return fn(e)
-	})
-}
 
 // EachTrusted calls fn with every event keyledger wrote among those
 // matching filter from sequence from on, in order, judged as a replay
@@ -126,6 +127,45 @@ func (s *Store) EachTrusted(ctx context.Context, filter string, from uint64, onT
 	})
 	return skipped, err
 }
+
+// EachKeyEvent calls fn with every event keyledger wrote of the keys ids
+// of org, in stream order, unless they have more than most events in all (0: no
+// bound): then it reads none and reports ok false, so that a caller can
+// ask for fewer keys. total is their number of events either way, known
+// before any is read. Returns EINVALID, EUNAVAILABLE, or fn's error.
+func (s *Store) EachKeyEvent(ctx context.Context, org string, ids []string, most uint64, fn func(domain.Event) error) (total uint64, ok bool, err error) {
+	if err := domain.ValidateOrgID(org); err != nil {
+		return 0, false, err
+	}
+	filters := make([]string, len(ids))
+	for i, id := range ids {
+		if err := domain.ValidateKeyID(id); err != nil {
+			return 0, false, err
+		}
+		filters[i] = KeySubjects(org, id)
+	}
+	if len(ids) == 0 {
+		return 0, true, nil
+	}
+	err = s.scan(ctx, filters, 1, func(n uint64) error {
+		if total = n; most > 0 && n > most {
+			return errTooMany
+		}
+		return nil
+	}, func(m Msg) error {
+		e, ok, err := s.read(m)
+		if !ok || err != nil {
+			return err
+		}
+		return fn(e)
+	})
+	if errors.Is(err, errTooMany) {
+		return total, false, nil
+	}
+	return total, err == nil, err
+}
+
+var errTooMany = errors.New("more events than asked for")
 
 // Msg is a stored message as read back: an event or a checkpoint.
 type Msg struct {
@@ -159,12 +199,28 @@ func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Ms
 // ScanCounted is Scan that first tells onTotal how many messages it will
 // read (for a progress bar).
 func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onTotal func(uint64), fn func(Msg) error) error {
+	return s.scan(ctx, []string{filter}, from, func(n uint64) error {
+		if onTotal != nil {
+			onTotal(n)
+		}
+		return nil
+	}, fn)
+}
+
+// scan reads the messages matching any of filters (which must not
+// overlap) from sequence from on, first telling onTotal how many there
+// are; an error from onTotal ends the scan before anything is read.
+func (s *Store) scan(ctx context.Context, filters []string, from uint64, onTotal func(uint64) error, fn func(Msg) error) error {
 	cfg := jetstream.ConsumerConfig{
-		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		InactiveThreshold: 30 * time.Second,
+	}
+	if len(filters) == 1 {
+		cfg.FilterSubject = filters[0]
+	} else {
+		cfg.FilterSubjects = filters
 	}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
@@ -182,8 +238,8 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 		defer cancel()
 		_ = s.stream.DeleteConsumer(dctx, c.CachedInfo().Name)
 	}()
-	if onTotal != nil {
-		onTotal(c.CachedInfo().NumPending)
+	if err := onTotal(c.CachedInfo().NumPending); err != nil {
+		return err
 	}
 	for pending := c.CachedInfo().NumPending; pending > 0; {
 		batch, err := c.Fetch(int(min(pending, scanBatch)), jetstream.FetchMaxWait(5*time.Second))

@@ -258,3 +258,7 @@ func (h *harness) history(org, id, token string) []eventView {
 	h.must(http.StatusOK, "GET", "/v1/orgs/"+org+"/keys/"+id+"/events", token, nil).json(h.t, &out)
 	return out.Events
 }
+
+// asSystem is keyledger itself acting, for tests that are not about who
+// may act.
+var asSystem = domain.SystemPrincipal("test", "test")

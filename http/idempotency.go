@@ -13,9 +13,9 @@ import (
 
 // idempotency remembers the successful answers to writes that carried an
 // Idempotency-Key, so that a retried request gets the same answer instead
-// of a second key. A create's answer holds its secret: that is the point
-// (the client lost the first answer), so entries live in memory only, on
-// this instance, for a bounded time and number.
+// of a second key. This is each instance's own cache, in memory, for a
+// bounded time and number: the fast path. Across instances the answers
+// are shared through Server.Idempotency, sealed (idemshared.go).
 type idempotency struct {
 	ttl time.Duration
 	max int
@@ -34,9 +34,14 @@ type idemEntry struct {
 	bodySum [sha256.Size]byte
 	done    bool
 	at      time.Time
-	status  int
-	header  http.Header
-	body    []byte
+	answer
+}
+
+// answer is a kept answer: what a replay sends.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
 }
 
 func newIdempotency(ttl time.Duration, max int) *idempotency {
@@ -45,7 +50,8 @@ func newIdempotency(ttl time.Duration, max int) *idempotency {
 
 const maxIdemKeyLen = 255
 
-// idempotent answers a repeated Idempotency-Key from memory. The same key
+// idempotent answers a repeated Idempotency-Key with the first answer:
+// from this instance's memory, else from the shared bucket. The same key
 // with another body, or while the first request is still running, is a
 // conflict.
 func (s *Server) idempotent(next http.Handler) http.Handler {
@@ -65,26 +71,49 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		slot := caller(r.Context()).Actor.Kind + ":" + caller(r.Context()).Actor.ID + " " + r.Method + " " + r.URL.Path + " " + ik
-		e, fresh := s.idem.begin(slot, sha256.Sum256(body), time.Now())
+		actor := caller(r.Context()).Actor
+		slot := actor.Kind + ":" + actor.ID + " " + r.Method + " " + r.URL.Path + " " + ik
+		sum := sha256.Sum256(body)
+		e, fresh := s.idem.begin(slot, sum, time.Now())
 		switch {
 		case e == nil:
-			s.fail(w, r, domain.Errorf(domain.ECONFLICT, "Idempotency-Key was used with another request"))
+			s.fail(w, r, errIdemOtherRequest)
 		case !fresh && !e.done:
-			s.fail(w, r, domain.Errorf(domain.ECONFLICT, "a request with this Idempotency-Key is still running"))
+			s.fail(w, r, errIdemRunning)
 		case !fresh:
-			for k, v := range e.header {
-				w.Header()[k] = v
-			}
-			w.Header().Set("Idempotent-Replayed", "true")
-			w.WriteHeader(e.status)
-			_, _ = w.Write(e.body)
+			e.replay(w)
 		default:
-			rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-			next.ServeHTTP(rec, r)
-			s.idem.finish(slot, rec)
+			s.idempotentShared(w, r, next, slot, ik, sum)
 		}
 	})
+}
+
+var (
+	errIdemOtherRequest = domain.Errorf(domain.ECONFLICT, "Idempotency-Key was used with another request")
+	errIdemRunning      = domain.Errorf(domain.ECONFLICT, "a request with this Idempotency-Key is still running")
+)
+
+// runIdempotent serves a request seen for the first time, keeps its
+// answer in this instance's memory and hands it to shared (when not nil)
+// before the client gets it, so that a retry anywhere finds it.
+func (s *Server) runIdempotent(w http.ResponseWriter, r *http.Request, next http.Handler, slot string, shared func(*recorder)) {
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	next.ServeHTTP(rec, r)
+	s.idem.finish(slot, rec.answer())
+	if shared != nil {
+		shared(rec)
+	}
+	rec.flush()
+}
+
+// replay sends a kept answer again, marked as such.
+func (a answer) replay(w http.ResponseWriter) {
+	for k, v := range a.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.body)
 }
 
 func visibleASCII(s string) bool {
@@ -115,18 +144,18 @@ func (c *idempotency) begin(slot string, sum [sha256.Size]byte, now time.Time) (
 }
 
 // finish keeps a 2xx answer; any other answer frees the slot for a retry.
-func (c *idempotency) finish(slot string, rec *recorder) {
+func (c *idempotency) finish(slot string, a answer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[slot]
 	if e == nil {
 		return
 	}
-	if rec.status < 200 || rec.status > 299 {
+	if a.status < 200 || a.status > 299 {
 		delete(c.entries, slot)
 		return
 	}
-	e.done, e.status, e.header, e.body = true, rec.status, rec.Header().Clone(), rec.body.Bytes()
+	e.done, e.answer = true, a
 }
 
 func (c *idempotency) expire(now time.Time) {
@@ -143,19 +172,23 @@ func (c *idempotency) expire(now time.Time) {
 	c.order = c.order[drop:]
 }
 
-// recorder passes an answer through and keeps a copy of it.
+// recorder holds an answer back, status and body, until flush; its
+// headers go to the real writer as they are set.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	body   bytes.Buffer
 }
 
-func (r *recorder) WriteHeader(status int) {
-	r.status = status
-	r.ResponseWriter.WriteHeader(status)
+func (r *recorder) WriteHeader(status int) { r.status = status }
+
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+func (r *recorder) answer() answer {
+	return answer{status: r.status, header: r.Header().Clone(), body: bytes.Clone(r.body.Bytes())}
 }
 
-func (r *recorder) Write(b []byte) (int, error) {
-	r.body.Write(b)
-	return r.ResponseWriter.Write(b)
+func (r *recorder) flush() {
+	r.ResponseWriter.WriteHeader(r.status)
+	_, _ = r.ResponseWriter.Write(r.body.Bytes())
 }

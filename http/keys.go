@@ -1,9 +1,9 @@
 package http
 
 import (
+	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -183,28 +183,71 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"keys": views, "next_cursor": next})
 }
 
+// eventPage answers a read of the history: a page of events, the sequence
+// to ask after next, and whether to go on.
+type eventPage struct {
+	Events       []events.Envelope `json:"events"`
+	NextAfterSeq uint64            `json:"next_after_seq"`
+	More         bool              `json:"more"`
+}
+
+// pageQuery reads ?after_seq= and ?limit= of a read of the history.
+func (s *Server) pageQuery(r *http.Request) (domain.EventQuery, error) {
+	after, err := queryUint(r, "after_seq", 0, 0, 1<<63)
+	if err != nil {
+		return domain.EventQuery{}, err
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	return domain.EventQuery{After: after, Limit: int(limit), Budget: s.ScanBudget}, err
+}
+
+// events answers a page of org's events.
+func (s *Server) events(r *http.Request, org string, q domain.EventQuery) (eventPage, error) {
+	evs, next, more, err := s.Log.OrgEvents(r.Context(), org, q)
+	if err != nil {
+		return eventPage{}, err
+	}
+	views, err := viewEvents(evs)
+	return eventPage{Events: views, NextAfterSeq: next, More: more}, err
+}
+
+// keyEvents answers a page of one key's history, oldest first; 404 for a
+// key without events.
 func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request) {
 	if err := s.minSeq(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	q, err := s.pageQuery(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	org, id := orgAndKey(r)
-	evs, err := s.Log.Load(r.Context(), org, id)
+	q.Filter.KeyID = id
+	page, err := s.events(r, org, q)
+	if err == nil && len(page.Events) == 0 {
+		err = s.keyExists(r, org, id)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(evs) == 0 {
-		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org))
-		return
+	writeJSON(w, http.StatusOK, page)
+}
+
+// keyExists returns ENOTFOUND unless the key has an event: in this
+// instance's listing, else in the stream (another instance may have just
+// created it).
+func (s *Server) keyExists(r *http.Request, org, id string) error {
+	if _, ok := s.Listing.Get(org, id); ok {
+		return nil
 	}
-	evs = slices.DeleteFunc(evs, func(e domain.Event) bool { return e.Data == nil }) // unknown types
-	views, err := viewEvents(evs)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	evs, _, _, err := s.Log.OrgEvents(r.Context(), org, domain.EventQuery{Limit: 1, Filter: domain.EventFilter{KeyID: id}})
+	if err == nil && len(evs) == 0 {
+		err = domain.Errorf(domain.ENOTFOUND, "key %s not found in org %s", id, org)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": views})
+	return err
 }
 
 func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
@@ -212,32 +255,19 @@ func (s *Server) orgEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	after, err := queryUint(r, "after_seq", 0, 0, 1<<63)
+	q, err := s.pageQuery(r)
+	if err == nil {
+		q.Filter, err = eventFilter(r)
+	}
+	var page eventPage
+	if err == nil {
+		page, err = s.events(r, chi.URLParam(r, "org"), q)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	limit, err := queryUint(r, "limit", 100, 1, 1000)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	f, err := eventFilter(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	evs, next, _, err := s.Log.OrgEvents(r.Context(), chi.URLParam(r, "org"), after, int(limit), f)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	views, err := viewEvents(evs)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": views, "next_after_seq": next})
+	writeJSON(w, http.StatusOK, page)
 }
 
 // eventFilter reads ?type=, ?key_id=, ?actor=, ?since= and ?until=.
@@ -300,24 +330,81 @@ type KeyAtView struct {
 	LastChangedAt string       `json:"last_changed_at"`
 }
 
-// keysAsOf answers GET /v1/orgs/{org}/keys?as_of=T: every key that existed
-// at T, as it stood then.
+// keysAsOf answers GET /v1/orgs/{org}/keys?as_of=T: a page of the keys
+// that existed at T, oldest first, as they stood then, with the cursor of
+// the next page.
 func (s *Server) keysAsOf(w http.ResponseWriter, r *http.Request) {
 	at, err := queryTime(r, "as_of")
 	if err != nil || at.IsZero() {
 		s.fail(w, r, domain.Errorf(domain.EINVALID, "as_of must be an RFC 3339 instant such as 2026-11-26T10:00:00Z"))
 		return
 	}
-	fold := projections.NewAsOf(chi.URLParam(r, "org"), at)
-	if err := s.Log.EachOrgEvent(r.Context(), chi.URLParam(r, "org"), 1, fold.Apply); err != nil {
+	cursor := r.URL.Query().Get("cursor")
+	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
+		s.fail(w, r, domain.Errorf(domain.EINVALID, "cursor is not one this API gave"))
+		return
+	}
+	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	keys := fold.Keys()
+	keys, next, err := s.foldAsOf(r.Context(), chi.URLParam(r, "org"), at, cursor, int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	views := make([]KeyAtView, len(keys))
 	for i, k := range keys {
 		v := viewKey(k.Key, at)
 		views[i] = KeyAtView{KeyView: v, Valid: k.Valid(), LastChangedBy: events.Actor(k.LastChangedBy), LastChangedAt: events.FormatTime(k.LastChangedAt)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"as_of": events.FormatTime(at), "keys": views})
+	writeJSON(w, http.StatusOK, map[string]any{"as_of": events.FormatTime(at), "keys": views, "next_cursor": next})
+}
+
+// asOfChunk is how many keys one read of the stream folds at most.
+const asOfChunk = 100
+
+// foldAsOf folds the keys this instance lists, in id order after cursor,
+// a chunk at a time, each from its own events only, until limit of them
+// had existed at at or ScanBudget events were read. A chunk over what is
+// left of the budget is halved; a single key over it is left for the next
+// page, unless it is the first of this one, which is folded whole so that
+// every page moves on. So a request reads at most the budget, or one
+// key's history. It returns the keys and the cursor to go on from: the
+// last key folded, "" once none is left.
+func (s *Server) foldAsOf(ctx context.Context, org string, at time.Time, cursor string, limit int) ([]projections.KeyAt, string, error) {
+	var out []projections.KeyAt
+	budget, spent := uint64(s.ScanBudget), uint64(0)
+	for len(out) < limit && spent < budget {
+		ids := s.Listing.KeyIDs(org, cursor, min(limit-len(out), asOfChunk))
+		if len(ids) == 0 {
+			return out, "", nil
+		}
+		fold := projections.NewAsOf(org, at)
+		for {
+			most := budget - spent
+			if spent == 0 && len(ids) == 1 {
+				most = 0
+			}
+			n, ok, err := s.Log.EachKeyEvent(ctx, org, ids, most, fold.Apply)
+			if err != nil {
+				return nil, "", err
+			}
+			if ok {
+				spent += n
+				break
+			}
+			if len(ids) == 1 {
+				return out, cursor, nil
+			}
+			ids = ids[:len(ids)/2]
+		}
+		out = append(out, fold.Keys()...)
+		cursor = ids[len(ids)-1]
+	}
+	if len(s.Listing.KeyIDs(org, cursor, 1)) == 0 {
+		cursor = ""
+	}
+	return out, cursor, nil
 }

@@ -111,8 +111,13 @@ func clientAddr(r *http.Request) string {
 
 // rateLimited answers 429 with Retry-After in whole seconds.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, retry time.Duration, what string) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(retry, time.Second).Seconds()))))
+	setRetryAfter(w, retry)
 	s.fail(w, r, domain.Errorf(domain.ERATELIMITED, "too many %s from this address; retry later", what))
+}
+
+// retryAfter is a wait in whole seconds, at least one.
+func retryAfter(retry time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(max(retry, time.Second).Seconds())))
 }
 
 // verifyLimit spends one verify token of the client's address.

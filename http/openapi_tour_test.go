@@ -149,6 +149,15 @@ func (tr *tour) list(created issued) {
 	if asOf.AsOf == "" || !contains(asOf.Keys, created.Key.ID) {
 		tr.t.Errorf("as of now: %+v, want the keys as they stand", asOf)
 	}
+	now := url.QueryEscape(time.Now().UTC().Format(time.RFC3339Nano))
+	asOfFirst := decodeAs[struct {
+		Keys       []keyView
+		NextCursor string `json:"next_cursor"`
+	}](tr.t, cl.do(200, "GET", keys+"?limit=1&as_of="+now, admin, nil))
+	if len(asOfFirst.Keys) != 1 || asOfFirst.NextCursor != asOfFirst.Keys[0].ID {
+		tr.t.Errorf("as of now, a page of 1: %+v", asOfFirst)
+	}
+	cl.do(200, "GET", keys+"?as_of="+now+"&cursor="+asOfFirst.NextCursor, admin, nil)
 
 	cl.broken(400, "GET", keys+"?status=gone", admin, nil)
 	cl.broken(400, "GET", keys+"?limit=0", admin, nil)
@@ -227,6 +236,15 @@ func (tr *tour) history(revoked issued) {
 	if len(own.Events) != 2 || own.Events[0].Type != "KeyCreated" || own.Events[1].Type != "KeyRevoked" {
 		tr.t.Errorf("history of a created, then revoked key: %+v", own.Events)
 	}
+	paged := decodeAs[struct {
+		Events       []eventView
+		NextAfterSeq uint64 `json:"next_after_seq"`
+		More         bool
+	}](tr.t, cl.do(200, "GET", keys+"/"+revoked.Key.ID+"/events?limit=1&after_seq=0", admin, nil))
+	if len(paged.Events) != 1 || !paged.More || paged.NextAfterSeq != own.Events[0].Seq {
+		tr.t.Errorf("a key's history a page of 1 at a time: %+v", paged)
+	}
+	cl.broken(400, "GET", keys+"/"+revoked.Key.ID+"/events?limit=0", admin, nil)
 	cl.broken(400, "GET", keys+"/key_nope/events", admin, nil)
 	cl.do(404, "GET", keys+"/"+tr.unknown+"/events", admin, nil)
 	cl.do(401, "GET", keys+"/"+revoked.Key.ID+"/events", "not-a-key", nil)

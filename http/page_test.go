@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -206,6 +207,23 @@ func TestManagerPage(t *testing.T) {
 		text := run(t, b, chromedp.Text("#history-list"))
 		if !strings.Contains(text, "admin of acme (key) created the key") || !strings.Contains(text, "rotated the key") {
 			t.Errorf("history = %q", text)
+		}
+		b.do(t, chromedp.Click("#history-dialog button[type=submit]"), chromedp.WaitNotVisible("#history-dialog"))
+	})
+
+	t.Run("HistoryReadsEveryPage", func(t *testing.T) {
+		// More events than the largest page the API answers.
+		k := h.create("acme", admin, map[string]any{"name": "rotated often"})
+		const rotations = 1100
+		for range rotations {
+			if _, err := h.keys.Rotate(context.Background(), "acme", k.Key.ID, domain.RotateKey{By: asSystem}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.click(t, `//tr[td[text()="rotated often"]]//button[contains(@class,"history")]`)
+		b.do(t, chromedp.WaitVisible(fmt.Sprintf(`#history-list li:nth-child(%d)`, rotations+1)))
+		if got := run(t, b, chromedp.Evaluate[int](`document.querySelectorAll("#history-list li").length`)); got != rotations+1 {
+			t.Errorf("the history shows %d events, want %d", got, rotations+1)
 		}
 		b.do(t, chromedp.Click("#history-dialog button[type=submit]"), chromedp.WaitNotVisible("#history-dialog"))
 	})

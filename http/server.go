@@ -33,11 +33,20 @@ type Trust interface {
 type EventLog interface {
 	// Load returns one key's events, oldest first.
 	Load(ctx context.Context, org, id string) ([]domain.Event, error)
-	// OrgEvents returns a page of an org's events after a sequence.
-	OrgEvents(ctx context.Context, org string, after uint64, limit int, f domain.EventFilter) ([]domain.Event, uint64, bool, error)
-	// EachOrgEvent calls fn with each event of an org from a sequence on.
-	EachOrgEvent(ctx context.Context, org string, from uint64, fn func(domain.Event) error) error
+	// OrgEvents returns a page of an org's events (q), the last sequence
+	// it examined, and whether more may follow.
+	OrgEvents(ctx context.Context, org string, q domain.EventQuery) ([]domain.Event, uint64, bool, error)
+	// EachKeyEvent calls fn with each event of some keys of an org, in
+	// stream order, unless they hold more than most events (0: no bound):
+	// then it reads none, and says so.
+	EachKeyEvent(ctx context.Context, org string, ids []string, most uint64, fn func(domain.Event) error) (total uint64, ok bool, err error)
 }
+
+// DefaultScanBudget is how many events one read of the history examines
+// at most: about 100 ms of reading and decoding from an embedded NATS on
+// this project's 2-core machine (a no-match ?actor= scan measured 95–109
+// ms), so that one request never costs more than that.
+const DefaultScanBudget = 10000
 
 // MaxBodyBytes is the largest request body accepted.
 const MaxBodyBytes = 64 << 10
@@ -87,6 +96,9 @@ type Server struct {
 	// VerifyLimit bounds verifications per client address.
 	AuthFailureLimit Limit
 	VerifyLimit      Limit
+	// WriteLimit bounds the creates and rotations of each credential (a
+	// Limit per actor, not per address); revocations are not limited.
+	WriteLimit Limit
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
 	// MaxInFlight bounds the requests served at once (1024 when zero) and
@@ -99,6 +111,15 @@ type Server struct {
 	// within it (10s).
 	Heartbeat         time.Duration
 	SlowClientTimeout time.Duration
+	// Idempotency shares the answers to writes with an Idempotency-Key
+	// between instances, sealed, for 24 hours; nil: each instance's
+	// memory only.
+	Idempotency IdempotencyStore
+	// ScanBudget bounds the events one read of the history examines
+	// (DefaultScanBudget when zero): a filter that matches little answers
+	// what it found so far and where to go on, never scans the whole
+	// history in one request.
+	ScanBudget int
 
 	log           *slog.Logger
 	metrics       *metrics
@@ -106,6 +127,7 @@ type Server struct {
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
+	writeBudgets  *writeBudgets
 	inFlight      chan struct{}
 	streams       chan struct{}
 }
@@ -141,10 +163,14 @@ func (s *Server) Handler() http.Handler {
 	if s.CommandTimeout == 0 {
 		s.CommandTimeout = 5 * time.Second
 	}
+	if s.ScanBudget == 0 {
+		s.ScanBudget = DefaultScanBudget
+	}
 	s.metrics = s.newMetrics()
 	s.idem = newIdempotency(time.Hour, 10000)
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
+	s.writeBudgets = newWriteBudgets(s.WriteLimit, s.Now)
 
 	r := chi.NewRouter()
 	s.mux = r
@@ -177,12 +203,12 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) keyRoutes(r chi.Router) {
-	r.With(s.idempotent, s.bounded).Post("/", s.createKey)
+	r.With(s.idempotent, s.writeLimited, s.bounded).Post("/", s.createKey)
 	r.Get("/", s.listKeys)
 	r.Route("/{id}", func(r chi.Router) {
 		r.Use(s.keyID)
 		r.Get("/", s.getKey)
-		r.With(s.idempotent, s.bounded).Post("/rotate", s.rotateKey)
+		r.With(s.idempotent, s.writeLimited, s.bounded).Post("/rotate", s.rotateKey)
 		r.With(s.idempotent, s.bounded).Delete("/", s.revokeKey)
 		r.Get("/events", s.keyEvents)
 	})

@@ -101,7 +101,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 	}
 	for {
 		applied := s.Runner.Applied() // before reading: nothing slips between
-		evs, next, more, err := s.Log.OrgEvents(r.Context(), org, after, 100, domain.EventFilter{Types: types})
+		evs, next, more, err := s.Log.OrgEvents(r.Context(), org, domain.EventQuery{After: after, Limit: 100, Budget: s.ScanBudget, Filter: domain.EventFilter{Types: types}})
 		if err != nil {
 			s.log.WarnContext(r.Context(), "event stream cut: the history cannot be read", "err", err)
 			return

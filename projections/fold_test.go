@@ -368,7 +368,7 @@ func TestVerifyIndex(t *testing.T) {
 			if tt.key != "" {
 				want = l.key(tt.key)
 				// A verification's key comes without its hashes.
-				want.SecretHash, want.PreviousSecretHash, want.LastHash = "", "", ""
+				want.SecretHash, want.PreviousSecretHash, want.Retired, want.LastHash = "", "", nil, ""
 			}
 			if !reflect.DeepEqual(r.Key, want) {
 				t.Errorf("Key:\n got %+v\nwant %+v", r.Key, want)

@@ -72,6 +72,36 @@ func (h *hashIndex) put(key uint64, slot uint32) {
 	}
 }
 
+// del removes the mapping of key, if there is one. The entries after it
+// that probed past it move back into the gap, so that no look-up stops
+// short of them (deletion without tombstones, for linear probing).
+func (h *hashIndex) del(key uint64) {
+	if len(h.entries) == 0 {
+		return
+	}
+	mask := uint64(len(h.entries) - 1)
+	i := h.place(key)
+	for h.entries[i].key() != key {
+		if h.entries[i].slot == 0 {
+			return
+		}
+		i = (i + 1) & mask
+	}
+	if h.entries[i].slot == 0 {
+		return
+	}
+	for j := (i + 1) & mask; h.entries[j].slot != 0; j = (j + 1) & mask {
+		// The entry at j may fill the gap at i if i lies on its probe
+		// path: from its place to j.
+		if (j-h.place(h.entries[j].key()))&mask >= (j-i)&mask {
+			h.entries[i] = h.entries[j]
+			i = j
+		}
+	}
+	h.entries[i] = hashEntry{}
+	h.n--
+}
+
 func (h *hashIndex) grow() {
 	old := h.entries
 	*h = newHashIndex(max(2*h.n, 1024))

@@ -78,6 +78,45 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 	return page, ""
 }
 
+// CountKeys returns how many keys org has, revoked ones included.
+func (l *Listing) CountKeys(org string) int {
+	t := l.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	o, ok := t.orgs.lookup(org)
+	if !ok {
+		return 0
+	}
+	return len(t.byOrg[o])
+}
+
+var _ domain.KeyCounter = (*Listing)(nil)
+
+// KeyIDs returns up to n ids of org's keys, revoked ones included, in
+// ascending order (oldest first: ids are ULIDs) after the id after ("":
+// from the first).
+func (l *Listing) KeyIDs(org, after string, n int) []string {
+	t := l.t
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	o, ok := t.orgs.lookup(org)
+	if !ok || n <= 0 {
+		return nil
+	}
+	slots := t.byOrg[o]
+	i, found := slices.BinarySearchFunc(slots, after, func(slot uint32, id string) int {
+		return strings.Compare(t.text.get(t.rows.at(slot).keyID), id)
+	})
+	if found {
+		i++
+	}
+	out := make([]string, 0, min(n, len(slots)-i))
+	for ; i < len(slots) && len(out) < n; i++ {
+		out = append(out, t.text.get(t.rows.at(slots[i]).keyID))
+	}
+	return out
+}
+
 func (t *Table) expiringBy(slot uint32, status domain.Status, q ListQuery) bool {
 	if q.ExpiringBy.IsZero() {
 		return true

@@ -13,7 +13,7 @@ import (
 
 // SnapshotVersion names the snapshot encoding; a snapshot of another
 // version is ignored and the projections are replayed from the stream.
-const SnapshotVersion = 4
+const SnapshotVersion = 6
 
 // snapshotHeader opens a snapshot: what it is and where in the stream.
 type snapshotHeader struct {

@@ -24,12 +24,13 @@ type tableImage struct {
 	previous map[uint32]previousSecret
 	byHash   hashIndex
 	fullHash map[[sha256.Size]byte]uint32
-	retired  map[[sha256.Size]byte]uint32
+	retired  map[uint32][]retiredSecret // the lists are shared: never changed in place
 	orgs     []string
 	byOrg    [][]uint32
 	sets     [][]string
 	actors   []domain.Actor
 	chunks   [][]byte
+	rejected []uint64
 }
 
 // image copies the table as it stands, and says as of which sequence.
@@ -41,7 +42,7 @@ func (t *Table) image() (*tableImage, uint64) {
 		byHash: t.byHash.clone(), fullHash: maps.Clone(t.fullHash), retired: maps.Clone(t.retired),
 		orgs: slices.Clone(t.orgs.values), byOrg: make([][]uint32, len(t.byOrg)),
 		sets: slices.Clone(t.sets), actors: slices.Clone(t.actors.values),
-		chunks: slices.Clone(t.text.chunks),
+		chunks: slices.Clone(t.text.chunks), rejected: slices.Clone(t.rejected),
 	}
 	for i, slots := range t.byOrg {
 		img.byOrg[i] = slices.Clone(slots)
@@ -55,7 +56,7 @@ func (t *Table) install(img *tableImage, seq uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rows, t.previous, t.byHash, t.fullHash, t.retired = img.rows, img.previous, img.byHash, img.fullHash, img.retired
-	t.byOrg, t.sets, t.text.chunks = img.byOrg, img.sets, img.chunks
+	t.byOrg, t.sets, t.text.chunks, t.rejected = img.byOrg, img.sets, img.chunks, img.rejected
 	t.orgs = newInterner[string]()
 	for _, o := range img.orgs {
 		t.orgs.add(o)
@@ -83,7 +84,7 @@ func (rc *rowChunks) clone() rowChunks {
 	return out
 }
 
-// The snapshot format, version 4, compressed with s2: a magic line, the
+// The snapshot format, version 6, compressed with s2: a magic line, the
 // header, then the table's parts, each count-prefixed, little-endian, and a
 // CRC-32C of everything before it.
 const snapshotMagic = "keyledger snapshot\n"
@@ -146,11 +147,18 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 		e.u64(prefix)
 		e.u32(slot)
 	})
-	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
-		e.u64(uint64(len(full)))
-		for sum, slot := range full {
-			e.raw(sum[:])
-			e.u32(slot)
+	e.u64(uint64(len(img.fullHash)))
+	for sum, slot := range img.fullHash {
+		e.raw(sum[:])
+		e.u32(slot)
+	}
+	e.u64(uint64(len(img.retired)))
+	for slot, list := range img.retired {
+		e.u32(slot)
+		e.u32(uint32(len(list)))
+		for _, old := range list {
+			e.raw(old.hash[:])
+			e.u64(uint64(old.replaced))
 		}
 	}
 	e.u64(uint64(len(img.byOrg)))
@@ -159,6 +167,10 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 		for _, slot := range slots {
 			e.u32(slot)
 		}
+	}
+	e.u64(uint64(len(img.rejected)))
+	for _, seq := range img.rejected {
+		e.u64(seq)
 	}
 	sum := e.crc
 	e.u32(sum)
@@ -276,7 +288,7 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		prefix := d.u64()
 		img.byHash.put(prefix, d.u32())
 	}
-	img.fullHash, img.retired = d.fullHashes(), d.fullHashes()
+	img.fullHash, img.retired = d.fullHashes(), d.retired()
 	for n := d.count(); n > 0 && d.err == nil; n-- {
 		m := d.count()
 		slots := make([]uint32, 0, min(m, sizeHint))
@@ -284,6 +296,11 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 			slots = append(slots, d.u32())
 		}
 		img.byOrg = append(img.byOrg, slots)
+	}
+	n = d.count()
+	img.rejected = make([]uint64, 0, min(n, sizeHint))
+	for ; n > 0 && d.err == nil; n-- {
+		img.rejected = append(img.rejected, d.u64())
 	}
 	sum := d.crc
 	if got := d.u32(); d.err == nil && got != sum {
@@ -306,6 +323,9 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 func (img *tableImage) check(h snapshotHeader) error {
 	if img.rows.n != h.Keys {
 		return fmt.Errorf("%d keys, its header says %d", img.rows.n, h.Keys)
+	}
+	if !slices.IsSorted(img.rejected) || len(img.rejected) > 0 && img.rejected[len(img.rejected)-1] > h.Seq {
+		return fmt.Errorf("its refused events are not in order, or beyond its sequence")
 	}
 	if len(img.byOrg) != len(img.orgs) {
 		return fmt.Errorf("%d org listings for %d orgs", len(img.byOrg), len(img.orgs))
@@ -331,11 +351,14 @@ func (img *tableImage) check(h snapshotHeader) error {
 	if stray {
 		return fmt.Errorf("a hash of no key")
 	}
-	for _, full := range []map[[sha256.Size]byte]uint32{img.fullHash, img.retired} {
-		for _, s := range full {
-			if !slot(s) {
-				return fmt.Errorf("a hash of no key")
-			}
+	for _, s := range img.fullHash {
+		if !slot(s) {
+			return fmt.Errorf("a hash of no key")
+		}
+	}
+	for s := range img.retired {
+		if !slot(s) {
+			return fmt.Errorf("a retired secret of no key")
 		}
 	}
 	listed := 0
@@ -449,6 +472,23 @@ func (d *decoder) fullHashes() map[[sha256.Size]byte]uint32 {
 		var sum [sha256.Size]byte
 		d.raw(sum[:])
 		out[sum] = d.u32()
+	}
+	return out
+}
+
+// retired reads each key's retired secrets; a list longer than a key
+// keeps is refused.
+func (d *decoder) retired() map[uint32][]retiredSecret {
+	n := d.count()
+	out := make(map[uint32][]retiredSecret, min(n, 1<<16))
+	for ; n > 0 && d.err == nil; n-- {
+		slot := d.u32()
+		list := make([]retiredSecret, d.limit(uint64(d.u32()), domain.MaxReplacedSecrets-1))
+		for i := range list {
+			d.raw(list[i].hash[:])
+			list[i].replaced = int64(d.u64())
+		}
+		out[slot] = list
 	}
 	return out
 }

@@ -37,10 +37,13 @@ type Table struct {
 	// already took; it is looked up first.
 	fullHash map[[sha256.Size]byte]uint32
 	previous map[uint32]previousSecret // keys that were rotated
-	// retired holds, whole, every hash a key had before its previous one:
-	// such a secret answers EXPIRED or REVOKED only when all 32 bytes match,
-	// never on byHash's 8 alone.
-	retired map[[sha256.Size]byte]uint32
+	// retired holds, whole, the secrets a key had before its previous one,
+	// most recently replaced first, as many as a key remembers
+	// (domain.MaxReplacedSecrets, the previous one included): such a secret
+	// answers EXPIRED or REVOKED only when all 32 bytes match, never on
+	// byHash's 8 alone. A list is replaced, never changed in place, so
+	// that a snapshot's copy of the map may share it.
+	retired map[uint32][]retiredSecret
 
 	orgs   interner[string]
 	byOrg  [][]uint32 // per org, rows in ascending key id order
@@ -120,6 +123,11 @@ type previousSecret struct {
 	ok      bool // hash holds the previous secret's hash
 }
 
+type retiredSecret struct {
+	hash     [sha256.Size]byte
+	replaced int64 // when, Unix microseconds
+}
+
 // noTime stands for the zero time.Time.
 const noTime = math.MinInt64
 
@@ -142,7 +150,7 @@ func NewTable() *Table {
 	return &Table{
 		byFullID: map[rowID]uint32{},
 		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
-		retired: map[[sha256.Size]byte]uint32{},
+		retired: map[uint32][]retiredSecret{},
 		orgs:    newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
 	}
 }
@@ -229,10 +237,11 @@ func (t *Table) Apply(e domain.Event) error {
 	case domain.KeyCreated:
 		return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
 	case domain.KeyRotated:
-		if old, ok := t.previous[slot]; ok && old.ok {
-			t.retired[old.hash] = slot
-		}
+		old, rotated := t.previous[slot]
 		t.previous[slot] = previousSecret{hash: r.hash, expires: micros(d.PreviousSecretExpiresAt), ok: r.flags&flagHash != 0}
+		if rotated && old.ok {
+			t.retire(slot, retiredSecret{hash: old.hash, replaced: r.rotated})
+		}
 		r.flags |= flagRotated
 		r.masked = t.text.add(d.Masked)
 		r.rotated = micros(e.OccurredAt)
@@ -306,6 +315,53 @@ func (t *Table) indexHash(sum [sha256.Size]byte, slot uint32) {
 	t.byHash.put(p, slot)
 }
 
+// retire puts a secret replaced before the key's previous one in front of
+// its retired secrets, and forgets, index entries included, those that
+// domain.MaxReplacedSecrets leaves out (as domain.Key.Apply does).
+func (t *Table) retire(slot uint32, s retiredSecret) {
+	old := t.retired[slot]
+	keep := min(len(old), domain.MaxReplacedSecrets-2)
+	list := make([]retiredSecret, 0, keep+1)
+	list = append(list, s)
+	t.retired[slot] = append(list, old[:keep]...)
+	for _, gone := range old[keep:] {
+		t.unindexHash(slot, gone.hash)
+	}
+}
+
+// unindexHash removes a secret of the row that it forgot from the index.
+func (t *Table) unindexHash(slot uint32, sum [sha256.Size]byte) {
+	if owner, ok := t.fullHash[sum]; ok {
+		if owner == slot {
+			delete(t.fullHash, sum)
+		}
+		return
+	}
+	p := binary.LittleEndian.Uint64(sum[:8])
+	if owner, ok := t.byHash.get(p); !ok || owner != slot || t.holdsPrefix(slot, p) {
+		return // another key's, or another of this key's secrets shares its 8 bytes
+	}
+	t.byHash.del(p)
+}
+
+// holdsPrefix reports whether a secret the row still has begins with the
+// 8 bytes p.
+func (t *Table) holdsPrefix(slot uint32, p uint64) bool {
+	first := func(sum [sha256.Size]byte) bool { return binary.LittleEndian.Uint64(sum[:8]) == p }
+	if r := t.rows.at(slot); r.flags&flagHash != 0 && first(r.hash) {
+		return true
+	}
+	if prev, ok := t.previous[slot]; ok && prev.ok && first(prev.hash) {
+		return true
+	}
+	for _, old := range t.retired[slot] {
+		if first(old.hash) {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *Table) advance(r *row, e domain.Event) {
 	if e.Seq != 0 {
 		r.version = e.Seq
@@ -328,8 +384,9 @@ func (t *Table) lookup(sum [sha256.Size]byte) (uint32, bool) {
 }
 
 // match says which of the row's secrets sum is; ok is false when it is
-// none of them (another secret whose first 8 bytes are the same).
-func (t *Table) match(slot uint32, sum [sha256.Size]byte) (m domain.SecretMatch, ok bool) {
+// none of them (another secret whose first 8 bytes are the same), or one
+// the key no longer remembers at now (domain.RemembersReplaced).
+func (t *Table) match(slot uint32, sum [sha256.Size]byte, now time.Time) (m domain.SecretMatch, ok bool) {
 	r := t.rows.at(slot)
 	if r.flags&flagHash != 0 && r.hash == sum {
 		return domain.CurrentSecret, true
@@ -340,8 +397,10 @@ func (t *Table) match(slot uint32, sum [sha256.Size]byte) (m domain.SecretMatch,
 	if p := t.previous[slot]; p.ok && p.hash == sum {
 		return domain.PreviousSecret, true
 	}
-	if owner, ok := t.retired[sum]; ok && owner == slot {
-		return domain.OlderSecret, true
+	for i, old := range t.retired[slot] {
+		if old.hash == sum {
+			return domain.OlderSecret, domain.RemembersReplaced(i+1, instant(old.replaced), now)
+		}
 	}
 	return 0, false
 }
@@ -373,6 +432,9 @@ func (t *Table) key(slot uint32, withHashes bool) domain.Key {
 	}
 	if rotated && p.ok {
 		k.PreviousSecretHash = domain.FormatHash(p.hash)
+	}
+	for _, old := range t.retired[slot] {
+		k.Retired = append(k.Retired, domain.RetiredSecret{Hash: domain.FormatHash(old.hash), ReplacedAt: instant(old.replaced)})
 	}
 	if r.flags&flagLast != 0 {
 		k.LastHash = hex.EncodeToString(r.last[:])
@@ -476,4 +538,12 @@ func (a *arena) get(r textRef) string {
 	}
 	b := a.chunks[r.chunk][r.off : r.off+uint32(r.n)]
 	return unsafe.String(&b[0], len(b))
+}
+
+// Hashes returns how many secret hashes the table holds, over every key:
+// what the verify index costs in memory.
+func (t *Table) Hashes() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.byHash.len() + len(t.fullHash)
 }

@@ -8,9 +8,10 @@ import (
 	"github.com/keyledger/keyledger/domain"
 )
 
-// VerifyIndex maps the SHA-256 of every secret any key ever had to that
-// key, so that a revoked key's secrets answer REVOKED and a rotated-away
-// secret EXPIRED rather than NOT_FOUND. It is a view of a Table.
+// VerifyIndex maps the SHA-256 of every secret a key has or remembers
+// (domain.MaxReplacedSecrets, domain.ReplacedSecretMemory) to that key, so
+// that a revoked key's secrets answer REVOKED and a rotated-away secret
+// EXPIRED rather than NOT_FOUND. It is a view of a Table.
 type VerifyIndex struct{ t *Table }
 
 // NewVerifyIndex returns an empty index on a table of its own.
@@ -46,11 +47,15 @@ func (v *VerifyIndex) Verify(secret string, now time.Time) Result {
 	slot, ok := t.lookup(sum)
 	var m domain.SecretMatch
 	if ok {
-		m, ok = t.match(slot, sum)
+		m, ok = t.match(slot, sum, now)
 	}
 	if !ok {
 		return Result{Verdict: domain.Verdict{Code: domain.VerifyNotFound}}
 	}
 	k := t.key(slot, false)
-	return Result{Verdict: k.JudgeMatch(m, now), Key: k}
+	verdict := k.JudgeMatch(m, now)
+	if verdict.Code == domain.VerifyNotFound {
+		return Result{Verdict: verdict} // a secret the key forgot: it tells nothing of the key
+	}
+	return Result{Verdict: verdict, Key: k}
 }

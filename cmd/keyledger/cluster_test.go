@@ -108,7 +108,8 @@ func TestClusterSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	nodes := cluster(t)
 	dir := t.TempDir()
 	common := []string{"KEYLEDGER_NATS_URL=" + urls(nodes), "KEYLEDGER_STREAM_REPLICAS=3",
-		"KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem"), "KEYLEDGER_COMMAND_TIMEOUT=3s"}
+		"KEYLEDGER_SIGNING_KEY=" + filepath.Join(dir, "signing.pem"), "KEYLEDGER_COMMAND_TIMEOUT=3s",
+		"KEYLEDGER_WRITE_RATE_LIMIT=0"} // one key makes the whole load: the write limit is not what is tested
 	admin, stderr, err := runBinary(t, dir, common, "bootstrap", "--org", "acme", "--name", "admin")
 	if err != nil {
 		t.Fatalf("bootstrap: %v %s", err, stderr)

@@ -168,6 +168,8 @@ type serveFlags struct {
 	oidcRolesClaim   string
 	authFailureLimit int
 	verifyRateLimit  int
+	writeRateLimit   int
+	maxKeysPerOrg    int
 	corsOrigins      string
 	usageFlush       time.Duration
 	checkpointEvery  time.Duration
@@ -212,6 +214,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
+	fs.IntVar(&f.maxKeysPerOrg, "max-keys-per-org", 100000, "most keys one org may have, revoked ones included; past it a create answers 409 (0: no cap)")
+	fs.IntVar(&f.writeRateLimit, "write-rate-limit", 60, "successful creates and rotations allowed per credential (key or person) per minute, in bursts of as many; revocations are never limited (0: no limit)")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")

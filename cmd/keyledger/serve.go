@@ -64,6 +64,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	bg.run(func(ctx context.Context) { usage.Run(ctx, usageStore, f.usageFlush, log) })
 
+	idem, err := events.OpenIdempotency(ctx, b.js, b.replicas)
+	if err != nil {
+		return err
+	}
+
 	checkpoints := &events.Checkpointer{Store: b.store, Logger: log}
 	bg.run(func(ctx context.Context) {
 		// Its verdicts come from the projections: wait until they hold the stream.
@@ -75,8 +80,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bg.run(func(ctx context.Context) { reloadOnHangup(ctx, f, b.store, log) })
 
 	api := &khttp.Server{
-		Keys:    &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime},
+		Keys: &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime,
+			MaxPerOrg: f.maxKeysPerOrg, Counter: listing},
 		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner, Snapshots: snapshots,
+		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
 		Logger:           log,
 		Version:          buildVersion(),
@@ -88,6 +95,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxStaleness:     f.maxStaleness,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
+		WriteLimit:       khttp.Limit{Per: f.writeRateLimit, Every: time.Minute},
 		CORSOrigins:      splitList(f.corsOrigins),
 	}
 	if f.oidcIssuer != "" {

@@ -330,16 +330,14 @@ type Event_Data struct {
 	union json.RawMessage
 }
 
-// EventList defines model for EventList.
-type EventList struct {
-	Events []Event `json:"events"`
-}
-
 // EventPage defines model for EventPage.
 type EventPage struct {
 	Events []Event `json:"events"`
 
-	// NextAfterSeq The `after_seq` of the next page: the last sequence this page read.
+	// More True when more events may follow `next_after_seq`: the page is full, or the scan budget ran out. False: this is the last page, as the stream stands.
+	More bool `json:"more"`
+
+	// NextAfterSeq The `after_seq` of the next page: the last sequence this page examined (`after_seq` itself when it examined none).
 	NextAfterSeq int64 `json:"next_after_seq"`
 }
 
@@ -516,7 +514,7 @@ type KeyListing struct {
 	union json.RawMessage
 }
 
-// KeyPage A page of keys, newest first.
+// KeyPage A page of keys, newest first (an answer without `as_of`).
 type KeyPage struct {
 	Keys []Key `json:"keys"`
 
@@ -547,13 +545,16 @@ type KeyRotatedData struct {
 // KeyStatus defines model for KeyStatus.
 type KeyStatus string
 
-// KeysAsOf Every key that existed at `as_of`, as it stood then.
+// KeysAsOf A page of the keys that existed at `as_of`, oldest first, as they stood then.
 type KeysAsOf struct {
 	// AsOf An RFC 3339 instant in UTC, to the microsecond.
 	//
 	// Examples: 2026-11-26T10:00:00.123456Z
 	AsOf Timestamp `json:"as_of"`
 	Keys []KeyAsOf `json:"keys"`
+
+	// NextCursor The `cursor` of the next page: the last key this page examined, whether or not it existed then; empty once every key was examined. A page may be short, even empty, and have one.
+	NextCursor string `json:"next_cursor"`
 }
 
 // Masked The key's prefix, `_`, `****` and the last 4 characters of its value.
@@ -757,7 +758,7 @@ type ListKeysParams struct {
 	// Limit Page size.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
-	// Cursor The `next_cursor` of the previous page.
+	// Cursor The `next_cursor` of the previous page (with `as_of` too).
 	Cursor *KeyId `form:"cursor,omitempty" json:"cursor,omitempty"`
 
 	// ExpiringWithin Only the active keys that expire within this span from now: whole days such as `7d`, or a Go duration such as `36h` or `90m`; at most ten years.
@@ -772,7 +773,7 @@ type ListKeysParamsStatus string
 
 // CreateKeyParams defines parameters for CreateKey.
 type CreateKeyParams struct {
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -781,7 +782,7 @@ type RevokeKeyParams struct {
 	// IfMatch Change the key only while it is at this version (its ETag); 412 `precondition_failed` when it has moved on, and nothing is appended. `*` matches any version.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -798,6 +799,12 @@ type GetKeyParams struct {
 type ListKeyEventsParams struct {
 	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
+
+	// AfterSeq Start after this stream sequence; 0, the default, is the key's first event.
+	AfterSeq *int64 `form:"after_seq,omitempty" json:"after_seq,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // RotateKeyParams defines parameters for RotateKey.
@@ -805,7 +812,7 @@ type RotateKeyParams struct {
 	// IfMatch Change the key only while it is at this version (its ETag); 412 `precondition_failed` when it has moved on, and nothing is appended. `*` matches any version.
 	IfMatch *IfMatch `json:"If-Match,omitempty"`
 
-	// IdempotencyKey Makes a retry safe: the first 2xx answer to this credential's request with this key is kept in this instance's memory for an hour (at most 10,000 answers) and replayed, with `Idempotent-Replayed: true`, to a retry with the same body. The same key with another body, or while the first request is still running, is 409 `conflict`. Failed answers are not kept.
+	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
@@ -1114,7 +1121,7 @@ type ClientInterface interface {
 
 	// ListOrgEvents A page of the org's events in stream order, with filters.
 	//
-	// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 	//
 	// Corresponds with GET /v1/orgs/{org}/events (the `ListOrgEvents` operationId).
 	ListOrgEvents(ctx context.Context, org Org, params *ListOrgEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1128,7 +1135,7 @@ type ClientInterface interface {
 
 	// ListKeys List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 	//
-	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 	//
 	// Corresponds with GET /v1/orgs/{org}/keys (the `ListKeys` operationId).
 	ListKeys(ctx context.Context, org Org, params *ListKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1174,9 +1181,9 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 	GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// ListKeyEvents A key's history, oldest first.
+	// ListKeyEvents A page of a key's history, oldest first.
 	//
-	// Read from the stream. Events of types this version does not know are left out.
+	// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 	//
 	// Corresponds with GET /v1/orgs/{org}/keys/{id}/events (the `ListKeyEvents` operationId).
 	ListKeyEvents(ctx context.Context, org Org, id KeyIdPath, params *ListKeyEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1201,7 +1208,7 @@ type ClientInterface interface {
 
 	// VerifyKeyWithBody Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1210,7 +1217,7 @@ type ClientInterface interface {
 
 	// VerifyKey Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1379,7 +1386,7 @@ func (c *Client) StreamEvents(ctx context.Context, params *StreamEventsParams, r
 
 // ListOrgEvents A page of the org's events in stream order, with filters.
 //
-// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 //
 // Corresponds with GET /v1/orgs/{org}/events (the `ListOrgEvents` operationId).
 func (c *Client) ListOrgEvents(ctx context.Context, org Org, params *ListOrgEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1413,7 +1420,7 @@ func (c *Client) StreamOrgEvents(ctx context.Context, org Org, params *StreamOrg
 
 // ListKeys List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 //
-// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 //
 // Corresponds with GET /v1/orgs/{org}/keys (the `ListKeys` operationId).
 func (c *Client) ListKeys(ctx context.Context, org Org, params *ListKeysParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1519,9 +1526,9 @@ func (c *Client) GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetK
 	return c.Client.Do(req)
 }
 
-// ListKeyEvents A key's history, oldest first.
+// ListKeyEvents A page of a key's history, oldest first.
 //
-// Read from the stream. Events of types this version does not know are left out.
+// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 //
 // Corresponds with GET /v1/orgs/{org}/keys/{id}/events (the `ListKeyEvents` operationId).
 func (c *Client) ListKeyEvents(ctx context.Context, org Org, id KeyIdPath, params *ListKeyEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1576,7 +1583,7 @@ func (c *Client) RotateKey(ctx context.Context, org Org, id KeyIdPath, params *R
 
 // VerifyKeyWithBody Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes any type of body and a specified content type.
 //
@@ -1595,7 +1602,7 @@ func (c *Client) VerifyKeyWithBody(ctx context.Context, params *VerifyKeyParams,
 
 // VerifyKey Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2583,6 +2590,30 @@ func NewListKeyEventsRequest(server string, org Org, id KeyIdPath, params *ListK
 
 		}
 
+		if params.AfterSeq != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "after_seq", *params.AfterSeq, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -2951,7 +2982,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 	//
-	// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2969,7 +3000,7 @@ type ClientWithResponsesInterface interface {
 
 	// ListKeysWithResponse List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 	//
-	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+	// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3019,9 +3050,9 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 	GetKeyWithResponse(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*GetKeyResponse, error)
 
-	// ListKeyEventsWithResponse A key's history, oldest first.
+	// ListKeyEventsWithResponse A page of a key's history, oldest first.
 	//
-	// Read from the stream. Events of types this version does not know are left out.
+	// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3048,7 +3079,7 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyKeyWithBodyWithResponse Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3057,7 +3088,7 @@ type ClientWithResponsesInterface interface {
 
 	// VerifyKeyWithResponse Is this key valid, whose is it, which scopes?
 	//
-	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+	// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4846,7 +4877,7 @@ type ListKeyEventsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *EventList
+	JSON200 *EventPage
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
@@ -4880,7 +4911,7 @@ type ListKeyEventsResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r ListKeyEventsResponse) GetJSON200() *EventList {
+func (r ListKeyEventsResponse) GetJSON200() *EventPage {
 	return r.JSON200
 }
 
@@ -5639,7 +5670,7 @@ func (c *ClientWithResponses) StreamEventsWithResponse(ctx context.Context, para
 
 // ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 //
-// Read from the stream. A page holds at most `limit` events that pass the filters; ask for the next with the answer's `next_after_seq`. A page with fewer than `limit` events is the last one.
+// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5669,7 +5700,7 @@ func (c *ClientWithResponses) StreamOrgEventsWithResponse(ctx context.Context, o
 
 // ListKeysWithResponse List the org's keys, masked, newest first; or, with as_of, every key as it stood at an instant.
 //
-// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: every key that existed at that instant, as it stood then, whether it was valid, and who had last changed it (a `KeysAsOf`, read from the stream; `status`, `limit`, `cursor` and `expiring_within` are then ignored).
+// Without `as_of`: a page of keys (a `KeyPage`). With `as_of`: a page of the keys that existed at that instant, oldest first, as they stood then, whether each was valid, and who had last changed it (a `KeysAsOf`, each key folded from its own events in the stream; `status` and `expiring_within` are then ignored). One such request reads at most 10,000 events (the scan budget), or one key's whole history when that alone is more, so a page may hold fewer than `limit` keys, even none: go on with `cursor` set to `next_cursor` until it is empty.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5755,9 +5786,9 @@ func (c *ClientWithResponses) GetKeyWithResponse(ctx context.Context, org Org, i
 	return ParseGetKeyResponse(rsp)
 }
 
-// ListKeyEventsWithResponse A key's history, oldest first.
+// ListKeyEventsWithResponse A page of a key's history, oldest first.
 //
-// Read from the stream. Events of types this version does not know are left out.
+// Read from the stream, the key's own events only. A page holds at most `limit` events; while `more` is true, ask for the next with `after_seq` set to the answer's `next_after_seq`. Events of types this version does not know are left out. 404 for a key without events.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -5802,7 +5833,7 @@ func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, org Org
 
 // VerifyKeyWithBodyWithResponse Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5817,7 +5848,7 @@ func (c *ClientWithResponses) VerifyKeyWithBodyWithResponse(ctx context.Context,
 
 // VerifyKeyWithResponse Is this key valid, whose is it, which scopes?
 //
-// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for every value it ever had. A valid verification counts as the key's use (`last_used_at`).
+// Answered from memory. A string over 256 bytes, or whose checksum does not match, is `MALFORMED` without a look-up. A value replaced by a rotation answers `VALID` with `deprecated: true` and its `expires_at` during its grace period, `EXPIRED` after it; a revoked key answers `REVOKED` for its value and every one it remembers. A key remembers the 16 values it had most recently before its current one, each for 90 days after it was replaced; an older value answers `NOT_FOUND`, like a value no key ever had. A valid verification counts as the key's use (`last_used_at`).
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -8090,7 +8121,7 @@ func ParseListKeyEventsResponse(rsp *http.Response) (*ListKeyEventsResponse, err
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest EventList
+		var dest EventPage
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -221,29 +221,43 @@ $("delete-form").addEventListener("submit", async (ev) => {
 
 const what = { KeyCreated: "created the key", KeyRotated: "rotated the key", KeyRevoked: "deleted (revoked) the key" };
 
+let historyRun = 0;
+
 async function openHistory(k) {
+  const run = ++historyRun;
   $("history-name").textContent = k.name;
   const list = $("history-list");
+  const dialog = $("history-dialog");
   list.replaceChildren();
-  openDialog($("history-dialog"));
+  openDialog(dialog);
   try {
-    const data = await api("GET", `/v1/orgs/${encodeURIComponent(org)}/keys/${encodeURIComponent(k.id)}/events`);
-    for (const e of data.events) {
-      const li = document.createElement("li");
-      const when = document.createElement("time");
-      when.dateTime = e.occurred_at;
-      when.textContent = fmt(e.occurred_at);
-      li.append(when, " — " + who(e.actor) + " " + (what[e.type] || e.type));
-      if (e.type === "KeyRotated" && e.data.previous_secret_expires_at) li.append(" (old value valid until " + fmt(e.data.previous_secret_expires_at) + ")");
-      if (e.type === "KeyRevoked" && e.data.reason) li.append(": " + e.data.reason);
-      list.appendChild(li);
+    // The history comes in pages, oldest first: read them all, showing each
+    // as it comes, until the dialog closes or another history opens.
+    for (let after = 0, more = true; more && dialog.open && run === historyRun;) {
+      const data = await api("GET", `/v1/orgs/${encodeURIComponent(org)}/keys/${encodeURIComponent(k.id)}/events?limit=1000&after_seq=${after}`);
+      if (run !== historyRun) return;
+      for (const e of data.events) list.appendChild(historyItem(e));
+      after = data.next_after_seq;
+      more = data.more;
     }
   } catch (err) {
+    if (run !== historyRun) return;
     const li = document.createElement("li");
     li.className = "error";
     li.textContent = err.message;
     list.appendChild(li);
   }
+}
+
+function historyItem(e) {
+  const li = document.createElement("li");
+  const when = document.createElement("time");
+  when.dateTime = e.occurred_at;
+  when.textContent = fmt(e.occurred_at);
+  li.append(when, " — " + who(e.actor) + " " + (what[e.type] || e.type));
+  if (e.type === "KeyRotated" && e.data.previous_secret_expires_at) li.append(" (old value valid until " + fmt(e.data.previous_secret_expires_at) + ")");
+  if (e.type === "KeyRevoked" && e.data.reason) li.append(": " + e.data.reason);
+  return li;
 }
 
 for (const b of document.querySelectorAll("dialog .cancel")) b.addEventListener("click", () => b.closest("dialog").close());

@@ -52,6 +52,10 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if err != nil {
 		t.Fatal(err)
 	}
+	idem, err := events.OpenIdempotency(context.Background(), env.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	table := projections.NewTable()
 	listing, index := table.Listing(), table.Index()
 	runner := projections.NewRunner(store, o.Logger, table)
@@ -61,8 +65,8 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour}, Runner: runner, Store: store}
-	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Logger: o.Logger, WaitTimeout: time.Second,
+	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour, Counter: listing}, Runner: runner, Store: store}
+	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Idempotency: idem, Logger: o.Logger, WaitTimeout: time.Second,
 		Trust: store, Checkpoints: &events.Checkpointer{Store: store, Logger: o.Logger}}
 	if o.Configure != nil {
 		o.Configure(a.Server)
