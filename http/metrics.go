@@ -154,10 +154,14 @@ var (
 		"Age of the newest snapshot of the projections this instance saved or started from.", nil, nil)
 	descSnapshotSeq = prometheus.NewDesc("keyledger_snapshot_seq",
 		"Stream sequence of the newest snapshot this instance saved or started from.", nil, nil)
+	descRejected = prometheus.NewDesc("keyledger_events_rejected_total",
+		"Events in the stream that no trusted keyledger instance wrote (forged or unsigned), refused by this instance's projections.", nil, nil)
+	descCheckpointsRejected = prometheus.NewDesc("keyledger_checkpoints_rejected_total",
+		"Messages on the checkpoint subject that no trusted keyledger instance wrote, skipped by this instance's checkpointer.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq} {
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected} {
 		ch <- d
 	}
 }
@@ -175,6 +179,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 
 	applied := s.Runner.Applied()
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(applied))
+	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Runner.Rejected()))
+	if s.Checkpoints != nil {
+		ch <- prometheus.MustNewConstMetric(descCheckpointsRejected, prometheus.CounterValue, float64(s.Checkpoints.Rejected()))
+	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
 	last := c.streamLastSeq(applied)
 	ch <- prometheus.MustNewConstMetric(descStreamSeq, prometheus.GaugeValue, float64(last))

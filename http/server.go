@@ -89,6 +89,7 @@ type Server struct {
 	// not served.
 	Checkpoints interface {
 		Head(ctx context.Context) (events.Head, bool, error)
+		Rejected() uint64 // messages on the checkpoint subject no trusted signer wrote
 	}
 	// OIDC signs people in with JWTs; nil: management keys only.
 	OIDC *OIDC

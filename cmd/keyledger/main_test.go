@@ -34,6 +34,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build keyledger: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// KEYLEDGER_TEST_BINARY runs the tests against another build, such as
+	// an earlier release: how an attack test is seen failing on old code.
+	if other := os.Getenv("KEYLEDGER_TEST_BINARY"); other != "" {
+		binary = other
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
