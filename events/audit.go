@@ -21,8 +21,25 @@ func (f Finding) String() string { return fmt.Sprintf("seq %d: %s", f.Seq, f.Pro
 
 // SignerStat is what one signing key signed.
 type SignerStat struct {
-	Events      int
-	First, Last uint64 // sequences of its first and last event
+	Events, Checkpoints int
+	// First and Last are the sequences of the first and last message it
+	// signed, events and checkpoints: retiring the key after Last keeps
+	// all of it.
+	First, Last uint64
+}
+
+func (r *Report) signed(keyID string, seq uint64, checkpoint bool) {
+	st := r.Signers[keyID]
+	if st.Events+st.Checkpoints == 0 {
+		st.First = seq
+	}
+	if checkpoint {
+		st.Checkpoints++
+	} else {
+		st.Events++
+	}
+	st.Last = seq
+	r.Signers[keyID] = st
 }
 
 // Report is the outcome of an audit.
@@ -166,13 +183,7 @@ func (a *auditor) event(m Msg, why Unsigned) {
 	switch {
 	case why == "":
 		a.signing = true
-		signer := headerValue(m.Header, SignerHeader)
-		st := a.r.Signers[signer]
-		if st.Events == 0 {
-			st.First = m.Seq
-		}
-		st.Events, st.Last = st.Events+1, m.Seq
-		a.r.Signers[signer] = st
+		a.r.signed(headerValue(m.Header, SignerHeader), m.Seq, false)
 		a.accept(p)
 	case why == NoSignature && !a.signing:
 		p.forged, p.legacy = "", true // until a signed checkpoint says otherwise
@@ -257,6 +268,7 @@ func (a *auditor) checkpoint(m Msg) {
 		a.anchored = true
 	}
 	a.r.Checkpoints++
+	a.r.signed(cp.KeyID, cp.Seq, true)
 	a.r.SignedUpTo = cp.ToSeq
 	h := cp.head()
 	a.r.Head = &h

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -463,5 +464,123 @@ func TestAttackClusterForgedEventWithTwoSigners(t *testing.T) {
 		if !strings.Contains(out, "FORGED at sequence "+strconv.FormatUint(seq, 10)+":") {
 			t.Errorf("the audit does not name the forgery at seq %d:\n%s", seq, out)
 		}
+	}
+}
+
+// TestSigningKeyRotationWithoutRestart walks the documented steps on a
+// running embedded instance: trust a new key, sign with it, retire the old
+// one after the last sequence it signed; each step a SIGHUP, no restart.
+// Keys signed before and after verify throughout and after a replay; an
+// event signed with the retired key afterwards (as by whoever stole it)
+// counts nowhere.
+func TestSigningKeyRotationWithoutRestart(t *testing.T) {
+	dir := t.TempDir()
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	env := []string{"KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_NATS_LISTEN=" + natsAddr}
+	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	admin = strings.TrimSpace(admin)
+	p := serveProcess(t, dir, addr, env)
+	create := func(name string) (secret string, seq uint64) {
+		code, out := call(t, "POST", p.url+"/v1/orgs/acme/keys", admin, `{"name":"`+name+`"}`)
+		if code != http.StatusCreated {
+			t.Fatalf("create %s: %d %s", name, code, out)
+		}
+		var c struct {
+			Key    struct{ Version uint64 }
+			Secret string
+		}
+		_ = json.Unmarshal([]byte(out), &c)
+		return c.Secret, c.Key.Version
+	}
+	hangup := func(want string) {
+		t.Helper()
+		before := strings.Count(p.stderr.String(), want)
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(p.stderr.String(), want) == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log within 10 s of SIGHUP:\n%s", want, p.stderr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	before, _ := create("signed by the first key")
+
+	// 1. Trust the new key as well.
+	keyFile := filepath.Join(dir, "data", "audit-signing-key.pem")
+	oldPub, _, err := runBinary(t, dir, nil, "audit", "pubkey")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := filepath.Join(dir, "new-signing-key.pem")
+	newPub, _, err := runBinary(t, dir, nil, "keygen", newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers := filepath.Join(dir, "data", "event-signers.pem")
+	if err := os.WriteFile(signers, []byte(oldPub+newPub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hangup("signing events and checkpoints")
+	// 2. Sign with it (the old private key kept aside: the thief's copy).
+	stolen, err := events.LoadOrCreateSigningKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(newKey, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	hangup("signing events and checkpoints")
+	after, _ := create("signed by the new key")
+	for _, s := range []string{admin, before, after} {
+		if got := verifyCode(t, p.url, s, 0); got != domain.VerifyValid {
+			t.Errorf("during the rotation a key verifies %q, want VALID", got)
+		}
+	}
+	// 3. Retire the old key after the last sequence it signed.
+	_, ready := call(t, "GET", p.url+"/readyz", "", "")
+	var r struct {
+		AppliedSeq uint64 `json:"applied_seq"`
+	}
+	_ = json.Unmarshal([]byte(ready), &r)
+	retired := strings.Replace(oldPub, "-----BEGIN PUBLIC KEY-----\n", fmt.Sprintf("-----BEGIN PUBLIC KEY-----\n%s: %d\n\n", events.RetiredAfterHeader, r.AppliedSeq), 1)
+	if err := os.WriteFile(signers, []byte(retired+newPub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hangup("signing events and checkpoints")
+
+	// The thief signs a KeyCreated with the retired key.
+	js := insider(t, dir, natsAddr)
+	secret, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
+	e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "stolen key's", Scopes: []string{domain.ScopeManage}, By: domain.SystemPrincipal("x", "x")}, time.Now(), 0, secret)
+	body, _ := events.Encode(e)
+	m := &nats.Msg{Subject: events.Subject("acme", e.KeyID, domain.TypeKeyCreated), Data: body}
+	events.NewSigner(stolen).SignEvent(m)
+	ack, err := js.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := verifyCode(t, p.url, secret, ack.Sequence); got != domain.VerifyNotFound {
+		t.Errorf("an event signed with the retired key after its retirement verifies %q, want NOT_FOUND", got)
+	}
+	p.stop(t)
+	p = serveProcess(t, dir, addr, env)
+	for _, s := range []string{admin, before, after} {
+		if got := verifyCode(t, p.url, s, 0); got != domain.VerifyValid {
+			t.Errorf("after a replay a key verifies %q, want VALID", got)
+		}
+	}
+	if got := verifyCode(t, p.url, secret, 0); got != domain.VerifyNotFound {
+		t.Errorf("after a replay the thief's key verifies %q, want NOT_FOUND", got)
+	}
+	p.stop(t)
+	out, _, _ := runBinary(t, dir, nil, "audit", "verify")
+	if strings.Contains(out, "NOT INTACT") || strings.Count(out, "FORGED at") != 1 || !strings.Contains(out, fmt.Sprintf("FORGED at sequence %d:", ack.Sequence)) {
+		t.Errorf("audit verify after the rotation: want the history whole and only the thief's event named:\n%s", out)
 	}
 }

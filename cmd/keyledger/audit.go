@@ -140,20 +140,25 @@ func (a *auditFlags) publicKey(c *common) (ed25519.PublicKey, error) {
 	return priv.Public().(ed25519.PublicKey), nil
 }
 
-// trustSet is --event-signers (or its former name --pubkey), or else the
-// public half of the signing key.
+// trustSet is what serve trusts: --event-signers (or its former name
+// --pubkey; on the embedded default, <data-dir>/event-signers.pem when it
+// exists) and the public half of the signing key when there is one.
 func (a *auditFlags) trustSet(c *common) (*events.Signers, error) {
 	if c.eventSigners == "" {
 		c.eventSigners = a.pubkey
 	}
-	if c.eventSigners != "" {
-		return c.signing.signers(nil)
-	}
 	pub, err := a.publicKey(c)
-	if err != nil {
-		return nil, err
+	if c.signing.signersPath(c) == "" {
+		if err != nil {
+			return nil, err
+		}
+		return events.NewSigners(pub), nil
 	}
-	return events.NewSigners(pub), nil
+	set, serr := c.signing.signers(c, nil)
+	if serr != nil || err != nil {
+		return set, serr
+	}
+	return set.With(pub)
 }
 
 func parseInstant(flagName, v string) (time.Time, error) {
@@ -338,7 +343,7 @@ func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.W
 	slices.Sort(ids)
 	for _, id := range ids {
 		st := r.Signers[id]
-		fmt.Fprintf(stdout, "  signer %s: %d events, sequences %d to %d\n", id, st.Events, st.First, st.Last)
+		fmt.Fprintf(stdout, "  signer %s: %d events and %d checkpoints, from sequence %d to %d\n", id, st.Events, st.Checkpoints, st.First, st.Last)
 	}
 	if a.saveAnchor != "" {
 		raw, _ := json.MarshalIndent(r.Head, "", "  ")

@@ -40,7 +40,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	set, err := f.signing.signers(signer)
+	set, err := f.signing.signers(&f.common, signer)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func reloadOnHangup(ctx context.Context, f *serveFlags, store *events.Store, log
 		signer, err := f.signing.signer(&f.common)
 		var set *events.Signers
 		if err == nil {
-			set, err = f.signing.signers(signer)
+			set, err = f.signing.signers(&f.common, signer)
 		}
 		if err == nil {
 			err = store.SetSigners(set)

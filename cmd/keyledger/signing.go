@@ -28,7 +28,22 @@ type signing struct {
 func (s *signing) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.signingKey, "signing-key", "", "Ed25519 key (PKCS #8 PEM, mode 0600) this instance signs its events and checkpoints with, created if missing; default <data-dir>/audit-signing-key.pem, required with --nats-url")
 	fs.StringVar(&s.auditKey, "audit-key", "", "the former name of --signing-key")
-	fs.StringVar(&s.eventSigners, "event-signers", "", "PEM file of the public keys whose events this instance trusts (every instance's of the deployment); its own key is always trusted")
+	fs.StringVar(&s.eventSigners, "event-signers", "", "PEM file of the public keys whose events this instance trusts (every instance's of the deployment); its own key is always trusted; default <data-dir>/event-signers.pem when it exists")
+}
+
+// signersPath is --event-signers, else, on the embedded default, the data
+// directory's event-signers.pem when there is one: a single instance can
+// then take on a new key, by writing that file and a SIGHUP, with no
+// restart and no flag.
+func (s *signing) signersPath(c *common) string {
+	if s.eventSigners != "" || c.natsURL != "" {
+		return s.eventSigners
+	}
+	path := filepath.Join(c.dataDir, "event-signers.pem")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	return ""
 }
 
 // keyPath is the signing key file: --signing-key, else --audit-key, else
@@ -61,17 +76,18 @@ func (s *signing) signer(c *common) (*events.Signer, error) {
 	return events.NewSigner(priv), nil
 }
 
-// signers reads --event-signers (none: an empty set) and adds own, when
+// signers reads the trust set (none: an empty set) and adds own, when
 // not nil: an instance always trusts its own key.
-func (s *signing) signers(own *events.Signer) (*events.Signers, error) {
+func (s *signing) signers(c *common, own *events.Signer) (*events.Signers, error) {
 	set := events.NewSigners()
-	if s.eventSigners != "" {
-		raw, err := os.ReadFile(s.eventSigners)
+	path := s.signersPath(c)
+	if path != "" {
+		raw, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("--event-signers: %w", err)
 		}
 		if set, err = events.ParseSigners(raw); err != nil {
-			return nil, fmt.Errorf("--event-signers %s: %w", s.eventSigners, err)
+			return nil, fmt.Errorf("--event-signers %s: %w", path, err)
 		}
 	}
 	if own == nil {
@@ -79,7 +95,7 @@ func (s *signing) signers(own *events.Signer) (*events.Signers, error) {
 	}
 	set, err := set.With(own.Public())
 	if err != nil {
-		return nil, fmt.Errorf("--event-signers %s: %w", s.eventSigners, err)
+		return nil, fmt.Errorf("--event-signers %s: %w", path, err)
 	}
 	return set, nil
 }
