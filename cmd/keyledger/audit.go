@@ -334,8 +334,12 @@ func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.W
 		}
 		return errTampered
 	}
-	fmt.Fprintf(stdout, "intact up to sequence %d: %d events (%d written before signing, vouched for by checkpoints), %d checkpoints, signed up to sequence %d by key %s\n",
-		r.LastSeq, r.Events, r.Legacy, r.Checkpoints, r.SignedUpTo, r.Head.KeyID)
+	legacy := ""
+	if r.Legacy > 0 {
+		legacy = fmt.Sprintf(" (%d written before signing began, vouched for by checkpoints)", r.Legacy)
+	}
+	fmt.Fprintf(stdout, "intact up to sequence %d: %d events%s, %d checkpoints, signed up to sequence %d by key %s\n",
+		r.LastSeq, r.Events, legacy, r.Checkpoints, r.SignedUpTo, r.Head.KeyID)
 	ids := make([]string, 0, len(r.Signers))
 	for id := range r.Signers {
 		ids = append(ids, id)
