@@ -59,9 +59,11 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	// Seconds beyond the limit could overflow a Duration: the domain
-	// refuses anything over it, so cap them just past it.
-	grace := time.Duration(min(req.GracePeriodSeconds, int64(domain.MaxGracePeriod/time.Second)+1)) * time.Second
+	grace, err := domain.GracePeriodSeconds(req.GracePeriodSeconds)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	org, id := orgAndKey(r)
 	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, Actor: caller(r.Context()).Actor})
 	if err != nil {
