@@ -3,6 +3,10 @@ package http_test
 import (
 	"net/http"
 	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+
+	khttp "github.com/keyledger/keyledger/http"
 )
 
 // The attack suite: each test drives the real stack (an embedded
@@ -32,5 +36,43 @@ func TestAttackNegativeGrace(t *testing.T) {
 	}
 	if got := h.verify(k.Secret); got.Code != "VALID" || got.Deprecated {
 		t.Errorf("the key after the refused rotations: %+v, want its secret VALID as before", got)
+	}
+}
+
+// TestAttackUnverifiedEmailIsNotTheActorName: anyone may put any email in
+// their profile at many providers; only one the provider verified may name
+// the actor of an audit event. Otherwise the name, then the subject.
+func TestAttackUnverifiedEmailIsNotTheActorName(t *testing.T) {
+	p := newIDP(t)
+	p.addKey("rsa-1", jose.RS256, true)
+	h := startWith(t, t.TempDir(), withOIDC(p, khttp.Limit{}))
+	h.waitDiscovered(p.sign("rsa-1", p.claims()))
+	for _, tt := range []struct {
+		name   string
+		claims func(map[string]any)
+		want   string
+	}{
+		{"UnverifiedEmailAndName", func(c map[string]any) {
+			c["email"], c["email_verified"], c["name"] = "ceo@acme.example", false, "Mallory"
+		}, "Mallory"},
+		{"UnverifiedEmailOnly", func(c map[string]any) { c["email"], c["email_verified"] = "ceo@acme.example", false }, "user-42"},
+		{"EmailWithoutEmailVerified", func(c map[string]any) { c["email"] = "ceo@acme.example" }, "user-42"},
+		{"EmailVerifiedAsAString", func(c map[string]any) { c["email"], c["email_verified"] = "ceo@acme.example", "false" }, "user-42"},
+		{"VerifiedEmail", func(c map[string]any) {
+			c["email"], c["email_verified"], c["name"] = "ada@acme.example", true, "Ada"
+		}, "ada@acme.example"},
+		{"VerifiedEmailAsTheStringTrue", func(c map[string]any) { c["email"], c["email_verified"] = "ada@acme.example", "true" }, "ada@acme.example"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			token := p.sign("rsa-1", p.claims(func(c map[string]any) { delete(c, "email"); delete(c, "email_verified"); tt.claims(c) }))
+			k := h.create("acme", token, map[string]any{"name": "made by " + tt.name})
+			if got := k.Key.CreatedBy; got.Kind != "user" || got.ID != "user-42" || got.Name != tt.want {
+				t.Errorf("created_by = %+v, want the user user-42 named %q", got, tt.want)
+			}
+			evs := h.history("acme", k.Key.ID, token)
+			if len(evs) != 1 || evs[0].Actor.Name != tt.want {
+				t.Errorf("the history: %d events, the first by %+v, want one by %q", len(evs), evs[0].Actor, tt.want)
+			}
+		})
 	}
 }

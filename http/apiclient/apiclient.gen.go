@@ -233,7 +233,7 @@ func (e ListKeysParamsStatus) Valid() bool {
 	}
 }
 
-// Actor Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+// Actor Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 type Actor struct {
 	Id   string    `json:"id"`
 	Kind ActorKind `json:"kind"`
@@ -276,7 +276,7 @@ type ErrorDetail struct {
 
 // Event The envelope of every event, as stored in the stream, with its stream sequence. The API leaves out events of types it does not know.
 type Event struct {
-	// Actor Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// Actor Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	Actor Actor `json:"actor"`
 
 	// Data By `type`: KeyCreated, KeyRotated or KeyRevoked data.
@@ -357,7 +357,7 @@ type Key struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	CreatedAt Timestamp `json:"created_at"`
 
-	// CreatedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// CreatedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	CreatedBy Actor `json:"created_by"`
 
 	// ExpiresAt An RFC 3339 instant in UTC, to the microsecond, or null.
@@ -401,7 +401,7 @@ type KeyAsOf struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	CreatedAt Timestamp `json:"created_at"`
 
-	// CreatedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// CreatedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	CreatedBy Actor `json:"created_by"`
 
 	// ExpiresAt An RFC 3339 instant in UTC, to the microsecond, or null.
@@ -417,7 +417,7 @@ type KeyAsOf struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	LastChangedAt Timestamp `json:"last_changed_at"`
 
-	// LastChangedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// LastChangedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	LastChangedBy Actor `json:"last_changed_by"`
 
 	// LastUsedAt The minute of the key's latest use seen by any instance; null if none.
