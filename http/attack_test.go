@@ -2,6 +2,8 @@ package http_test
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
@@ -74,5 +76,36 @@ func TestAttackUnverifiedEmailIsNotTheActorName(t *testing.T) {
 				t.Errorf("the history: %d events, the first by %+v, want one by %q", len(evs), evs[0].Actor, tt.want)
 			}
 		})
+	}
+}
+
+// TestAttackKeysInPathsStayOutOfTheLog: a client that puts a full key in a
+// path or a query string (by mistake, or to plant it in the logs) finds it
+// masked in the access line, wherever in the URL it sits.
+func TestAttackKeysInPathsStayOutOfTheLog(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "leaked"})
+	secret := k.Secret
+	prefix, body, _ := strings.Cut(secret, "_")
+	for _, path := range []string{
+		"/v1/orgs/acme/keys/" + secret,
+		"/v1/orgs/acme/keys/" + secret + "/events",
+		"/v1/orgs/" + secret + "/keys",
+		"/" + secret + "/configuration/api-keys",
+		"/v1/orgs/acme/keys?cursor=" + secret,
+		"/v1/orgs/acme/keys?status=all&key=" + prefix + "%5F" + body,
+		"/v1/whoami?min_seq=1&api_key=" + url.QueryEscape(secret),
+		"/nowhere/" + url.PathEscape(secret) + "?x=" + strings.ReplaceAll(secret, "_", "%5f"),
+	} {
+		h.request("GET", path, admin, nil)
+	}
+	h.request("POST", "/v1/verify?key="+secret, "", map[string]string{"key": "nope"})
+	logs := h.logs.String()
+	if strings.Contains(logs, secret) || strings.Contains(logs, body) {
+		t.Errorf("a key sent in a URL reached the log:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"path":"/v1/orgs/acme/keys/`+prefix+`_****`+body[len(body)-4:]+`"`) {
+		t.Errorf("the access line does not show the masked key in its path:\n%s", logs)
 	}
 }

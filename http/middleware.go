@@ -22,8 +22,9 @@ const (
 )
 
 // instrument counts and times every request for /metrics and writes one
-// access line for it. Paths and query strings hold no secret: keys travel
-// in headers and bodies only.
+// access line for it. Keys travel in headers and bodies, which are never
+// logged; a client that puts one in its path or query string anyway finds
+// it masked there (maskKeys).
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -41,9 +42,16 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if !s.log.Enabled(r.Context(), level) {
 			return
 		}
-		s.log.LogAttrs(r.Context(), level, "request",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took))
+		attrs := [...]slog.Attr{
+			slog.String("method", r.Method), slog.String("path", maskKeys(r.URL.Path)), slog.String("route", route),
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took),
+			{},
+		}
+		n := len(attrs) - 1
+		if r.URL.RawQuery != "" {
+			attrs[n], n = slog.String("query", loggedQuery(r.URL.RawQuery)), n+1
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs[:n]...)
 	})
 }
 

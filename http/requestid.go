@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 
@@ -72,6 +73,46 @@ func mayHoldKey(s string) bool {
 		}
 	}
 	return false
+}
+
+// maskKeys returns s with every run of KeyBodyLen or more base62
+// characters, the part of a key after its "_" (the prefix is public),
+// replaced as a key's masked form is: "****" and the run's last 4
+// characters. s itself when it holds no such run, which is the usual case.
+// Paths and queries are logged through it.
+func maskKeys(s string) string {
+	var b []byte
+	done, start := 0, -1 // copied up to done; the current run began at start
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && base62(s[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= domain.KeyBodyLen {
+			b = append(b, s[done:start]...)
+			b = append(b, "****"...)
+			b = append(b, s[i-4:i]...)
+			done = i
+		}
+		start = -1
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[done:]...))
+}
+
+func base62(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// loggedQuery is the query string as the access line shows it: decoded,
+// so that an escaped "_" or letter hides nothing from maskKeys, and masked.
+func loggedQuery(raw string) string {
+	if q, err := url.QueryUnescape(raw); err == nil {
+		raw = q
+	}
+	return maskKeys(raw)
 }
 
 // plainToken: 1 to 128 characters among letters, digits and "-_.:/+=".
