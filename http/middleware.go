@@ -146,14 +146,14 @@ func (s *Server) bearerKey(r *http.Request) (domain.Key, error) {
 // credential being looked at, and each failure spends one. It answers the
 // failure itself and reports whether to go on.
 func (s *Server) throttled(w http.ResponseWriter, r *http.Request, auth func() error) bool {
-	addr := clientAddr(r)
-	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+	client := clientKey(r)
+	if blocked, retry := s.authLimiter.exhausted(client); blocked {
 		s.rateLimited(w, r, retry, "failed authentications")
 		return false
 	}
 	if err := auth(); err != nil {
 		if domain.ErrorCode(err) == domain.EUNAUTHENTICATED {
-			s.authLimiter.take(addr)
+			s.authLimiter.take(client)
 		}
 		s.fail(w, r, err)
 		return false

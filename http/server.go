@@ -71,6 +71,10 @@ type Server struct {
 	// VerifyLimit bounds verifications per client address.
 	AuthFailureLimit Limit
 	VerifyLimit      Limit
+	// RateLimitClients bounds how many clients (IPv4 addresses, IPv6
+	// /64s) each limit tracks, DefaultRateLimitClients when zero; past it,
+	// the clients it does not track share one budget (see addrLimiter).
+	RateLimitClients int
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
 	// MaxInFlight bounds the requests served at once (1024 when zero) and
@@ -127,8 +131,8 @@ func (s *Server) Handler() http.Handler {
 	}
 	s.metrics = s.newMetrics()
 	s.idem = newIdempotency(time.Hour, 10000)
-	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
-	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
+	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.RateLimitClients, s.Now)
+	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.RateLimitClients, s.Now)
 
 	r := chi.NewRouter()
 	s.mux = r

@@ -161,6 +161,7 @@ type serveFlags struct {
 	oidcRolesClaim   string
 	authFailureLimit int
 	verifyRateLimit  int
+	rateLimitClients int
 	corsOrigins      string
 	usageFlush       time.Duration
 	auditKey         string
@@ -205,6 +206,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
+	fs.IntVar(&f.rateLimitClients, "rate-limit-clients", khttp.DefaultRateLimitClients, "clients (IPv4 addresses, IPv6 /64s) each rate limit tracks; past it, untracked clients share one budget")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.StringVar(&f.auditKey, "audit-key", "", "Ed25519 key (PKCS #8 PEM) signing checkpoints, created if missing; default <data-dir>/audit-signing-key.pem, and none with --nats-url: every instance on one stream must share it")
@@ -232,6 +234,9 @@ func (f *serveFlags) check() error {
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	if f.rateLimitClients < 1 {
+		return fmt.Errorf("--rate-limit-clients must be at least 1")
 	}
 	if f.natsListen != "" && f.natsURL != "" {
 		return fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")

@@ -69,6 +69,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxStreams:       f.maxStreams,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
+		RateLimitClients: f.rateLimitClients,
 		CORSOrigins:      splitList(f.corsOrigins),
 	}
 	if f.oidcIssuer != "" {

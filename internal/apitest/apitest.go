@@ -6,6 +6,7 @@ package apitest
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -22,6 +23,10 @@ type Options struct {
 	Logger *slog.Logger // quiet when nil
 	// Configure changes the API before it starts serving.
 	Configure func(*khttp.Server)
+	// Wrap, when set, wraps the API's handler on the HTTP server: a test
+	// stands in for the network there, e.g. to give requests the peer
+	// addresses of many clients, which loopback alone cannot.
+	Wrap func(http.Handler) http.Handler
 }
 
 // API is a running instance.
@@ -65,7 +70,11 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if o.Configure != nil {
 		o.Configure(a.Server)
 	}
-	a.HTTP = httptest.NewServer(a.Server.Handler())
+	handler := a.Server.Handler()
+	if o.Wrap != nil {
+		handler = o.Wrap(handler)
+	}
+	a.HTTP = httptest.NewServer(handler)
 	a.URL = a.HTTP.URL
 	a.Stop = func() { a.HTTP.Close(); cancel(); <-done }
 	t.Cleanup(a.Stop)
