@@ -187,30 +187,6 @@ func caller(ctx context.Context) domain.Principal {
 	return p
 }
 
-// bound takes a slot for the request, from the event streams' pool for a
-// stream, or answers 503 at once when none is free. Health checks and
-// metrics take none: a busy instance is alive, and must not be restarted
-// for it, and is just when its metrics matter.
-func (s *Server) bound(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		pool := s.inFlight
-		if strings.HasSuffix(r.URL.Path, "/events/stream") {
-			pool = s.streams
-		}
-		select {
-		case pool <- struct{}{}:
-			defer func() { <-pool }()
-			next.ServeHTTP(w, r)
-		default:
-			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "too many requests at once; retry shortly"))
-		}
-	})
-}
-
 // staleness marks every answer given while the event store is unreachable
 // with how long it has been: reads and verifications then come from memory
 // and may miss what happened since.

@@ -16,12 +16,29 @@ import (
 // RequestIDHeader carries a request's id in and out.
 const RequestIDHeader = "X-Request-Id"
 
-type ctxRequestID struct{}
+type ctxRequestState struct{}
+
+// requestState is what the outermost middleware keeps of a request for
+// the code deeper in: its id, and the request slot it holds (bound), which
+// a request gives back while it waits (awaitApplied). Only the request's
+// own goroutine touches it.
+type requestState struct {
+	id   string
+	pool chan struct{} // where the slot came from; nil: none taken
+	held bool
+}
+
+func stateOf(ctx context.Context) *requestState {
+	st, _ := ctx.Value(ctxRequestState{}).(*requestState)
+	return st
+}
 
 // requestID returns the id of the request ctx belongs to; "" outside one.
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(ctxRequestID{}).(string)
-	return id
+	if st := stateOf(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 // withRequestID gives every request an id: the caller's X-Request-Id when
@@ -35,7 +52,7 @@ func withRequestID(next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestID{}, id)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestState{}, &requestState{id: id})))
 	})
 }
 

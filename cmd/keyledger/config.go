@@ -169,8 +169,11 @@ type serveFlags struct {
 	snapshotEvery    uint64
 	commandTimeout   time.Duration
 	readHeader       time.Duration
+	readBody         time.Duration
 	maxInFlight      int
 	maxStreams       int
+	maxWaiting       int
+	maxPerClient     int
 	printConfig      bool
 }
 
@@ -213,8 +216,11 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
 	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
-	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once; past it, 503 at once")
-	fs.IntVar(&f.maxStreams, "max-event-streams", 256, "event streams open at once; past it, 503 at once")
+	fs.DurationVar(&f.readBody, "read-body-timeout", khttp.DefaultReadBodyTimeout, "how long a client may take to send a request body, which is read before the request takes a slot")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", khttp.DefaultMaxInFlight, "requests served at once; past it, 503 at once")
+	fs.IntVar(&f.maxStreams, "max-event-streams", khttp.DefaultMaxStreams, "event streams open at once; past it, 503 at once")
+	fs.IntVar(&f.maxWaiting, "max-waiting", khttp.DefaultMaxWaiting, "requests waiting at once for a sequence (?min_seq, a write for its own event), which hold no request slot; past it, 503 at once")
+	fs.IntVar(&f.maxPerClient, "max-in-flight-per-client", khttp.DefaultMaxInFlightPerClient, "requests and streams one client (IPv4 address, IPv6 /64) may have under way; past it, 429 at once (0: no limit)")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 	return fs, f
@@ -234,6 +240,17 @@ func (f *serveFlags) check() error {
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	for name, v := range map[string]int{"--max-in-flight": f.maxInFlight, "--max-event-streams": f.maxStreams, "--max-waiting": f.maxWaiting} {
+		if v < 1 {
+			return fmt.Errorf("%s must be at least 1", name)
+		}
+	}
+	if f.maxPerClient < 0 {
+		return fmt.Errorf("--max-in-flight-per-client must be 0 (no limit) or more")
+	}
+	if f.readBody <= 0 || f.readHeader <= 0 {
+		return fmt.Errorf("--read-header-timeout and --read-body-timeout must be more than 0")
 	}
 	if f.rateLimitClients < 1 {
 		return fmt.Errorf("--rate-limit-clients must be at least 1")

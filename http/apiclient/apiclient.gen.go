@@ -668,7 +668,7 @@ type StreamEventsParams struct {
 
 // ListOrgEventsParams defines parameters for ListOrgEvents.
 type ListOrgEventsParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// AfterSeq Start after this stream sequence; 0, the default, is the beginning.
@@ -707,7 +707,7 @@ type StreamOrgEventsParams struct {
 
 // ListKeysParams defines parameters for ListKeys.
 type ListKeysParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// Status Which keys: every key that is not revoked when absent; `all` adds the revoked ones.
@@ -746,7 +746,7 @@ type RevokeKeyParams struct {
 
 // GetKeyParams defines parameters for GetKey.
 type GetKeyParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// IfNoneMatch The ETag of a copy the caller holds: 304 while the key is still at that version.
@@ -755,7 +755,7 @@ type GetKeyParams struct {
 
 // ListKeyEventsParams defines parameters for ListKeyEvents.
 type ListKeyEventsParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
@@ -770,13 +770,13 @@ type RotateKeyParams struct {
 
 // VerifyKeyParams defines parameters for VerifyKey.
 type VerifyKeyParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
 // WhoamiParams defines parameters for Whoami.
 type WhoamiParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
@@ -2932,6 +2932,12 @@ type GetPageAssetResponse404Headers struct {
 	XRequestId string
 }
 
+// GetPageAssetResponse429Headers the declared response headers of an HTTP 429 response for GetPageAsset
+type GetPageAssetResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetPageAssetResponse503Headers the declared response headers of an HTTP 503 response for GetPageAsset
 type GetPageAssetResponse503Headers struct {
 	RetryAfter             int
@@ -2950,6 +2956,8 @@ type GetPageAssetResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -2958,6 +2966,8 @@ type GetPageAssetResponse struct {
 	Headers200 *GetPageAssetResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetPageAssetResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetPageAssetResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetPageAssetResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -2967,6 +2977,11 @@ type GetPageAssetResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetPageAssetResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetPageAssetResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -3130,6 +3145,12 @@ type GetOpenAPIDocumentResponse200Headers struct {
 	XRequestId string
 }
 
+// GetOpenAPIDocumentResponse429Headers the declared response headers of an HTTP 429 response for GetOpenAPIDocument
+type GetOpenAPIDocumentResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetOpenAPIDocumentResponse503Headers the declared response headers of an HTTP 503 response for GetOpenAPIDocument
 type GetOpenAPIDocumentResponse503Headers struct {
 	RetryAfter             int
@@ -3148,12 +3169,16 @@ type GetOpenAPIDocumentResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *map[string]interface{}
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Internal
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *GetOpenAPIDocumentResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetOpenAPIDocumentResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetOpenAPIDocumentResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -3163,6 +3188,11 @@ type GetOpenAPIDocumentResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetOpenAPIDocumentResponse) GetJSON200() *map[string]interface{} {
 	return r.JSON200
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetOpenAPIDocumentResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -3293,6 +3323,12 @@ type GetAuditPublicKeyResponse404Headers struct {
 	XRequestId string
 }
 
+// GetAuditPublicKeyResponse429Headers the declared response headers of an HTTP 429 response for GetAuditPublicKey
+type GetAuditPublicKeyResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetAuditPublicKeyResponse503Headers the declared response headers of an HTTP 503 response for GetAuditPublicKey
 type GetAuditPublicKeyResponse503Headers struct {
 	RetryAfter             int
@@ -3311,6 +3347,8 @@ type GetAuditPublicKeyResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -3319,6 +3357,8 @@ type GetAuditPublicKeyResponse struct {
 	Headers200 *GetAuditPublicKeyResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetAuditPublicKeyResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetAuditPublicKeyResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetAuditPublicKeyResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -3328,6 +3368,11 @@ type GetAuditPublicKeyResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetAuditPublicKeyResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetAuditPublicKeyResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -5094,6 +5139,12 @@ type GetManagerPageResponse404Headers struct {
 	XRequestId string
 }
 
+// GetManagerPageResponse429Headers the declared response headers of an HTTP 429 response for GetManagerPage
+type GetManagerPageResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetManagerPageResponse503Headers the declared response headers of an HTTP 503 response for GetManagerPage
 type GetManagerPageResponse503Headers struct {
 	RetryAfter             int
@@ -5112,6 +5163,8 @@ type GetManagerPageResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -5120,6 +5173,8 @@ type GetManagerPageResponse struct {
 	Headers200 *GetManagerPageResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetManagerPageResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetManagerPageResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetManagerPageResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -5129,6 +5184,11 @@ type GetManagerPageResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetManagerPageResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetManagerPageResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -5511,6 +5571,13 @@ func ParseGetPageAssetResponse(rsp *http.Response) (*GetPageAssetResponse, error
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5548,6 +5615,23 @@ func ParseGetPageAssetResponse(rsp *http.Response) (*GetPageAssetResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetPageAssetResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetPageAssetResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -5720,6 +5804,13 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5747,6 +5838,23 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 			headers.XRequestId = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetOpenAPIDocumentResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetOpenAPIDocumentResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -5901,6 +6009,13 @@ func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyRespo
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5945,6 +6060,23 @@ func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyRespo
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetAuditPublicKeyResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetAuditPublicKeyResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -8363,6 +8495,13 @@ func ParseGetManagerPageResponse(rsp *http.Response) (*GetManagerPageResponse, e
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -8400,6 +8539,23 @@ func ParseGetManagerPageResponse(rsp *http.Response) (*GetManagerPageResponse, e
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetManagerPageResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetManagerPageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {

@@ -27,6 +27,25 @@ type Options struct {
 	// stands in for the network there, e.g. to give requests the peer
 	// addresses of many clients, which loopback alone cannot.
 	Wrap func(http.Handler) http.Handler
+	// BeforeApply, when set, is called with each event the projections'
+	// feed delivers, before they apply it: a test that blocks there makes
+	// the instance fall behind the stream, as a slow or partitioned
+	// instance does. The instance's own appends are still offered at once.
+	BeforeApply func(domain.Event)
+}
+
+// feedHook is the store as the projections follow it, with a call before
+// each event is handed on.
+type feedHook struct {
+	projections.Source
+	before func(domain.Event)
+}
+
+func (f feedHook) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
+	return f.Source.Follow(ctx, from, func(e domain.Event) error {
+		f.before(e)
+		return fn(e)
+	})
 }
 
 // API is a running instance.
@@ -59,7 +78,11 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	}
 	table := projections.NewTable()
 	listing, index := table.Listing(), table.Index()
-	runner := projections.NewRunner(store, o.Logger, table)
+	var src projections.Source = store
+	if o.BeforeApply != nil {
+		src = feedHook{store, o.BeforeApply}
+	}
+	runner := projections.NewRunner(src, o.Logger, table)
 	store.UseCache(listing)
 	store.OnAppended(runner.Offer)
 	ctx, cancel := context.WithCancel(context.Background())
