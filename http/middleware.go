@@ -120,8 +120,10 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 	case !ok:
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key or token>")
 	case domain.WellFormed(cred):
-		k, err := s.bearerKey(r)
-		return domain.KeyPrincipal(k), err
+		k, until, err := s.bearerKey(r)
+		p := domain.KeyPrincipal(k)
+		p.ExpiresAt = until
+		return p, err
 	case s.OIDC != nil && looksLikeJWT(cred):
 		return s.OIDC.Verify(r.Context(), cred)
 	}
@@ -129,16 +131,17 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 }
 
 // bearerKey returns the key of Authorization: Bearer <key> if it is valid
-// now, and records its use. Returns EUNAUTHENTICATED.
-func (s *Server) bearerKey(r *http.Request) (domain.Key, error) {
+// now, and until when that value is (zero: no end yet), and records its
+// use. Returns EUNAUTHENTICATED.
+func (s *Server) bearerKey(r *http.Request) (domain.Key, time.Time, error) {
 	cred, _ := bearer(r)
 	now := s.Now()
 	res := s.Index.Verify(cred, now)
 	if !res.Valid() {
-		return domain.Key{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
+		return domain.Key{}, time.Time{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
 	}
 	s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
-	return res.Key, nil
+	return res.Key, res.ExpiresAt, nil
 }
 
 // throttled runs an authentication for the client address: an address

@@ -127,7 +127,9 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error)
 	if tok.Subject == "" {
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "token has no sub")
 	}
-	return domain.PersonPrincipal(tok.Subject, actorName(claims, tok.Subject), roles), nil
+	p := domain.PersonPrincipal(tok.Subject, actorName(claims, tok.Subject), roles)
+	p.ExpiresAt = tok.Expiry
+	return p, nil
 }
 
 // actorName is how a person is named in the events they cause: their

@@ -234,7 +234,7 @@ func appendJSONString(b []byte, s string) []byte {
 // request never waits.
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	var k domain.Key
-	if !s.throttled(w, r, func() (err error) { k, err = s.bearerKey(r); return err }) {
+	if !s.throttled(w, r, func() (err error) { k, _, err = s.bearerKey(r); return err }) {
 		return
 	}
 	if err := s.minSeq(r); err != nil {
