@@ -309,7 +309,7 @@ func TestAttackMinSeqBeyondTheStream(t *testing.T) {
 // once the body has taken longer than the body timeout.
 func TestAttackSlowBodies(t *testing.T) {
 	lg := startLagging(t, func(s *khttp.Server) {
-		s.MaxInFlight, s.MaxInFlightPerClient, s.ReadBodyTimeout = 4, -1, 500*time.Millisecond
+		s.MaxInFlight, s.MaxInFlightPerClient, s.ReadBodyTimeout, s.WaitTimeout = 4, -1, 500*time.Millisecond, 10*time.Second
 	})
 	addr := strings.TrimPrefix(lg.srv.URL, "http://")
 	body := `{"key": "` + strings.Repeat("x", 140) + `"}`
@@ -345,4 +345,19 @@ func TestAttackSlowBodies(t *testing.T) {
 			t.Errorf("slow body %d (trickling: %v): %q %v, want 400 once the body timeout passed", i, i%2 == 0, status, err)
 		}
 	}
+
+	t.Run("TheBodyTimeoutEndsWithTheBody", func(t *testing.T) {
+		// A request whose body came in time, and that then waits past the
+		// body timeout, is not cut: the deadline was for the body only.
+		seq := lg.fallBehind(t)
+		done := make(chan response, 1)
+		go func() {
+			done <- lg.send(patient(""), "POST", fmt.Sprintf("/v1/verify?min_seq=%d", seq), "", map[string]string{"key": lg.admin})
+		}()
+		time.Sleep(1500 * time.Millisecond) // three body timeouts
+		lg.lag.release()
+		if res := <-done; res.StatusCode != http.StatusOK {
+			t.Errorf("a verification that waited past the body timeout: %d %s, want 200", res.StatusCode, res.body)
+		}
+	})
 }
