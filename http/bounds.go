@@ -39,13 +39,11 @@ const (
 // metrics matter.
 func (s *Server) bound(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var rc *http.ResponseController
 		hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 		if hasBody {
 			// Left in place on every refusal below, so that the server's
 			// own reading of what remains of the body is bounded too.
-			rc = http.NewResponseController(w)
-			_ = rc.SetReadDeadline(time.Now().Add(s.ReadBodyTimeout))
+			setReadDeadline(w, time.Now().Add(s.ReadBodyTimeout))
 		}
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
 			next.ServeHTTP(w, r)
@@ -87,6 +85,24 @@ func (s *Server) bound(next http.Handler) http.Handler {
 		defer st.releaseSlot()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// setReadDeadline does what http.ResponseController's SetReadDeadline
+// does, unwrapping w until it finds the connection's writer, without the
+// allocation that one makes on every call (Go 1.26): this is on the path
+// of every verification.
+func setReadDeadline(w http.ResponseWriter, deadline time.Time) {
+	for {
+		if d, ok := w.(interface{ SetReadDeadline(time.Time) error }); ok {
+			_ = d.SetReadDeadline(deadline)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
 }
 
 // releaseSlot gives the request's slot back, if it holds one.
