@@ -124,6 +124,21 @@ type RotateKey struct {
 	By Principal
 }
 
+// GracePeriodSeconds turns a grace period given in whole seconds into a
+// RotateKey.GracePeriod: 0 to MaxGracePeriod, checked before the
+// conversion, so that no count of seconds can wrap around into a valid
+// Duration. Returns EINVALID.
+func GracePeriodSeconds(n int64) (time.Duration, error) {
+	if n < 0 || n > int64(MaxGracePeriod/time.Second) {
+		return 0, graceError()
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+func graceError() error {
+	return Errorf(EINVALID, "grace_period_seconds must be 0 to %d", int(MaxGracePeriod/time.Second))
+}
+
 // RevokeKey asks for a key to stop working, every secret of it, for good.
 type RevokeKey struct {
 	Reason    string
@@ -196,7 +211,7 @@ func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, 
 		return Event{}, err
 	}
 	if cmd.GracePeriod < 0 || cmd.GracePeriod > MaxGracePeriod {
-		return Event{}, Errorf(EINVALID, "grace_period_seconds must be 0 to %d", int(MaxGracePeriod/time.Second))
+		return Event{}, graceError()
 	}
 	switch k.Status(now) {
 	case StatusRevoked:

@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -579,5 +580,29 @@ func TestDecideRevoke(t *testing.T) {
 			_, err := k.DecideRevoke(domain.RevokeKey{IfVersion: tt.ifVersion(k.Version), By: byAlice}, t0.Add(time.Hour))
 			wantCode(t, err, tt.code)
 		})
+	}
+}
+
+func TestGracePeriodSeconds(t *testing.T) {
+	for _, tt := range []struct {
+		seconds int64
+		want    time.Duration
+		code    string
+	}{
+		{0, 0, ""},
+		{1, time.Second, ""},
+		{604800, domain.MaxGracePeriod, ""},
+		{604801, 0, domain.EINVALID},
+		{-1, 0, domain.EINVALID},
+		// Times 1e9 this wraps to about an hour: it must be judged as seconds.
+		{-9223372036854771808, 0, domain.EINVALID},
+		{math.MinInt64, 0, domain.EINVALID},
+		{math.MaxInt64, 0, domain.EINVALID},
+	} {
+		got, err := domain.GracePeriodSeconds(tt.seconds)
+		wantCode(t, err, tt.code)
+		if got != tt.want {
+			t.Errorf("GracePeriodSeconds(%d) = %v, want %v", tt.seconds, got, tt.want)
+		}
 	}
 }

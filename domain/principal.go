@@ -1,6 +1,9 @@
 package domain
 
-import "slices"
+import (
+	"slices"
+	"time"
+)
 
 // RoleManager is the org role that may manage keys.
 const RoleManager = "manager"
@@ -10,6 +13,10 @@ const RoleManager = "manager"
 // may do nothing.
 type Principal struct {
 	Actor Actor
+	// ExpiresAt is when the credential stops being valid (a token's exp,
+	// the end of a key's secret), so that what lasts, an event stream,
+	// ends then; zero: not before something else ends it.
+	ExpiresAt time.Time
 	// roles maps org ids to a person's role there.
 	roles map[string]string
 	// key is set for a management key.

@@ -102,7 +102,7 @@ func (p *idp) rollOver(kids ...string) {
 func (p *idp) claims(edits ...func(map[string]any)) map[string]any {
 	now := time.Now()
 	c := map[string]any{
-		"iss": p.srv.URL, "aud": audience, "sub": "user-42", "email": "ada@acme.example",
+		"iss": p.srv.URL, "aud": audience, "sub": "user-42", "email": "ada@acme.example", "email_verified": true,
 		"iat": now.Unix(), "nbf": now.Add(-time.Minute).Unix(), "exp": now.Add(time.Hour).Unix(),
 		"keyledger_roles": map[string]string{"acme": "manager"},
 	}

@@ -159,7 +159,8 @@ func TestWritesAnswer503WhileNATSIsDown(t *testing.T) {
 // TestRequestsAndStreamsAreBounded fills the one slot of each pool: the
 // next request or stream is refused with 503 at once instead of piling up.
 func TestRequestsAndStreamsAreBounded(t *testing.T) {
-	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight, s.MaxStreams = 1, 1 })
+	var st stalledCreates
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight, s.MaxStreams = 1, 1; st.stall(s) })
 	admin := h.bootstrap("acme")
 	s := h.openStream("/v1/orgs/acme/events/stream", admin)
 	defer s.cancel()
@@ -167,18 +168,13 @@ func TestRequestsAndStreamsAreBounded(t *testing.T) {
 	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
 		t.Errorf("a second stream: %d %s", res.StatusCode, res.body)
 	}
-	// A read that waits (for a sequence that never comes) holds the one
-	// request slot; meanwhile another request is refused.
-	held := make(chan struct{})
-	go func() {
-		defer close(held)
-		h.request("GET", "/v1/orgs/acme/keys?min_seq=999999", admin, nil)
-	}()
-	time.Sleep(200 * time.Millisecond)
+	// A write stuck on a slow event store holds the one request slot;
+	// meanwhile another request is refused.
+	release := holdRequestSlot(t, h, &st, admin)
 	if res := h.request("POST", "/v1/verify", "", map[string]string{"key": admin}); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a request while the slot is held: %d", res.StatusCode)
 	}
 	h.must(http.StatusOK, "GET", "/healthz", "", nil) // health checks are never refused
-	<-held
+	release()
 	h.must(http.StatusOK, "POST", "/v1/verify", "", map[string]string{"key": admin})
 }

@@ -58,8 +58,15 @@ func startIn(t *testing.T, dir string) *harness { return startWith(t, dir, nil) 
 // startWith lets a test configure the API before it starts serving.
 func startWith(t *testing.T, dir string, configure func(*khttp.Server)) *harness {
 	t.Helper()
+	return startOpts(t, dir, apitest.Options{Configure: configure})
+}
+
+// startOpts starts an instance with apitest's options (its Logger is the
+// harness's own).
+func startOpts(t *testing.T, dir string, o apitest.Options) *harness {
+	t.Helper()
 	env := natstest.StartIn(t, dir)
-	h := instance(t, env, configure)
+	h := instanceOpts(t, env, o)
 	stop := h.stop
 	h.stop = func() { stop(); env.Stop() }
 	return h
@@ -69,9 +76,14 @@ func startWith(t *testing.T, dir string, configure func(*khttp.Server)) *harness
 // process on the same cluster would.
 func instance(t *testing.T, env *natstest.Env, configure func(*khttp.Server)) *harness {
 	t.Helper()
+	return instanceOpts(t, env, apitest.Options{Configure: configure})
+}
+
+func instanceOpts(t *testing.T, env *natstest.Env, o apitest.Options) *harness {
+	t.Helper()
 	h := &harness{t: t, env: env, logs: &syncBuffer{}}
-	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a := apitest.Start(t, env, apitest.Options{Logger: log, Configure: configure})
+	o.Logger = slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a := apitest.Start(t, env, o)
 	h.keys, h.api, h.runner, h.srv, h.stop = a.Keys, a.Server, a.Runner, a.HTTP, a.Stop
 	return h
 }

@@ -50,9 +50,11 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	// Seconds beyond the limit could overflow a Duration: the domain
-	// refuses anything over it, so cap them just past it.
-	grace := time.Duration(min(req.GracePeriodSeconds, int64(domain.MaxGracePeriod/time.Second)+1)) * time.Second
+	grace, err := domain.GracePeriodSeconds(req.GracePeriodSeconds)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	org, id := orgAndKey(r)
 	issued, err := s.Keys.Rotate(r.Context(), org, id, domain.RotateKey{GracePeriod: grace, IfVersion: ifVersion, By: caller(r.Context())})
 	if err != nil {
@@ -86,10 +88,13 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 
 // written makes a write's answer read-your-writes: it waits until this
 // instance has applied the write, and names its sequence and version. The
-// write is committed either way; a slow projection only costs the wait.
+// write is committed either way; a slow projection only costs the wait,
+// during which the request holds no slot.
 func (s *Server) written(w http.ResponseWriter, r *http.Request, k *domain.Key) {
-	if err := s.waitFor(r.Context(), k.Version); err != nil {
-		s.log.WarnContext(r.Context(), "answering a write before this instance applied it", "seq", k.Version, "err", err)
+	if k.Version > s.Runner.Applied() {
+		if err := s.awaitApplied(r.Context(), k.Version, false); err != nil {
+			s.log.WarnContext(r.Context(), "answering a write before this instance applied it", "seq", k.Version, "err", err)
+		}
 	}
 	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(k.Version, 10))
 	w.Header().Set("ETag", etag(k.Version))

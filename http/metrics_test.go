@@ -292,9 +292,10 @@ func TestMetricsShowAProjectionBehind(t *testing.T) {
 }
 
 func TestMetricsCountRefusalsBeforeRoutingUnderTheirRoute(t *testing.T) {
-	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight = 1 })
+	var st stalledCreates
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight = 1; st.stall(s) })
 	admin := h.bootstrap("acme")
-	release := holdRequestSlot(t, h, admin)
+	release := holdRequestSlot(t, h, &st, admin)
 	h.must(503, "POST", "/v1/verify", "", map[string]string{"key": admin})
 	release()
 	if got := value(t, h.scrape(), "keyledger_http_requests_total", "method", "POST", "route", "/v1/verify", "code", "503"); got != 1 {

@@ -22,8 +22,9 @@ const (
 )
 
 // instrument counts and times every request for /metrics and writes one
-// access line for it. Paths and query strings hold no secret: keys travel
-// in headers and bodies only.
+// access line for it. Keys travel in headers and bodies, which are never
+// logged; a client that puts one in its path or query string anyway finds
+// it masked there (maskKeys).
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -41,9 +42,16 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if !s.log.Enabled(r.Context(), level) {
 			return
 		}
-		s.log.LogAttrs(r.Context(), level, "request",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
-			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took))
+		attrs := [...]slog.Attr{
+			slog.String("method", r.Method), slog.String("path", maskKeys(r.URL.Path)), slog.String("route", route),
+			slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()), slog.Duration("duration", took),
+			{},
+		}
+		n := len(attrs) - 1
+		if r.URL.RawQuery != "" {
+			attrs[n], n = slog.String("query", loggedQuery(r.URL.RawQuery)), n+1
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs[:n]...)
 	})
 }
 
@@ -112,8 +120,10 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 	case !ok:
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key or token>")
 	case domain.WellFormed(cred):
-		k, err := s.bearerKey(r)
-		return domain.KeyPrincipal(k), err
+		k, until, err := s.bearerKey(r)
+		p := domain.KeyPrincipal(k)
+		p.ExpiresAt = until
+		return p, err
 	case s.OIDC != nil && looksLikeJWT(cred):
 		return s.OIDC.Verify(r.Context(), cred)
 	}
@@ -121,16 +131,17 @@ func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 }
 
 // bearerKey returns the key of Authorization: Bearer <key> if it is valid
-// now, and records its use. Returns EUNAUTHENTICATED.
-func (s *Server) bearerKey(r *http.Request) (domain.Key, error) {
+// now, and until when that value is (zero: no end yet), and records its
+// use. Returns EUNAUTHENTICATED.
+func (s *Server) bearerKey(r *http.Request) (domain.Key, time.Time, error) {
 	cred, _ := bearer(r)
 	now := s.Now()
 	res := s.Index.Verify(cred, now)
 	if !res.Valid() {
-		return domain.Key{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
+		return domain.Key{}, time.Time{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
 	}
 	s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
-	return res.Key, nil
+	return res.Key, res.ExpiresAt, nil
 }
 
 // throttled runs an authentication for the client address: an address
@@ -138,14 +149,14 @@ func (s *Server) bearerKey(r *http.Request) (domain.Key, error) {
 // credential being looked at, and each failure spends one. It answers the
 // failure itself and reports whether to go on.
 func (s *Server) throttled(w http.ResponseWriter, r *http.Request, auth func() error) bool {
-	addr := clientAddr(r)
-	if blocked, retry := s.authLimiter.exhausted(addr); blocked {
+	client := clientKey(r)
+	if blocked, retry := s.authLimiter.exhausted(client); blocked {
 		s.rateLimited(w, r, retry, "failed authentications")
 		return false
 	}
 	if err := auth(); err != nil {
 		if domain.ErrorCode(err) == domain.EUNAUTHENTICATED {
-			s.authLimiter.take(addr)
+			s.authLimiter.take(client)
 		}
 		s.fail(w, r, err)
 		return false
@@ -177,30 +188,6 @@ func (s *Server) manager(next http.Handler) http.Handler {
 func caller(ctx context.Context) domain.Principal {
 	p, _ := ctx.Value(ctxCaller).(domain.Principal)
 	return p
-}
-
-// bound takes a slot for the request, from the event streams' pool for a
-// stream, or answers 503 at once when none is free. Health checks and
-// metrics take none: a busy instance is alive, and must not be restarted
-// for it, and is just when its metrics matter.
-func (s *Server) bound(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		pool := s.inFlight
-		if strings.HasSuffix(r.URL.Path, "/events/stream") {
-			pool = s.streams
-		}
-		select {
-		case pool <- struct{}{}:
-			defer func() { <-pool }()
-			next.ServeHTTP(w, r)
-		default:
-			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "too many requests at once; retry shortly"))
-		}
-	})
 }
 
 // current lets a request reach the projections only when they can be

@@ -118,12 +118,6 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error)
 	if err := tok.Claims(&claims); err != nil {
 		return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, "token claims cannot be read")
 	}
-	var email, name string
-	_ = json.Unmarshal(claims["email"], &email)
-	_ = json.Unmarshal(claims["name"], &name)
-	if email != "" {
-		name = email
-	}
 	roles := map[string]string{}
 	if raw, ok := claims[o.cfg.RolesClaim]; ok {
 		if err := json.Unmarshal(raw, &roles); err != nil {
@@ -133,5 +127,27 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error)
 	if tok.Subject == "" {
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "token has no sub")
 	}
-	return domain.PersonPrincipal(tok.Subject, name, roles), nil
+	p := domain.PersonPrincipal(tok.Subject, actorName(claims, tok.Subject), roles)
+	p.ExpiresAt = tok.Expiry
+	return p, nil
+}
+
+// actorName is how a person is named in the events they cause: their
+// email only when the provider verified it (email_verified true, or the
+// string "true" some providers send), since at many providers anyone may
+// type any address into their profile; otherwise their name, then their
+// subject. The name is shown as given: the subject is what identifies.
+func actorName(claims map[string]json.RawMessage, subject string) string {
+	var email, name string
+	_ = json.Unmarshal(claims["email"], &email)
+	_ = json.Unmarshal(claims["name"], &name)
+	var verified any
+	_ = json.Unmarshal(claims["email_verified"], &verified)
+	switch {
+	case email != "" && (verified == true || verified == "true"):
+		return email
+	case name != "":
+		return name
+	}
+	return subject
 }

@@ -402,6 +402,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	t.Run("Service", func(t *testing.T) { newTour(t, c).run() })
 	t.Run("Limits", func(t *testing.T) { limitsTour(t, c) })
 	t.Run("Overload", func(t *testing.T) { overloadTour(t, c) })
+	t.Run("PerClient", func(t *testing.T) { perClientTour(t, c) })
 	if t.Failed() {
 		return
 	}

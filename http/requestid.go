@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync/atomic"
 
@@ -15,12 +16,29 @@ import (
 // RequestIDHeader carries a request's id in and out.
 const RequestIDHeader = "X-Request-Id"
 
-type ctxRequestID struct{}
+type ctxRequestState struct{}
+
+// requestState is what the outermost middleware keeps of a request for
+// the code deeper in: its id, and the request slot it holds (bound), which
+// a request gives back while it waits (awaitApplied). Only the request's
+// own goroutine touches it.
+type requestState struct {
+	id   string
+	pool chan struct{} // where the slot came from; nil: none taken
+	held bool
+}
+
+func stateOf(ctx context.Context) *requestState {
+	st, _ := ctx.Value(ctxRequestState{}).(*requestState)
+	return st
+}
 
 // requestID returns the id of the request ctx belongs to; "" outside one.
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(ctxRequestID{}).(string)
-	return id
+	if st := stateOf(ctx); st != nil {
+		return st.id
+	}
+	return ""
 }
 
 // withRequestID gives every request an id: the caller's X-Request-Id when
@@ -34,7 +52,7 @@ func withRequestID(next http.Handler) http.Handler {
 			id = newRequestID()
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestID{}, id)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxRequestState{}, &requestState{id: id})))
 	})
 }
 
@@ -72,6 +90,46 @@ func mayHoldKey(s string) bool {
 		}
 	}
 	return false
+}
+
+// maskKeys returns s with every run of KeyBodyLen or more base62
+// characters, the part of a key after its "_" (the prefix is public),
+// replaced as a key's masked form is: "****" and the run's last 4
+// characters. s itself when it holds no such run, which is the usual case.
+// Paths and queries are logged through it.
+func maskKeys(s string) string {
+	var b []byte
+	done, start := 0, -1 // copied up to done; the current run began at start
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && base62(s[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= domain.KeyBodyLen {
+			b = append(b, s[done:start]...)
+			b = append(b, "****"...)
+			b = append(b, s[i-4:i]...)
+			done = i
+		}
+		start = -1
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[done:]...))
+}
+
+func base62(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// loggedQuery is the query string as the access line shows it: decoded,
+// so that an escaped "_" or letter hides nothing from maskKeys, and masked.
+func loggedQuery(raw string) string {
+	if q, err := url.QueryUnescape(raw); err == nil {
+		raw = q
+	}
+	return maskKeys(raw)
 }
 
 // plainToken: 1 to 128 characters among letters, digits and "-_.:/+=".

@@ -25,13 +25,16 @@ func (h *harness) logLines(id string) []map[string]any {
 }
 
 func TestRequestIDs(t *testing.T) {
-	h := start(t)
+	var st stalledCreates
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) { s.MaxInFlight = 1; st.stall(s) })
 	admin := h.bootstrap("acme")
 
 	t.Run("TheCallersIdNamesEveryLineOfTheRequest", func(t *testing.T) {
-		// A read that waits for a sequence this instance never reaches
-		// logs a warning from deep in the request, then its access line.
-		res := h.must(503, "GET", "/v1/orgs/acme/keys?min_seq=999999", admin, nil, khttp.RequestIDHeader, "trace-0042")
+		// A read refused while the one request slot is held logs a
+		// warning, then its access line.
+		release := holdRequestSlot(t, h, &st, admin)
+		res := h.must(503, "GET", "/v1/orgs/acme/keys", admin, nil, khttp.RequestIDHeader, "trace-0042")
+		release()
 		if got := res.Header.Get(khttp.RequestIDHeader); got != "trace-0042" {
 			t.Errorf("answer's %s = %q, want the caller's", khttp.RequestIDHeader, got)
 		}

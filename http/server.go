@@ -3,11 +3,11 @@
 package http
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -100,13 +100,27 @@ type Server struct {
 	// WriteLimit bounds the creates and rotations of each credential (a
 	// Limit per actor, not per address); revocations are not limited.
 	WriteLimit Limit
+	// RateLimitClients bounds how many clients (IPv4 addresses, IPv6
+	// /64s) each limit tracks, DefaultRateLimitClients when zero; past it,
+	// the clients it does not track share one budget (see addrLimiter).
+	RateLimitClients int
 	// CORSOrigins may call the API from a browser; none by default.
 	CORSOrigins []string
 	// MaxInFlight bounds the requests served at once (1024 when zero) and
 	// MaxStreams the open event streams (256): past them, 503 at once
-	// rather than a pile-up.
+	// rather than a pile-up. MaxWaiting (1024) bounds the requests waiting
+	// for a sequence (?min_seq, a write for its own event), which hold no
+	// slot meanwhile; past it, 503 at once.
 	MaxInFlight int
 	MaxStreams  int
+	MaxWaiting  int
+	// MaxInFlightPerClient bounds the requests and streams one client (an
+	// IPv4 address, an IPv6 /64) has under way, so that one cannot take
+	// every slot: past it, 429 at once. 64 when zero; negative: no bound.
+	MaxInFlightPerClient int
+	// ReadBodyTimeout bounds how long a client may take to send a request
+	// body (10s when zero), which is read before the request takes a slot.
+	ReadBodyTimeout time.Duration
 	// Heartbeat is how often an idle event stream gets a comment (15s);
 	// SlowClientTimeout cuts a stream whose client does not take a write
 	// within it (10s).
@@ -131,6 +145,9 @@ type Server struct {
 	writeBudgets  *writeBudgets
 	inFlight      chan struct{}
 	streams       chan struct{}
+	waiting       chan struct{}
+	perClient     *clientCounts
+	lastSeq       *lastSeqReader
 }
 
 // Handler returns the router with every route.
@@ -151,13 +168,13 @@ func (s *Server) Handler() http.Handler {
 	if s.Usage == nil {
 		s.Usage = projections.NewUsage()
 	}
-	if s.MaxInFlight == 0 {
-		s.MaxInFlight = 1024
-	}
-	if s.MaxStreams == 0 {
-		s.MaxStreams = 256
-	}
+	s.MaxInFlight = cmp.Or(s.MaxInFlight, DefaultMaxInFlight)
+	s.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
+	s.MaxWaiting = cmp.Or(s.MaxWaiting, DefaultMaxWaiting)
+	s.MaxInFlightPerClient = cmp.Or(s.MaxInFlightPerClient, DefaultMaxInFlightPerClient)
+	s.ReadBodyTimeout = cmp.Or(s.ReadBodyTimeout, DefaultReadBodyTimeout)
 	s.inFlight, s.streams = make(chan struct{}, s.MaxInFlight), make(chan struct{}, s.MaxStreams)
+	s.waiting, s.perClient = make(chan struct{}, s.MaxWaiting), newClientCounts(s.MaxInFlightPerClient)
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = 5 * time.Second
 	}
@@ -167,10 +184,11 @@ func (s *Server) Handler() http.Handler {
 	if s.ScanBudget == 0 {
 		s.ScanBudget = DefaultScanBudget
 	}
+	s.lastSeq = &lastSeqReader{read: func(ctx context.Context) (uint64, error) { return s.Runner.StreamLastSeq(ctx) }, timeout: s.CommandTimeout}
 	s.metrics = s.newMetrics()
 	s.idem = newIdempotency(time.Hour, 10000)
-	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.Now)
-	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.Now)
+	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.RateLimitClients, s.Now)
+	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.RateLimitClients, s.Now)
 	s.writeBudgets = newWriteBudgets(s.WriteLimit, s.Now)
 
 	r := chi.NewRouter()
@@ -348,24 +366,4 @@ func queryUint(r *http.Request, name string, def, lo, hi uint64) (uint64, error)
 		return 0, domain.Errorf(domain.EINVALID, "%s must be a whole number from %d to %d", name, lo, hi)
 	}
 	return n, nil
-}
-
-// waitFor waits until the projections hold seq, within WaitTimeout.
-func (s *Server) waitFor(ctx context.Context, seq uint64) error {
-	ctx, cancel := context.WithTimeout(ctx, s.WaitTimeout)
-	defer cancel()
-	if err := s.Runner.WaitFor(ctx, seq); err != nil {
-		return domain.Wrap(domain.EUNAVAILABLE, err, fmt.Sprintf("not caught up with sequence %d yet", seq))
-	}
-	return nil
-}
-
-// minSeq honours ?min_seq=N on reads: the answer waits until this instance
-// has applied sequence N.
-func (s *Server) minSeq(r *http.Request) error {
-	seq, err := queryUint(r, "min_seq", 0, 0, 1<<63)
-	if err != nil || seq == 0 {
-		return err
-	}
-	return s.waitFor(r.Context(), seq)
 }

@@ -36,23 +36,46 @@ func eventTypes(list string) ([]domain.EventType, error) {
 // ScopeEventsRead lets a key follow its org's events over SSE.
 const ScopeEventsRead = "events:read"
 
-// orgEventStream is GET /v1/orgs/{org}/events/stream, for managers.
+// orgEventStream is GET /v1/orgs/{org}/events/stream, for managers. The
+// stream lasts only as long as its caller may manage the org's keys.
 func (s *Server) orgEventStream(w http.ResponseWriter, r *http.Request) {
-	s.streamEvents(w, r, chi.URLParam(r, "org"))
+	org := chi.URLParam(r, "org")
+	s.streamEvents(w, r, org, caller(r.Context()).ExpiresAt, func() (time.Time, error) {
+		p, err := s.authenticate(r)
+		if err == nil {
+			err = p.MayManage(org)
+		}
+		return p.ExpiresAt, err
+	})
 }
 
 // keyEventStream is GET /v1/events/stream, for a key holding events:read:
-// the events of that key's own org, never another's.
+// the events of that key's own org, never another's, for as long as the
+// key may read them.
 func (s *Server) keyEventStream(w http.ResponseWriter, r *http.Request) {
 	var k domain.Key
-	if !s.throttled(w, r, func() (err error) { k, err = s.bearerKey(r); return err }) {
+	var until time.Time
+	if !s.throttled(w, r, func() (err error) { k, until, err = s.bearerKey(r); return err }) {
 		return
 	}
+	if err := mayReadEvents(k); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.streamEvents(w, r, k.OrgID, until, func() (time.Time, error) {
+		k, until, err := s.bearerKey(r)
+		if err == nil {
+			err = mayReadEvents(k)
+		}
+		return until, err
+	})
+}
+
+func mayReadEvents(k domain.Key) error {
 	if !k.HasScope(ScopeEventsRead) {
-		s.fail(w, r, domain.Errorf(domain.EFORBIDDEN, "this key lacks the scope %s", ScopeEventsRead))
-		return
+		return domain.Errorf(domain.EFORBIDDEN, "this key lacks the scope %s", ScopeEventsRead)
 	}
-	s.streamEvents(w, r, k.OrgID)
+	return nil
 }
 
 // streamParams reads where a stream starts (Last-Event-ID, else
@@ -77,7 +100,14 @@ func (s *Server) streamParams(r *http.Request) (after uint64, types []domain.Eve
 // client's pace from the stream, so nothing is buffered for a slow client: a write that
 // takes longer than SlowClientTimeout ends the stream, and the client
 // resumes with Last-Event-ID.
-func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string) {
+//
+// The stream lasts as long as its credential: recheck authorizes it again
+// before every batch and heartbeat, and the stream ends at until (and at
+// whatever end each recheck returns) even while idle. A batch holds only
+// events the projections had applied when it was checked, so that an
+// event read from the stream after the credential's revocation, but before
+// this instance applied that revocation, is never sent.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string, until time.Time, recheck func() (time.Time, error)) {
 	after, types, err := s.streamParams(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -96,6 +126,23 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		}
 		return rc.Flush()
 	}
+	// holds re-checks the credential; when it no longer holds, the stream
+	// says so and ends (a browser's EventSource then reconnects, gets the
+	// 401 or 403, and stops).
+	holds := func() bool {
+		var cause error
+		if !until.IsZero() && !s.Now().Before(until) {
+			cause = domain.Errorf(domain.EUNAUTHENTICATED, "the credential expired")
+		} else {
+			until, cause = recheck()
+		}
+		if cause == nil {
+			return true
+		}
+		s.log.InfoContext(r.Context(), "event stream ended: its credential no longer holds", "code", domain.ErrorCode(cause))
+		_ = write(": the credential of this stream no longer holds\n\n")
+		return false
+	}
 	if write(": keyledger events of "+org+"\n\n") != nil {
 		return
 	}
@@ -105,6 +152,19 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		if err != nil {
 			s.log.WarnContext(r.Context(), "event stream cut: the history cannot be read", "err", err)
 			return
+		}
+		checked := s.Runner.Applied() // what the credential is checked against
+		if !holds() {
+			return
+		}
+		if next > checked {
+			// Read from the stream ahead of what this instance has applied:
+			// those events wait until it has, and are checked then.
+			n := 0
+			for n < len(evs) && evs[n].Seq <= checked {
+				n++
+			}
+			evs, next, more, applied = evs[:n], max(after, checked), false, checked
 		}
 		var batch strings.Builder
 		for _, e := range evs {
@@ -122,14 +182,18 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		if more {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.Heartbeat)
+		wait := s.Heartbeat
+		if !until.IsZero() {
+			wait = max(0, min(wait, until.Sub(s.Now())))
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
 		err = s.Runner.WaitFor(ctx, applied+1)
 		cancel()
 		switch {
 		case r.Context().Err() != nil:
 			return
 		case errors.Is(err, context.DeadlineExceeded):
-			if write(": heartbeat\n\n") != nil {
+			if !holds() || write(": heartbeat\n\n") != nil {
 				return
 			}
 		}

@@ -22,6 +22,7 @@ type sseEvent struct{ id, event, data string }
 type sseStream struct {
 	events   chan sseEvent
 	comments chan string
+	ended    chan struct{} // closed when the server ends the stream
 	cancel   context.CancelFunc
 }
 
@@ -43,9 +44,10 @@ func (h *harness) openStream(path, token string, headers ...string) *sseStream {
 		cancel()
 		h.t.Fatalf("GET %s: %d %s", path, res.StatusCode, body)
 	}
-	s := &sseStream{events: make(chan sseEvent, 1000), comments: make(chan string, 100), cancel: cancel}
+	s := &sseStream{events: make(chan sseEvent, 1000), comments: make(chan string, 100), ended: make(chan struct{}), cancel: cancel}
 	h.t.Cleanup(cancel)
 	go func() {
+		defer close(s.ended)
 		defer res.Body.Close()
 		sc := bufio.NewScanner(res.Body)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)

@@ -230,13 +230,15 @@ func appendJSONString(b []byte, s string) []byte {
 
 // whoami answers the key of Authorization: Bearer <key>, if it is valid.
 // Failures spend the same per-address budget as the manager endpoints.
+// The credential is checked before ?min_seq is read: an unauthenticated
+// request never waits.
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
-	if err := s.minSeq(r); err != nil {
-		s.fail(w, r, err)
+	var k domain.Key
+	if !s.throttled(w, r, func() (err error) { k, _, err = s.bearerKey(r); return err }) {
 		return
 	}
-	var k domain.Key
-	if !s.throttled(w, r, func() (err error) { k, err = s.bearerKey(r); return err }) {
+	if err := s.minSeq(r); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	w.Header()["Cache-Control"] = noStore

@@ -140,12 +140,16 @@ func (a *auditFlags) publicKey(c *common) (ed25519.PublicKey, error) {
 	return priv.Public().(ed25519.PublicKey), nil
 }
 
-// trustSet is what serve trusts: --event-signers (or its former name
-// --pubkey; on the embedded default, <data-dir>/event-signers.pem when it
-// exists) and the public half of the signing key when there is one.
+// trustSet is --event-signers (or its former name --pubkey) exactly, as
+// an auditor pins it; else what serve trusts: on the embedded default
+// <data-dir>/event-signers.pem when it exists, and the public half of the
+// signing key.
 func (a *auditFlags) trustSet(c *common) (*events.Signers, error) {
 	if c.eventSigners == "" {
 		c.eventSigners = a.pubkey
+	}
+	if c.eventSigners != "" {
+		return c.signing.signers(c, nil)
 	}
 	pub, err := a.publicKey(c)
 	if c.signing.signersPath(c) == "" {

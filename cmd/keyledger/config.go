@@ -170,15 +170,19 @@ type serveFlags struct {
 	verifyRateLimit  int
 	writeRateLimit   int
 	maxKeysPerOrg    int
+	rateLimitClients int
 	corsOrigins      string
 	usageFlush       time.Duration
 	checkpointEvery  time.Duration
 	snapshotEvery    uint64
 	commandTimeout   time.Duration
 	readHeader       time.Duration
+	readBody         time.Duration
 	maxInFlight      int
 	maxStreams       int
 	maxStaleness     time.Duration
+	maxWaiting       int
+	maxPerClient     int
 	printConfig      bool
 }
 
@@ -216,14 +220,18 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.IntVar(&f.maxKeysPerOrg, "max-keys-per-org", 100000, "most keys one org may have, revoked ones included; past it a create answers 409 (0: no cap)")
 	fs.IntVar(&f.writeRateLimit, "write-rate-limit", 60, "successful creates and rotations allowed per credential (key or person) per minute, in bursts of as many; revocations are never limited (0: no limit)")
+	fs.IntVar(&f.rateLimitClients, "rate-limit-clients", khttp.DefaultRateLimitClients, "clients (IPv4 addresses, IPv6 /64s) each rate limit tracks; past it, untracked clients share one budget")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
 	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
-	fs.IntVar(&f.maxInFlight, "max-in-flight", 1024, "requests served at once; past it, 503 at once")
-	fs.IntVar(&f.maxStreams, "max-event-streams", 256, "event streams open at once; past it, 503 at once")
 	fs.DurationVar(&f.maxStaleness, "max-staleness", 0, "fail closed: once NATS has been unreachable this long, verifications and key sign-ins answer 503 (0: keep answering from memory)")
+	fs.DurationVar(&f.readBody, "read-body-timeout", khttp.DefaultReadBodyTimeout, "how long a client may take to send a request body, which is read before the request takes a slot")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", khttp.DefaultMaxInFlight, "requests served at once; past it, 503 at once")
+	fs.IntVar(&f.maxStreams, "max-event-streams", khttp.DefaultMaxStreams, "event streams open at once; past it, 503 at once")
+	fs.IntVar(&f.maxWaiting, "max-waiting", khttp.DefaultMaxWaiting, "requests waiting at once for a sequence (?min_seq, a write for its own event), which hold no request slot; past it, 503 at once")
+	fs.IntVar(&f.maxPerClient, "max-in-flight-per-client", khttp.DefaultMaxInFlightPerClient, "requests and streams one client (IPv4 address, IPv6 /64) may have under way; past it, 429 at once (0: no limit)")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 	return fs, f
@@ -243,6 +251,20 @@ func (f *serveFlags) check() error {
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	for name, v := range map[string]int{"--max-in-flight": f.maxInFlight, "--max-event-streams": f.maxStreams, "--max-waiting": f.maxWaiting} {
+		if v < 1 {
+			return fmt.Errorf("%s must be at least 1", name)
+		}
+	}
+	if f.maxPerClient < 0 {
+		return fmt.Errorf("--max-in-flight-per-client must be 0 (no limit) or more")
+	}
+	if f.readBody <= 0 || f.readHeader <= 0 {
+		return fmt.Errorf("--read-header-timeout and --read-body-timeout must be more than 0")
+	}
+	if f.rateLimitClients < 1 {
+		return fmt.Errorf("--rate-limit-clients must be at least 1")
 	}
 	if f.natsListen != "" && f.natsURL != "" {
 		return fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")

@@ -93,10 +93,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxInFlight:      f.maxInFlight,
 		MaxStreams:       f.maxStreams,
 		MaxStaleness:     f.maxStaleness,
+		MaxWaiting:       f.maxWaiting,
+		ReadBodyTimeout:  f.readBody,
 		AuthFailureLimit: khttp.Limit{Per: f.authFailureLimit, Every: time.Minute},
 		VerifyLimit:      khttp.Limit{Per: f.verifyRateLimit, Every: time.Second},
 		WriteLimit:       khttp.Limit{Per: f.writeRateLimit, Every: time.Minute},
+		RateLimitClients: f.rateLimitClients,
 		CORSOrigins:      splitList(f.corsOrigins),
+	}
+	api.MaxInFlightPerClient = f.maxPerClient
+	if f.maxPerClient == 0 {
+		api.MaxInFlightPerClient = -1 // the flag's 0 is "no limit"; the Server's is its default
 	}
 	if f.oidcIssuer != "" {
 		api.OIDC = khttp.NewOIDC(bg.ctx, khttp.OIDCConfig{
@@ -161,10 +168,12 @@ func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Log
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: f.readHeader,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		// No ReadTimeout: headers have ReadHeaderTimeout and bodies the
+		// API's own --read-body-timeout, each on its own, so that one
+		// cannot eat into the other.
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 	}
 	ln, err := net.Listen("tcp", f.httpAddr)
 	if err != nil {

@@ -251,7 +251,7 @@ func (e ListKeysParamsStatus) Valid() bool {
 	}
 }
 
-// Actor Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+// Actor Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 type Actor struct {
 	Id   string    `json:"id"`
 	Kind ActorKind `json:"kind"`
@@ -294,7 +294,7 @@ type ErrorDetail struct {
 
 // Event The envelope of every event, as stored in the stream, with its stream sequence. The API leaves out events of types it does not know.
 type Event struct {
-	// Actor Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// Actor Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	Actor Actor `json:"actor"`
 
 	// Data By `type`: KeyCreated, KeyRotated or KeyRevoked data.
@@ -396,7 +396,7 @@ type Key struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	CreatedAt Timestamp `json:"created_at"`
 
-	// CreatedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// CreatedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	CreatedBy Actor `json:"created_by"`
 
 	// ExpiresAt An RFC 3339 instant in UTC, to the microsecond, or null.
@@ -440,7 +440,7 @@ type KeyAsOf struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	CreatedAt Timestamp `json:"created_at"`
 
-	// CreatedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// CreatedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	CreatedBy Actor `json:"created_by"`
 
 	// ExpiresAt An RFC 3339 instant in UTC, to the microsecond, or null.
@@ -456,7 +456,7 @@ type KeyAsOf struct {
 	// Examples: 2026-11-26T10:00:00.123456Z
 	LastChangedAt Timestamp `json:"last_changed_at"`
 
-	// LastChangedBy Who made a change: a key (its id and name), a person (their subject and email), or `system` for `keyledger bootstrap`.
+	// LastChangedBy Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	LastChangedBy Actor `json:"last_changed_by"`
 
 	// LastUsedAt The minute of the key's latest use seen by any instance; null if none.
@@ -710,7 +710,7 @@ type StreamEventsParams struct {
 
 // ListOrgEventsParams defines parameters for ListOrgEvents.
 type ListOrgEventsParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// AfterSeq Start after this stream sequence; 0, the default, is the beginning.
@@ -749,7 +749,7 @@ type StreamOrgEventsParams struct {
 
 // ListKeysParams defines parameters for ListKeys.
 type ListKeysParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// Status Which keys: every key that is not revoked when absent; `all` adds the revoked ones.
@@ -788,7 +788,7 @@ type RevokeKeyParams struct {
 
 // GetKeyParams defines parameters for GetKey.
 type GetKeyParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// IfNoneMatch The ETag of a copy the caller holds: 304 while the key is still at that version.
@@ -797,7 +797,7 @@ type GetKeyParams struct {
 
 // ListKeyEventsParams defines parameters for ListKeyEvents.
 type ListKeyEventsParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 
 	// AfterSeq Start after this stream sequence; 0, the default, is the key's first event.
@@ -818,13 +818,13 @@ type RotateKeyParams struct {
 
 // VerifyKeyParams defines parameters for VerifyKey.
 type VerifyKeyParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
 // WhoamiParams defines parameters for Whoami.
 type WhoamiParams struct {
-	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`); 503 `unavailable` if it has not within the wait timeout. 0, the default, does not wait.
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
@@ -3124,6 +3124,12 @@ type GetPageAssetResponse404Headers struct {
 	XRequestId string
 }
 
+// GetPageAssetResponse429Headers the declared response headers of an HTTP 429 response for GetPageAsset
+type GetPageAssetResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetPageAssetResponse503Headers the declared response headers of an HTTP 503 response for GetPageAsset
 type GetPageAssetResponse503Headers struct {
 	RetryAfter             int
@@ -3142,6 +3148,8 @@ type GetPageAssetResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -3150,6 +3158,8 @@ type GetPageAssetResponse struct {
 	Headers200 *GetPageAssetResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetPageAssetResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetPageAssetResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetPageAssetResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -3159,6 +3169,11 @@ type GetPageAssetResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetPageAssetResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetPageAssetResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -3322,6 +3337,12 @@ type GetOpenAPIDocumentResponse200Headers struct {
 	XRequestId string
 }
 
+// GetOpenAPIDocumentResponse429Headers the declared response headers of an HTTP 429 response for GetOpenAPIDocument
+type GetOpenAPIDocumentResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetOpenAPIDocumentResponse503Headers the declared response headers of an HTTP 503 response for GetOpenAPIDocument
 type GetOpenAPIDocumentResponse503Headers struct {
 	RetryAfter             int
@@ -3340,12 +3361,16 @@ type GetOpenAPIDocumentResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *map[string]interface{}
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Internal
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *GetOpenAPIDocumentResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetOpenAPIDocumentResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetOpenAPIDocumentResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -3355,6 +3380,11 @@ type GetOpenAPIDocumentResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetOpenAPIDocumentResponse) GetJSON200() *map[string]interface{} {
 	return r.JSON200
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetOpenAPIDocumentResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -3578,6 +3608,12 @@ type GetAuditPublicKeyResponse404Headers struct {
 	XRequestId string
 }
 
+// GetAuditPublicKeyResponse429Headers the declared response headers of an HTTP 429 response for GetAuditPublicKey
+type GetAuditPublicKeyResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetAuditPublicKeyResponse503Headers the declared response headers of an HTTP 503 response for GetAuditPublicKey
 type GetAuditPublicKeyResponse503Headers struct {
 	RetryAfter             int
@@ -3596,6 +3632,8 @@ type GetAuditPublicKeyResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -3604,6 +3642,8 @@ type GetAuditPublicKeyResponse struct {
 	Headers200 *GetAuditPublicKeyResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetAuditPublicKeyResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetAuditPublicKeyResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetAuditPublicKeyResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -3613,6 +3653,11 @@ type GetAuditPublicKeyResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetAuditPublicKeyResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetAuditPublicKeyResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -5465,6 +5510,12 @@ type GetManagerPageResponse404Headers struct {
 	XRequestId string
 }
 
+// GetManagerPageResponse429Headers the declared response headers of an HTTP 429 response for GetManagerPage
+type GetManagerPageResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
 // GetManagerPageResponse503Headers the declared response headers of an HTTP 503 response for GetManagerPage
 type GetManagerPageResponse503Headers struct {
 	RetryAfter             int
@@ -5483,6 +5534,8 @@ type GetManagerPageResponse struct {
 	HTTPResponse *http.Response
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *Unavailable
 	// JSONDefault the response for an HTTP default `application/json` response
@@ -5491,6 +5544,8 @@ type GetManagerPageResponse struct {
 	Headers200 *GetManagerPageResponse200Headers
 	// Headers404 the parsed response headers for an HTTP 404 response
 	Headers404 *GetManagerPageResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetManagerPageResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetManagerPageResponse503Headers
 	// HeadersDefault the parsed response headers for an HTTP default response
@@ -5500,6 +5555,11 @@ type GetManagerPageResponse struct {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r GetManagerPageResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetManagerPageResponse) GetJSON429() *RateLimited {
+	return r.JSON429
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -5912,6 +5972,13 @@ func ParseGetPageAssetResponse(rsp *http.Response) (*GetPageAssetResponse, error
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5949,6 +6016,23 @@ func ParseGetPageAssetResponse(rsp *http.Response) (*GetPageAssetResponse, error
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetPageAssetResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetPageAssetResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -6121,6 +6205,13 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6148,6 +6239,23 @@ func ParseGetOpenAPIDocumentResponse(rsp *http.Response) (*GetOpenAPIDocumentRes
 			headers.XRequestId = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetOpenAPIDocumentResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetOpenAPIDocumentResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -6413,6 +6521,13 @@ func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyRespo
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -6457,6 +6572,23 @@ func ParseGetAuditPublicKeyResponse(rsp *http.Response) (*GetAuditPublicKeyRespo
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetAuditPublicKeyResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetAuditPublicKeyResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -8979,6 +9111,13 @@ func ParseGetManagerPageResponse(rsp *http.Response) (*GetManagerPageResponse, e
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Unavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -9016,6 +9155,23 @@ func ParseGetManagerPageResponse(rsp *http.Response) (*GetManagerPageResponse, e
 			headers.XRequestId = value
 		}
 		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetManagerPageResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetManagerPageResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {

@@ -6,6 +6,7 @@ package apitest
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -22,6 +23,29 @@ type Options struct {
 	Logger *slog.Logger // quiet when nil
 	// Configure changes the API before it starts serving.
 	Configure func(*khttp.Server)
+	// Wrap, when set, wraps the API's handler on the HTTP server: a test
+	// stands in for the network there, e.g. to give requests the peer
+	// addresses of many clients, which loopback alone cannot.
+	Wrap func(http.Handler) http.Handler
+	// BeforeApply, when set, is called with each event the projections'
+	// feed delivers, before they apply it: a test that blocks there makes
+	// the instance fall behind the stream, as a slow or partitioned
+	// instance does. The instance's own appends are still offered at once.
+	BeforeApply func(domain.Event)
+}
+
+// feedHook is the store as the projections follow it, with a call before
+// each event is handed on.
+type feedHook struct {
+	projections.Source
+	before func(domain.Event)
+}
+
+func (f feedHook) Follow(ctx context.Context, from uint64, fn func(domain.Event) error) error {
+	return f.Source.Follow(ctx, from, func(e domain.Event) error {
+		f.before(e)
+		return fn(e)
+	})
 }
 
 // API is a running instance.
@@ -58,7 +82,11 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	}
 	table := projections.NewTable()
 	listing, index := table.Listing(), table.Index()
-	runner := projections.NewRunner(store, o.Logger, table)
+	var src projections.Source = store
+	if o.BeforeApply != nil {
+		src = feedHook{store, o.BeforeApply}
+	}
+	runner := projections.NewRunner(src, o.Logger, table)
 	store.UseCache(listing)
 	store.UseVerdicts(table)
 	store.OnAppended(runner.Offer)
@@ -71,7 +99,11 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if o.Configure != nil {
 		o.Configure(a.Server)
 	}
-	a.HTTP = httptest.NewServer(a.Server.Handler())
+	handler := a.Server.Handler()
+	if o.Wrap != nil {
+		handler = o.Wrap(handler)
+	}
+	a.HTTP = httptest.NewServer(handler)
 	a.URL = a.HTTP.URL
 	a.Stop = func() { a.HTTP.Close(); cancel(); <-done }
 	t.Cleanup(a.Stop)
