@@ -1,0 +1,136 @@
+package http_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyledger/keyledger/events"
+)
+
+// These tests were written while red-teaming the signing of events (issue
+// 15) and the trust items of issue 14. Each shows a hole that is still
+// open: it fails on the code as it stands.
+
+// republish copies, as anyone holding the NATS service credential can, the
+// message stored at seq — subject, body and keyledger's signature headers,
+// not its Nats-Msg-Id — to the end of the stream, and waits until h has
+// applied it. The signature covers the subject and the body only: the copy
+// verifies as well as the original.
+func republish(t *testing.T, h *harness, seq uint64) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := h.env.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := &nats.Msg{Subject: raw.Subject, Data: raw.Data, Header: nats.Header{}}
+	for _, name := range []string{events.SignerHeader, events.SignatureHeader} {
+		copied.Header[name] = raw.Header[name]
+	}
+	ack, err := h.env.JS.PublishMsg(ctx, copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.caughtUp()
+	return ack.Sequence
+}
+
+// TestAttackReplayedRotationRevivesARotatedAwaySecret: a key is rotated
+// (value 1), then rotated again without grace because value 1 leaked. The
+// insider republishes the genuine, signed KeyRotated that issued value 1.
+// Its signature verifies (it binds neither the sequence nor the key's
+// chain), and the projections apply a rotation whose prev_hash is not the
+// key's last event: value 1 is VALID again, and the owner's current value
+// is pushed out to EXPIRED.
+func TestAttackReplayedRotationRevivesARotatedAwaySecret(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "billing", "scopes": []string{"invoices:read"}})
+	leaked := h.rotate("acme", k.Key.ID, admin, nil)
+	current := h.rotate("acme", k.Key.ID, admin, nil) // value 1 leaked: rotated away at once
+	if v := h.verify(leaked.Secret); v.Code != "EXPIRED" {
+		t.Fatalf("the leaked value answers %s before the attack, want EXPIRED", v.Code)
+	}
+
+	republish(t, h, leaked.Key.Version)
+
+	if v := h.verify(leaked.Secret); v.Valid {
+		t.Errorf("the rotated-away (leaked) value answers %s after a copy of its KeyRotated was republished: it is alive again", v.Code)
+	}
+	if v := h.verify(current.Secret); !v.Valid {
+		t.Errorf("the key's current value answers %s after the replay, want VALID: its owner is locked out", v.Code)
+	}
+}
+
+// TestAttackReplayedCreationMakesAKeyUnrevocable: the insider republishes
+// the genuine, signed KeyCreated of a key (say, a stolen one). The
+// projections refuse to create it twice but count it as keyledger's; the
+// command path then rebuilds the key from its history, which now holds two
+// creations, and fails: the key can no longer be revoked nor rotated, and
+// keeps verifying VALID.
+func TestAttackReplayedCreationMakesAKeyUnrevocable(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	stolen := h.create("acme", admin, map[string]any{"name": "ci deploy", "scopes": []string{"invoices:read"}})
+
+	republish(t, h, stolen.Key.Version)
+
+	res := h.request("DELETE", "/v1/orgs/acme/keys/"+stolen.Key.ID, admin, map[string]string{"reason": "stolen"})
+	if res.StatusCode != http.StatusNoContent {
+		t.Errorf("revoking the key after a copy of its KeyCreated was republished: %d %s, want 204", res.StatusCode, res.body)
+	}
+	if v := h.verify(stolen.Secret); v.Code != "REVOKED" {
+		t.Errorf("the stolen key answers %s after its revocation was asked, want REVOKED", v.Code)
+	}
+	res = h.request("POST", "/v1/orgs/acme/keys/"+stolen.Key.ID+"/rotate", admin, nil)
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusConflict && res.StatusCode != 410 {
+		t.Errorf("rotating the key after the replay: %d %s", res.StatusCode, res.body)
+	}
+}
+
+// TestAttackExpiringKeyOutlivesItsExpiry: a management key made to last
+// an hour (a contractor's, an incident's) may give a new key only scopes
+// it holds, but any lifetime: it mints a keys:manage key that never
+// expires, or rotates a peer management key that never expires and
+// receives its new value. When the hour is up, the holder still manages
+// the org's keys.
+func TestAttackExpiringKeyOutlivesItsExpiry(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	hour := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	temp := h.create("acme", admin, map[string]any{"name": "contractor, one hour", "scopes": []string{"keys:manage"}, "expires_at": hour})
+	peer := h.create("acme", admin, map[string]any{"name": "ops", "scopes": []string{"keys:manage"}})
+
+	var minted struct {
+		Key struct {
+			ExpiresAt *string `json:"expires_at"`
+		}
+	}
+	res := h.request("POST", "/v1/orgs/acme/keys", temp.Secret, map[string]any{"name": "backdoor", "scopes": []string{"keys:manage"}})
+	if res.StatusCode == http.StatusCreated {
+		res.json(t, &minted)
+		if minted.Key.ExpiresAt == nil || *minted.Key.ExpiresAt > hour {
+			t.Errorf("a key expiring at %s minted a keys:manage key expiring at %v", hour, deref(minted.Key.ExpiresAt))
+		}
+	}
+	res = h.request("POST", "/v1/orgs/acme/keys/"+peer.Key.ID+"/rotate", temp.Secret, nil)
+	if res.StatusCode == http.StatusOK {
+		t.Errorf("a key expiring at %s rotated a never-expiring keys:manage key and holds its new value", hour)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "never"
+	}
+	return *s
+}
