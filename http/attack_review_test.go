@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/keyledger/keyledger/events"
+	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/internal/natstest"
 )
 
 // These tests were written while red-teaming the signing of events (issue
@@ -133,4 +135,50 @@ func deref(s *string) string {
 		return "never"
 	}
 	return *s
+}
+
+// TestAttackPausedFeedKeepsARevokedKeyValid: the insider pauses (JetStream
+// consumer pause, an hour) the ordered consumer an instance follows the
+// stream with; its NATS connection stays up. A revocation made on another
+// instance never reaches it: the revoked key keeps answering VALID there,
+// /readyz stays 200, and --max-staleness, which watches only the NATS
+// connection, never fails it closed (the verifier package, which compares
+// what it applied with the stream's last sequence, would).
+func TestAttackPausedFeedKeepsARevokedKeyValid(t *testing.T) {
+	env := natstest.Start(t)
+	a := instance(t, env, func(s *khttp.Server) {
+		s.MaxStaleness = time.Second
+		s.Unreachable = func() time.Time { return time.Time{} } // the connection is up
+	})
+	b := instance(t, env, nil)
+	admin := a.bootstrap("acme")
+	k := a.create("acme", admin, map[string]any{"name": "stolen"})
+	b.caughtUp()
+	ctx := context.Background()
+	stream, err := env.JS.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if _, err := env.JS.PauseConsumer(ctx, events.StreamName, name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.must(http.StatusNoContent, "DELETE", "/v1/orgs/acme/keys/"+k.Key.ID, admin, map[string]string{"reason": "stolen"})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := a.request("POST", "/v1/verify", "", map[string]string{"key": k.Secret})
+		var v verifyView
+		res.json(t, &v)
+		if res.StatusCode == http.StatusServiceUnavailable || v.Code == "REVOKED" {
+			return
+		}
+		if time.Now().After(deadline) {
+			ready := a.request("GET", "/readyz", "", nil)
+			t.Fatalf("10 s after its revocation on another instance, the key still answers %d %s on this one (max staleness 1s; /readyz %d)", res.StatusCode, v.Code, ready.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
