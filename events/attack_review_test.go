@@ -428,3 +428,63 @@ func TestAttackSubscriberRetargetsAnotherServicesConsumer(t *testing.T) {
 		t.Error("the subscriber made a durable consumer, which never expires and which it may not delete")
 	}
 }
+
+// TestAttackStaleTrustSetVoidsARevocationForGood: a new signer is rolled
+// out. Instance B already trusts it and signs with it; instance A has not
+// been reloaded yet. A revocation made through B is refused by A (unknown
+// signer), and A's next checkpoint lists it as untrusted. The rollout
+// completes: A trusts B's key. A never judges the refused revocation
+// again, so the key stays VALID there; and every replay from then on —
+// B's own after a restart, every service's verifier — takes the signed
+// checkpoint's "untrusted" over the event's valid signature: the
+// revocation is void for good, everywhere, and the audit cries "trust
+// sets differ" for ever.
+func TestAttackStaleTrustSetVoidsARevocationForGood(t *testing.T) {
+	env := natstest.Start(t) // instance A: signs with its key, trusts only it
+	ctx := context.Background()
+	newKey := newSigner(t)
+	both, err := env.Signers.With(newKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Attach(ctx, env.JS, events.Config{Logger: natstest.Quiet(), Signer: newKey, Signers: both})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen, err := (&domain.Keys{Store: env.Store}).Create(ctx, domain.CreateKey{OrgID: "acme", Name: "stolen", By: asSystem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tableA, _ := follow(t, env.Store)
+	env.Store.UseVerdicts(tableA)
+	if _, err := (&domain.Keys{Store: b}).Revoke(ctx, "acme", stolen.Key.ID, domain.RevokeKey{By: asSystem, Reason: "stolen"}); err != nil {
+		t.Fatal(err)
+	}
+	last := env.LastSeq(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for tableA.LastSeq() < last && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, _, err := (&events.Checkpointer{Store: env.Store, Logger: natstest.Quiet()}).Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The rollout completes: A trusts the new key too.
+	if err := env.Store.SetSigners(both); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if got := tableA.Index().Verify(stolen.Secret, now).Code; got != domain.VerifyRevoked {
+		t.Errorf("instance A, reloaded with the full trust set: the revoked key answers %s", got)
+	}
+	restarted, err := events.Attach(ctx, env.JS, events.Config{Logger: natstest.Quiet(), Signer: newKey, Signers: both})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := follow(t, restarted) // B restarting, or any service's verifier
+	if got := fresh.Index().Verify(stolen.Secret, now).Code; got != domain.VerifyRevoked {
+		t.Errorf("a replay with the full trust set: the key revoked through B answers %s", got)
+	}
+	r := audit(t, b, both, nil)
+	t.Logf("audit with the full trust set: %v", r.Finding)
+}

@@ -182,3 +182,42 @@ func TestAttackPausedFeedKeepsARevokedKeyValid(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestAttackWriteLimitMultipliesThroughMintedKeys: the write limit is kept
+// per actor, and a management key mints actors. A stolen management key
+// spends its budget on new keys holding keys:manage, each of which has a
+// budget of its own: within one window the budget grows geometrically
+// (here 3, then 3 × 3, ...), up to the keys-per-org cap, and every one of
+// those keys may rotate itself at the full rate, with no cap at all. The
+// README's "one stolen management key cannot grow the stream by more than
+// 86,400 events a day" does not hold.
+func TestAttackWriteLimitMultipliesThroughMintedKeys(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
+		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+	})
+	stolen := h.bootstrap("acme")
+	written := 0
+	var children []issued
+	for {
+		res := h.request("POST", "/v1/orgs/acme/keys", stolen, map[string]any{"name": "child", "scopes": []string{"keys:manage"}})
+		if res.StatusCode != http.StatusCreated {
+			break
+		}
+		var c issued
+		res.json(t, &c)
+		children = append(children, c)
+		written++
+	}
+	for _, c := range children {
+		for {
+			res := h.request("POST", "/v1/orgs/acme/keys/"+c.Key.ID+"/rotate", c.Secret, map[string]any{"grace_period_seconds": 3600})
+			if res.StatusCode != http.StatusOK {
+				break
+			}
+			written++
+		}
+	}
+	if written > 3 {
+		t.Errorf("one stolen management key, with a write limit of 3 an hour, appended %d creates and rotations within the hour", written)
+	}
+}
