@@ -221,3 +221,46 @@ func TestAttackWriteLimitMultipliesThroughMintedKeys(t *testing.T) {
 		t.Errorf("one stolen management key, with a write limit of 3 an hour, appended %d creates and rotations within the hour", written)
 	}
 }
+
+// TestAttackAuditHeadScansJunkForAnyone: GET /v1/audit/head needs no
+// credential. When the checkpoint subject ends with junk, the head is
+// looked for by scanning every message after the newest signed checkpoint
+// the instance knows — on every request, since junk never becomes the
+// known head, and under the checkpointer's lock. With the insider's junk
+// in place (and, on a quiet system, no new checkpoint to end it), every
+// anonymous request makes the server deliver all of it again.
+func TestAttackAuditHeadScansJunkForAnyone(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	h.create("acme", admin, map[string]any{"name": "k"})
+	ctx := context.Background()
+	cp := &events.Checkpointer{Store: h.env.Store}
+	if wrote, _, err := cp.Once(ctx); err != nil || !wrote {
+		t.Fatalf("checkpoint: %v %v", wrote, err)
+	}
+	const junk = 5000
+	for range junk {
+		h.env.JS.PublishAsync(events.CheckpointSubject, []byte("junk"))
+	}
+	select {
+	case <-h.env.JS.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("junk not acknowledged")
+	}
+	h.must(http.StatusOK, "GET", "/v1/audit/head", "", nil) // the instance learns the head
+	outMsgs := func() int64 {
+		v, err := h.env.Embedded.Server.Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.OutMsgs
+	}
+	out := outMsgs()
+	const requests = 5
+	for range requests {
+		h.must(http.StatusOK, "GET", "/v1/audit/head", "", nil)
+	}
+	if per := (outMsgs() - out) / requests; per > junk/10 {
+		t.Errorf("each anonymous GET /v1/audit/head made the server deliver %d messages (%d junk messages on the checkpoint subject)", per, junk)
+	}
+}

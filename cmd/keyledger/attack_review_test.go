@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,4 +44,40 @@ func TestAttackAuditPrintsTheForgersTerminalEscapes(t *testing.T) {
 	if strings.ContainsAny(out, "\x1b\r") {
 		t.Errorf("audit verify writes the forger's control characters to the auditor's terminal:\n%q", out)
 	}
+}
+
+// TestAttackWritableTrustSetIsUsed: the trust set decides whose signature
+// mints keys, as authorized_keys decides who logs in — and ssh refuses an
+// authorized_keys its group or others may write. keyledger checks the
+// mode of its signing key, never of --event-signers (nor of
+// <data-dir>/event-signers.pem, read by default): a trust set anyone may
+// write is used, and whoever adds their key to it signs events that
+// count.
+func TestAttackWritableTrustSetIsUsed(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_HTTP_ADDR=" + addr}
+	serveProcess(t, dir, addr, env).stop(t)
+	own, err := events.LoadOrCreateSigningKey(filepath.Join(dir, "data", "audit-signing-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _, _ := ed25519.GenerateKey(rand.Reader)
+	signers := filepath.Join(t.TempDir(), "event-signers.pem")
+	pemFile := append(events.PublicKeyPEM(own.Public().(ed25519.PublicKey)), events.PublicKeyPEM(stranger)...)
+	if err := os.WriteFile(signers, pemFile, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(signers, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := runBriefly(t, dir, append(env, "KEYLEDGER_EVENT_SIGNERS="+signers), "serve")
+	if err == nil {
+		t.Errorf("serve with a trust set of mode 0666 ran, trusting whoever may write it:\n%s", lastLines(stderr, 3))
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
