@@ -4,13 +4,19 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/natstest"
 )
@@ -80,4 +86,81 @@ func TestAttackWritableTrustSetIsUsed(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestAttackOneStepKeyReplacementKeepsTheStolenKey: the signing key is
+// stolen. The operator does what an incident calls for in one step: puts
+// a new key in the key file, retires the stolen one in the trust set, and
+// sends SIGHUP. The reload checks the new trust set against the key in
+// use before switching to the new key, finds the key in use retired, and
+// refuses the whole reload, "keeping the ones in use": the instance goes
+// on signing with the stolen key and trusting everything it signs.
+func TestAttackOneStepKeyReplacementKeepsTheStolenKey(t *testing.T) {
+	dir := t.TempDir()
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	env := []string{"KEYLEDGER_HTTP_ADDR=" + addr, "KEYLEDGER_NATS_LISTEN=" + natsAddr}
+	if _, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin"); err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	p := serveProcess(t, dir, addr, env)
+	keyFile := filepath.Join(dir, "data", "audit-signing-key.pem")
+	stolen, err := events.LoadOrCreateSigningKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPub := string(events.PublicKeyPEM(stolen.Public().(ed25519.PublicKey)))
+	newKey := filepath.Join(dir, "new-signing-key.pem")
+	newPub, _, err := runBinary(t, dir, nil, "keygen", newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ready := call(t, "GET", p.url+"/readyz", "", "")
+	var r struct {
+		AppliedSeq uint64 `json:"applied_seq"`
+	}
+	_ = json.Unmarshal([]byte(ready), &r)
+	retired := strings.Replace(oldPub, "-----BEGIN PUBLIC KEY-----\n", fmt.Sprintf("-----BEGIN PUBLIC KEY-----\n%s: %d\n\n", events.RetiredAfterHeader, r.AppliedSeq), 1)
+	if err := os.WriteFile(filepath.Join(dir, "data", "event-signers.pem"), []byte(retired+newPub), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(newKey, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	before := p.stderr.String()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after := strings.TrimPrefix(p.stderr.String(), before)
+		if strings.Contains(after, "SIGHUP:") {
+			t.Errorf("the one-step replacement was refused, and the stolen key stays in use:\n%s", lastLines(after, 1))
+			break
+		}
+		if strings.Contains(after, "signing events and checkpoints") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no word of the reload within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, pub := call(t, "GET", p.url+"/v1/audit/pubkey", "", "")
+	if pub == oldPub {
+		t.Error("after the SIGHUP the instance still signs with the stolen key")
+	}
+	// The thief's event, signed after the retirement point.
+	js := insider(t, dir, natsAddr)
+	secret, _ := domain.GenerateSecret(domain.DefaultPrefix, nil)
+	e, _ := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "thief", Scopes: []string{domain.ScopeManage}, By: domain.SystemPrincipal("x", "x")}, time.Now(), 0, secret)
+	body, _ := events.Encode(e)
+	m := &nats.Msg{Subject: events.Subject("acme", e.KeyID, domain.TypeKeyCreated), Data: body}
+	events.NewSigner(stolen).SignEvent(m)
+	ack, err := js.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := verifyCode(t, p.url, secret, ack.Sequence); got == domain.VerifyValid {
+		t.Error("the thief's key, signed with the stolen key after the point it was retired at, verifies VALID")
+	}
 }
