@@ -335,12 +335,13 @@ func TestAttackJunkOnAKeysSubjectsBlocksItsRevocation(t *testing.T) {
 
 // TestAttackRecreatedStreamWithoutARevocationIsServed: the service
 // credential may delete the stream. The insider copies every message,
-// deletes KEYLEDGER, recreates it and publishes back every event but the
-// revocation of a stolen key, and no checkpoint. Each event's signature
-// covers its subject and body only, not its place, so every copy verifies;
-// with no checkpoint in the stream nothing says a revocation was there.
-// An instance (re)starting on it serves the stolen key as VALID, without a
-// word: only `audit verify` (no checkpoint, or --anchor) objects.
+// deletes KEYLEDGER, recreates it and publishes back every message but the
+// revocation of a stolen key and the checkpoint after it. Each event's
+// signature covers its subject and body only, not its place, so every
+// copy verifies; the revocation was its key's last event, so no chain
+// breaks. An instance (re)starting on it serves the stolen key as VALID,
+// without a word, and `audit verify` answers intact: only an anchor saved
+// after the revocation objects.
 func TestAttackRecreatedStreamWithoutARevocationIsServed(t *testing.T) {
 	env := natstest.Start(t)
 	ctx := context.Background()
@@ -352,16 +353,25 @@ func TestAttackRecreatedStreamWithoutARevocationIsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cp := &events.Checkpointer{Store: env.Store}
+	if _, _, err := cp.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, _, err := cp.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	revoked, err := keys.Revoke(ctx, "acme", stolen.Key.ID, domain.RevokeKey{By: asSystem, Reason: "stolen"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := (&events.Checkpointer{Store: env.Store}).Once(ctx); err != nil {
+	if _, _, err := cp.Once(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Everything but the revocation and the checkpoint after it.
 	var keep []events.Msg
 	for _, m := range messages(t, env.Store) {
-		if m.IsEvent() && m.Seq != revoked.Version {
+		if m.Seq <= first.Seq || m.IsEvent() && m.Seq != revoked.Version {
 			keep = append(keep, m)
 		}
 	}
@@ -378,6 +388,8 @@ func TestAttackRecreatedStreamWithoutARevocationIsServed(t *testing.T) {
 	if got := table.Index().Verify(stolen.Secret, time.Now()).Code; got == domain.VerifyValid {
 		t.Errorf("an instance starting on the recreated stream serves the revoked key as VALID (%d events refused, nothing reported)", runner.Rejected())
 	}
+	r := audit(t, store, env.Signers, nil)
+	t.Logf("audit without an anchor: intact %v, finding %v, signed up to %d of %d", r.Intact(), r.Finding, r.SignedUpTo, r.LastSeq)
 }
 
 // TestAttackSubscriberRetargetsAnotherServicesConsumer: the read-only
@@ -388,7 +400,9 @@ func TestAttackRecreatedStreamWithoutARevocationIsServed(t *testing.T) {
 // rewrite that service's durable consumer: here its filter, so that no
 // event — no revocation — reaches that service again. It may also make
 // durable consumers of its own, which the README says it cannot, and
-// which it can then never delete.
+// which it can then never delete; and it may pull from another service's
+// durable consumer (CONSUMER.MSG.NEXT.KEYLEDGER.>), holding back what it
+// pulls.
 func TestAttackSubscriberRetargetsAnotherServicesConsumer(t *testing.T) {
 	env := natstest.StartListening(t)
 	ctx := context.Background()
@@ -415,6 +429,16 @@ func TestAttackSubscriberRetargetsAnotherServicesConsumer(t *testing.T) {
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// It pulls the service's messages and never acknowledges them (it may
+	// not publish to $JS.ACK): each is withheld from the service for the
+	// consumer's ack wait, and dropped for it once MaxDeliver is reached.
+	if theirs, err := stream.Consumer(ctx, "billing-service"); err == nil {
+		if batch, err := theirs.Fetch(1, jetstream.FetchMaxWait(2*time.Second)); err == nil {
+			for m := range batch.Messages() {
+				t.Errorf("the subscriber pulled %s from another service's durable consumer, unacknowledged", m.Subject())
+			}
+		}
 	}
 	_, _ = stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "billing-service", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "keyledger.events.nobody.>"})
 	c, err := svc.Consumer(ctx, "billing-service")
