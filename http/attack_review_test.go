@@ -264,3 +264,36 @@ func TestAttackAuditHeadScansJunkForAnyone(t *testing.T) {
 		t.Errorf("each anonymous GET /v1/audit/head made the server deliver %d messages (%d junk messages on the checkpoint subject)", per, junk)
 	}
 }
+
+// TestAttackStolenKeyBricksTheOrgForGood: revoked keys count against the
+// keys-per-org cap, and no key is ever removed. A stolen management key
+// (with the keys it mints, each with a write budget of its own) fills the
+// org up to the cap; revoking every one of them gives nothing back: the
+// org can never create a key again, not even by a manager.
+func TestAttackStolenKeyBricksTheOrgForGood(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
+		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+		s.Keys.MaxPerOrg = 10
+	})
+	admin := h.bootstrap("acme")
+	stolen := h.create("acme", admin, map[string]any{"name": "stolen", "scopes": []string{"keys:manage"}})
+	minted := []issued{stolen}
+	for i := 0; i < len(minted); i++ {
+		for {
+			res := h.request("POST", "/v1/orgs/acme/keys", minted[i].Secret, map[string]any{"name": "filler", "scopes": []string{"keys:manage"}})
+			if res.StatusCode != http.StatusCreated {
+				break
+			}
+			var c issued
+			res.json(t, &c)
+			minted = append(minted, c)
+		}
+	}
+	for _, k := range minted {
+		h.request("DELETE", "/v1/orgs/acme/keys/"+k.Key.ID, admin, nil)
+	}
+	res := h.request("POST", "/v1/orgs/acme/keys", admin, map[string]any{"name": "after the incident"})
+	if res.StatusCode != http.StatusCreated {
+		t.Errorf("after one stolen key minted %d keys and all were revoked, the org's admin cannot create a key: %d %s", len(minted)-1, res.StatusCode, res.body)
+	}
+}
