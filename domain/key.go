@@ -56,6 +56,9 @@ func (k *Key) Apply(e Event) error {
 	if k.ID != "" && (e.KeyID != k.ID || e.OrgID != k.OrgID) {
 		return fmt.Errorf("event %s for %s/%s applied to key %s/%s", e.ID, e.OrgID, e.KeyID, k.OrgID, k.ID)
 	}
+	if !k.Follows(e) {
+		return fmt.Errorf("event %s of key %s does not follow the key's last event: a copy, or out of place", e.ID, e.KeyID)
+	}
 	switch d := e.Data.(type) {
 	case KeyCreated:
 		if k.ID != "" {
@@ -129,6 +132,19 @@ func (k *Key) retire() {
 	retired := make([]RetiredSecret, 0, keep+1)
 	retired = append(retired, RetiredSecret{Hash: k.PreviousSecretHash, ReplacedAt: k.RotatedAt})
 	k.Retired = append(retired, k.Retired[:keep]...)
+}
+
+// Follows reports whether e may be the next event of k's history: the
+// creation of a key not created yet, or an event whose prev_hash names
+// k's last event (when k knows it: events read back). A key's history is
+// a chain; an event out of it — such as a genuine, signed event published
+// again by someone who can write to the stream — belongs to no history,
+// however valid its signature.
+func (k *Key) Follows(e Event) bool {
+	if e.Type == TypeKeyCreated {
+		return k.ID == "" && e.PrevHash == ""
+	}
+	return k.ID == "" || k.LastHash == "" || e.PrevHash == k.LastHash
 }
 
 // Status returns what k is at now.

@@ -93,8 +93,10 @@ type auditor struct {
 	r        Report
 	lastHash map[string]string // org/key → stored hash of its last accepted event
 	lastSeq  map[string]uint64
+	seen     map[string]uint64 // event id → sequence of the accepted event
 	pending  []pendingEvent
 	chain    string
+	links    checkpointChain
 	last     *signedCheckpoint
 	signing  bool // an event was signed, or a version 2 checkpoint seen: no more legacy
 	anchored bool
@@ -112,7 +114,7 @@ func Audit(ctx context.Context, s *Store, opts AuditOptions) (Report, error) {
 	if opts.Signers == nil {
 		return Report{}, errors.New("audit: no trust set")
 	}
-	a := &auditor{opts: opts, lastHash: map[string]string{}, lastSeq: map[string]uint64{}, r: Report{Signers: map[string]SignerStat{}}}
+	a := &auditor{opts: opts, lastHash: map[string]string{}, lastSeq: map[string]uint64{}, seen: map[string]uint64{}, r: Report{Signers: map[string]SignerStat{}}}
 	var batch []Msg
 	flush := func() error {
 		verdicts := verifyAll(opts.Signers, batch)
@@ -183,6 +185,11 @@ func (a *auditor) event(m Msg, why Unsigned) {
 	switch {
 	case why == "":
 		a.signing = true
+		if copied := a.copyOf(p); copied != "" {
+			p.forged = copied
+			a.forged(p, copied)
+			break
+		}
 		a.r.signed(headerValue(m.Header, SignerHeader), m.Seq, false)
 		a.accept(p)
 	case why == NoSignature && !a.signing:
@@ -191,6 +198,19 @@ func (a *auditor) event(m Msg, why Unsigned) {
 		a.forged(p, why)
 	}
 	a.pending = append(a.pending, p)
+}
+
+// copyOf says, for a signed event, whether it is a copy of one accepted
+// before (the same event id: a genuine event published again, which its
+// signature alone cannot tell): "" when it is not.
+func (a *auditor) copyOf(p pendingEvent) Unsigned {
+	if p.env == nil {
+		return ""
+	}
+	if seq, ok := a.seen[p.env.EventID]; ok {
+		return Unsigned(fmt.Sprintf("it is a copy of the event at seq %d, published again", seq))
+	}
+	return ""
 }
 
 // forged names an event no trusted signer wrote.
@@ -210,6 +230,7 @@ func (a *auditor) accept(p pendingEvent) {
 		a.suspectAt(p.seq, fmt.Sprintf("its prev_hash does not match the last event of key %s (seq %d): an event of this key was removed, altered or reordered", env.KeyID, a.lastSeq[ref]))
 	}
 	a.lastHash[ref], a.lastSeq[ref] = p.hash, p.seq
+	a.seen[env.EventID] = p.seq
 }
 
 // suspectAt keeps the first problem seen between checkpoints; the next
@@ -229,16 +250,18 @@ func (a *auditor) checkpoint(m Msg) {
 	if cp.Version == 2 {
 		a.signing = true
 	}
-	prev := ""
-	if a.last != nil {
-		prev = a.last.Hash
-	}
-	switch {
-	case cp.Prev != prev && a.last == nil:
-		a.r.Finding = &Finding{cp.FromSeq, "the first signed checkpoint names one before it that the stream does not hold: the stream was truncated or recreated"}
+	switch a.links.place(cp) {
+	case aCopy:
+		a.r.Forged = append(a.r.Forged, Finding{m.Seq, fmt.Sprintf("a message on the checkpoint subject was not written by keyledger: it is a copy of the checkpoint at seq %d, published again", a.links.links[cp.Hash])})
 		return
-	case cp.Prev != prev:
-		a.r.Finding = &Finding{cp.FromSeq, "the checkpoint before this one is missing or altered"}
+	case redundant:
+		return // written beside another for the same link: the next link covers its events
+	case astray:
+		if a.last == nil {
+			a.r.Finding = &Finding{cp.FromSeq, "the first signed checkpoint names one before it that the stream does not hold: the stream was truncated or recreated"}
+		} else {
+			a.r.Finding = &Finding{cp.FromSeq, "the checkpoint before this one is missing or altered"}
+		}
 		return
 	}
 	covered := 0

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -218,11 +217,16 @@ func readCheckpointV1(m Msg, set *Signers) (*signedCheckpoint, error) {
 	return c, nil
 }
 
-// Checkpointer appends signed checkpoints. Several instances may run one:
-// each append expects the last message of the checkpoint subject it read,
-// so only one of them writes each checkpoint. It extends only a
-// checkpoint a trusted signer wrote: anything else on the subject (junk,
-// a forgery) is skipped, counted and logged, and never stops it.
+// Checkpointer appends signed checkpoints. Several instances may run one.
+// The checkpoints form a chain (see checkpointChain); the checkpointer
+// extends its last link. Anything else on the subject — junk, forgeries,
+// copies of links — is skipped and counted, and never stops it. Each
+// append expects the subject's last message, so that instances seldom
+// write the same checkpoint twice; when what came in between is not a
+// link, it is tried again, and at last appended without that expectation.
+// Beside a feed (Store.Follow, as serve runs it), the chain is followed by
+// the feed, which reads every message anyway: however much junk is
+// published, finding the last link costs nothing more.
 type Checkpointer struct {
 	Store *Store
 	// Max events per checkpoint (DefaultCheckpointMax when zero).
@@ -230,40 +234,47 @@ type Checkpointer struct {
 	Now    func() time.Time
 	Logger *slog.Logger
 
-	mu       sync.Mutex
-	known    *signedCheckpoint // the newest signed checkpoint seen
-	reported uint64            // junk up to this sequence was reported
-	rejected atomic.Uint64
+	mu     sync.Mutex
+	cached *signedCheckpoint // Head's answer, read at readAt
+	readAt time.Time
 }
 
 // DefaultCheckpointMax is how many events one checkpoint lists at most:
 // its body stays near 180 KB, well under NATS's default 1 MB payload.
 const DefaultCheckpointMax = 4096
 
-// Rejected counts the messages on the checkpoint subject that no trusted
-// signer wrote, as this checkpointer came across them.
-func (c *Checkpointer) Rejected() uint64 { return c.rejected.Load() }
+// Rejected counts the messages on the checkpoint subject that are no
+// checkpoint of keyledger's: junk, forgeries, copies of links.
+func (c *Checkpointer) Rejected() uint64 { return c.Store.chain.rejected.Load() }
 
 func (c *Checkpointer) log() *slog.Logger {
 	if c.Logger == nil {
-		return slog.Default()
+		return c.Store.log
 	}
 	return c.Logger
 }
 
-// Head returns the newest checkpoint a trusted signer wrote; ok is false
-// when there is none.
+// Head returns the chain's last link, the newest signed checkpoint; ok is
+// false when there is none. Anyone may ask: it is worked out at most once
+// a second.
 func (c *Checkpointer) Head(ctx context.Context) (Head, bool, error) {
-	cp, _, err := c.head(ctx)
-	if err != nil || cp == nil {
-		return Head{}, false, err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.readAt) >= time.Second {
+		last, _, err := c.head(ctx)
+		if err != nil {
+			return Head{}, false, err
+		}
+		c.cached, c.readAt = last, time.Now()
 	}
-	return cp.head(), true, nil
+	if c.cached == nil {
+		return Head{}, false, nil
+	}
+	return c.cached.head(), true, nil
 }
 
-// head finds the newest checkpoint a trusted signer wrote (nil: none), and
-// the sequence of the last message on the checkpoint subject, whatever it
-// is: what the next checkpoint's append must expect.
+// head returns the chain's last link (nil: none) and the sequence of the
+// subject's last message, whatever it is: what the next append expects.
 func (c *Checkpointer) head(ctx context.Context) (*signedCheckpoint, uint64, error) {
 	m, err := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -272,54 +283,13 @@ func (c *Checkpointer) head(ctx context.Context) (*signedCheckpoint, uint64, err
 	if err != nil {
 		return nil, 0, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.known != nil && c.known.Seq == m.Sequence {
-		return c.known, m.Sequence, nil
-	}
-	set := c.Store.Signers()
-	last := Msg{Seq: m.Sequence, Subject: m.Subject, Header: m.Header, Data: m.Data}
-	if cp, err := readCheckpoint(last, set); err == nil {
-		c.known = cp
-		return cp, m.Sequence, nil
-	}
-	// Something else ends the subject: look from the newest signed one
-	// known (or from the start) for a newer signed one, reporting the rest.
-	from := uint64(1)
-	if c.known != nil {
-		from = c.known.Seq + 1
-	}
-	err = c.Store.Scan(ctx, CheckpointSubject, from, func(msg Msg) error {
-		if msg.Seq > m.Sequence {
-			return nil
-		}
-		cp, err := readCheckpoint(msg, set)
-		if err != nil {
-			c.reject(msg, err)
-			return nil
-		}
-		c.known = cp
-		return nil
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	return c.known, m.Sequence, nil
+	last, err := c.Store.chainHead(ctx, m.Sequence)
+	return last, m.Sequence, err
 }
 
-// reject counts and logs, once, a checkpoint message that does not count.
-func (c *Checkpointer) reject(m Msg, why error) {
-	if m.Seq <= c.reported {
-		return
-	}
-	c.reported = m.Seq
-	c.rejected.Add(1)
-	c.log().Error("skipping a message on the checkpoint subject that no trusted keyledger instance wrote", "seq", m.Seq, "why", why.Error())
-}
-
-// Once appends one checkpoint over the events since the newest signed
-// one, if there are any. It reports whether it wrote one and whether more
-// events wait.
+// Once appends one checkpoint over the events since the chain's last
+// link, if there are any. It reports whether it wrote one and whether
+// more events wait.
 func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 	signer := c.Store.Signer()
 	if signer == nil {
@@ -340,8 +310,8 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 	var hashes []byte
 	n := 0
 	err = c.Store.Scan(ctx, SubjectRoot+".>", cp.FromSeq+1, func(m Msg) error {
-		if n == limit {
-			more = true
+		if n == limit || c.Store.unjudged(m.Seq) {
+			more = n == limit // an event the projections have not judged waits for the next
 			return errEnough
 		}
 		n++
@@ -378,25 +348,40 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 	msg.Header[SignerHeader] = []string{signer.KeyID()}
 	msg.Header[SignatureHeader] = []string{base64.StdEncoding.EncodeToString(signer.sign(append([]byte(CheckpointSigningPrefix), body...)))}
 	hash := BodyHash(body)
-	ack, err := c.Store.js.PublishMsg(ctx, msg,
-		jetstream.WithMsgID("checkpoint-"+strconv.FormatUint(cp.ToSeq, 10)+"-"+hash[:16]),
-		jetstream.WithExpectLastSequenceForSubject(lastSeq, CheckpointSubject))
-	if IsConflict(err) {
-		return false, more, nil // another instance wrote one first
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID("checkpoint-" + strconv.FormatUint(cp.ToSeq, 10) + "-" + hash[:16])}
+	for attempt := 1; ; attempt++ {
+		expect := opts
+		if attempt <= 3 {
+			expect = append(opts[:1:1], jetstream.WithExpectLastSequenceForSubject(lastSeq, CheckpointSubject))
+		}
+		// The options write headers into msg: none of an earlier try stays.
+		msg.Header.Del(jetstream.ExpectedLastSubjSeqHeader)
+		msg.Header.Del(jetstream.ExpectedLastSubjSeqSubjHeader)
+		ack, err := c.Store.js.PublishMsg(ctx, msg, expect...)
+		if IsConflict(err) {
+			// Something came in between: another instance's checkpoint
+			// over the same link (then this one is not needed), or not a
+			// checkpoint at all. Only the subject's last message is read:
+			// however much junk came in between, this costs one look.
+			m, gerr := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
+			if gerr != nil {
+				return false, more, gerr
+			}
+			got := Msg{Seq: m.Sequence, Subject: m.Subject, Header: m.Header, Data: m.Data}
+			if other, rerr := readCheckpoint(got, c.Store.Signers()); rerr == nil && other.Prev == cp.PrevCheckpoint {
+				return false, more, nil
+			}
+			lastSeq = m.Sequence
+			continue
+		}
+		if err != nil {
+			return false, more, fmt.Errorf("append checkpoint: %w", err)
+		}
+		if ack.Duplicate {
+			return false, more, nil
+		}
+		return true, more, nil
 	}
-	if err != nil {
-		return false, more, fmt.Errorf("append checkpoint: %w", err)
-	}
-	if ack.Duplicate {
-		return false, more, nil
-	}
-	written, err := readCheckpointV2(Msg{Seq: ack.Sequence, Subject: CheckpointSubject, Header: msg.Header, Data: body}, c.Store.Signers())
-	if err == nil {
-		c.mu.Lock()
-		c.known = written
-		c.mu.Unlock()
-	}
-	return true, more, nil
 }
 
 var errEnough = errors.New("enough events for one checkpoint")

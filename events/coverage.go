@@ -18,6 +18,9 @@ type coverage struct {
 	cancel context.CancelFunc
 	cur    *signedCheckpoint
 	done   bool
+	// signing is set once the reader has met a signed event or a version 2
+	// checkpoint: from then on no event is taken as written before signing.
+	signing bool
 }
 
 // cover starts reading the checkpoints from sequence from on, a few ahead
@@ -29,11 +32,16 @@ func (s *Store) cover(ctx context.Context, from uint64) *coverage {
 	go func() {
 		defer close(ch)
 		set := s.Signers()
+		v2 := false
 		err := s.Scan(ctx, CheckpointSubject, from, func(m Msg) error {
 			cp, err := readCheckpoint(m, set)
 			if err != nil {
 				return nil // not keyledger's: vouches for nothing
 			}
+			if cp.Version == 1 && v2 {
+				return nil // written after signing began: no release writes that
+			}
+			v2 = v2 || cp.Version == 2
 			if cp.ToSeq < from {
 				return nil
 			}
@@ -65,6 +73,9 @@ func (c *coverage) judge(seq uint64, hash string) (why Unsigned, covered, legacy
 			break
 		}
 		c.cur = cp
+		if cp.Version == 2 {
+			c.signing = true
+		}
 	}
 	if c.cur == nil {
 		return "", false, false

@@ -26,8 +26,12 @@ func eventSeqs(evs []domain.Event) []uint64 {
 // its sequence.
 func publishUnknown(t *testing.T, env *natstest.Env, org, key string) uint64 {
 	t.Helper()
+	prev := ""
+	if evs, err := env.Store.Load(testCtx(t), org, key); err == nil && len(evs) > 0 {
+		prev = evs[len(evs)-1].Hash // chained, as a newer release appends it
+	}
 	body := `{"event_id":"` + domain.NewEventID() + `","type":"KeyRenamed","schema_version":2,"org_id":"` + org +
-		`","key_id":"` + key + `","occurred_at":"2026-11-26T10:05:00.000000Z","actor":{"kind":"user","id":"u_7","name":"x"},"data":{"name":"new"},"prev_hash":""}`
+		`","key_id":"` + key + `","occurred_at":"2026-11-26T10:05:00.000000Z","actor":{"kind":"user","id":"u_7","name":"x"},"data":{"name":"new"},"prev_hash":"` + prev + `"}`
 	msg := &nats.Msg{Subject: "keyledger.events." + org + "." + key + ".renamed", Data: []byte(body)}
 	env.Signer.SignEvent(msg)
 	ack, err := env.JS.PublishMsg(testCtx(t), msg)

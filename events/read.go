@@ -25,7 +25,9 @@ func (s *Store) Load(ctx context.Context, org, id string) ([]domain.Event, error
 }
 
 // load is Load, with the sequence of the last message stored under the
-// key's subjects, keyledger's or not: what the next append must expect.
+// key's subjects, keyledger's or not: what the next append must expect. A
+// signed event that does not follow the key's last one (a copy published
+// again) is left out too: it belongs to no history.
 func (s *Store) load(ctx context.Context, org, id string) (evs []domain.Event, last uint64, err error) {
 	if err := domain.ValidateOrgID(org); err != nil {
 		return nil, 0, err
@@ -33,13 +35,15 @@ func (s *Store) load(ctx context.Context, org, id string) (evs []domain.Event, l
 	if err := domain.ValidateKeyID(id); err != nil {
 		return nil, 0, err
 	}
+	var k domain.Key
 	err = s.Scan(ctx, KeySubjects(org, id), 1, func(m Msg) error {
 		last = m.Seq
 		e, ok, err := s.read(m)
-		if ok {
-			evs = append(evs, e)
+		if err != nil || !ok || !k.Follows(e) || k.Apply(e) != nil {
+			return err
 		}
-		return err
+		evs = append(evs, e)
+		return nil
 	})
 	return evs, last, err
 }
@@ -81,6 +85,9 @@ func (s *Store) OrgEvents(ctx context.Context, org string, q domain.EventQuery) 
 		if len(page) == q.Limit || q.Budget > 0 && examined == q.Budget {
 			more = true
 			return errPageFull
+		}
+		if s.unjudged(m.Seq) {
+			return errPageFull // this instance's projections have not reached it: shown once they have
 		}
 		e, ok, err := s.read(m)
 		if err != nil {
@@ -153,6 +160,9 @@ func (s *Store) EachKeyEvent(ctx context.Context, org string, ids []string, most
 		}
 		return nil
 	}, func(m Msg) error {
+		if s.unjudged(m.Seq) {
+			return errPageFull // not applied here yet: the fold stops where this instance stands
+		}
 		e, ok, err := s.read(m)
 		if !ok || err != nil {
 			return err
@@ -161,6 +171,9 @@ func (s *Store) EachKeyEvent(ctx context.Context, org string, ids []string, most
 	})
 	if errors.Is(err, errTooMany) {
 		return total, false, nil
+	}
+	if errors.Is(err, errPageFull) {
+		err = nil
 	}
 	return total, err == nil, err
 }
@@ -288,8 +301,12 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) e
 	var in interner // org ids, actors and scopes repeat from event to event
 	cov := s.cover(ctx, from)
 	defer cov.stop()
+	defer s.feedChain(from)()
 	return s.FollowRaw(ctx, from, func(m Msg) error {
 		if !m.IsEvent() {
+			if m.Subject == CheckpointSubject {
+				s.placeFromFeed(m)
+			}
 			return fn(domain.Event{Seq: m.Seq, Trusted: true})
 		}
 		hash := BodyHash(m.Data)
@@ -301,15 +318,36 @@ func (s *Store) Follow(ctx context.Context, from uint64, fn func(domain.Event) e
 }
 
 // judgeFollowed judges a followed event: "" when keyledger wrote it.
+//
+// A signed checkpoint only ever vouches for an event, never against one:
+// an event it lists as not vouched for still counts when its signature
+// verifies with this instance's trust set (the instance that wrote the
+// checkpoint may have lacked a key its trust set has since). It vouches
+// for a signed event only while the event's signer is trusted at that
+// sequence (not retired before it), and a version 1 checkpoint vouches
+// only for unsigned events written before signing began, that is before
+// the first signed event or version 2 checkpoint this reader met.
 func (s *Store) judgeFollowed(m Msg, hash string, cov *coverage) Unsigned {
 	if s.trust.own.take(m.Seq, hash) {
 		return ""
 	}
 	why, covered, legacy := cov.judge(m.Seq, hash)
-	if covered && !(legacy && headerValue(m.Header, SignerHeader) != "") {
-		return why
+	signer := headerValue(m.Header, SignerHeader)
+	switch {
+	case !covered || why == NotVouched:
+	case why != "":
+		return why // the stream holds another event where the checkpoint signed this one
+	case legacy && signer == "" && !cov.signing:
+		return ""
+	case !legacy && signer != "" && s.Signers().Trusts(signer, m.Seq):
+		cov.signing = true
+		return ""
 	}
-	return s.Signers().VerifyEvent(m.Seq, m.Subject, m.Data, m.Header)
+	why = s.Signers().VerifyEvent(m.Seq, m.Subject, m.Data, m.Header)
+	if why == "" {
+		cov.signing = true
+	}
+	return why
 }
 
 // event decodes a followed event; a failure is logged only for one that

@@ -174,6 +174,22 @@ func (s *Signers) With(pub ed25519.PublicKey) (*Signers, error) {
 	return out, nil
 }
 
+// Same reports whether two sets trust the same keys, retired alike.
+func (s *Signers) Same(o *Signers) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	if len(s.keys) != len(o.keys) {
+		return false
+	}
+	for id, k := range s.keys {
+		if ok, found := o.keys[id]; !found || ok.retiredAfter != k.retiredAfter {
+			return false
+		}
+	}
+	return true
+}
+
 // IDs lists the key ids of the set, sorted.
 func (s *Signers) IDs() []string {
 	if s == nil {

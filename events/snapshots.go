@@ -103,6 +103,9 @@ func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
 // MsgHash is the stored hash of the stream's message at seq.
 func (s *Snapshots) MsgHash(ctx context.Context, seq uint64) (string, error) {
 	m, err := s.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return "", nil
+	}
 	if err != nil {
 		return "", err
 	}

@@ -78,6 +78,7 @@ type Store struct {
 	stats     appendStats
 	appended  func(domain.Event)
 	trust     trustState
+	chain     chainState
 }
 
 // OnAppended calls fn with every event this store appends, as the stream
@@ -203,6 +204,7 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 	if k, ok := s.fromCache(ctx, org, id, fn); ok {
 		return k, nil
 	}
+	prevLast, junk := "", 0
 	for attempt := 1; ; attempt++ {
 		evs, last, err := s.load(ctx, org, id)
 		if err != nil {
@@ -216,14 +218,35 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 		if err != nil {
 			return nil, err
 		}
-		err = s.appendAll(ctx, k, evs[len(evs)-1].Hash, last, news)
-		if domain.ErrorCode(err) != domain.ECONFLICT || attempt >= s.conflicts {
+		lastHash := evs[len(evs)-1].Hash
+		if attempt > 1 && lastHash == prevLast {
+			junk++ // the last conflict was with messages that are not keyledger's
+		}
+		prevLast = lastHash
+		expect := last
+		if junk >= 2 {
+			// Someone keeps publishing on the key's subjects: expecting
+			// their last message cannot win. Append expecting nothing, and
+			// see whether the event follows the key's last one (a key's
+			// history is a chain: of two events that name the same last
+			// one, the first counts).
+			expect = noExpectation
+		}
+		err = s.appendAll(ctx, k, lastHash, expect, news)
+		if err == nil && expect == noExpectation && !s.chained(ctx, org, id, k.Version) {
+			err = domain.Errorf(domain.ECONFLICT, "the key was changed concurrently; try again")
+		}
+		if domain.ErrorCode(err) != domain.ECONFLICT || attempt >= s.conflicts+junk {
 			return k, err
 		}
 		// Somebody else changed the key: wait a little, with jitter so that
-		// contenders spread out, then decide again on the new state.
+		// contenders spread out, then decide again on the new state. After
+		// a conflict with junk only, at once.
 		s.stats.retries.Add(1)
 		wait := time.Duration(attempt) * time.Millisecond * time.Duration(1+rand.IntN(5))
+		if junk > 0 {
+			wait = 0
+		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -297,7 +320,9 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	opts := []jetstream.PublishOpt{
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(StreamName),
-		jetstream.WithExpectLastSequenceForSubject(expected, KeySubjects(e.OrgID, e.KeyID)),
+	}
+	if expected != noExpectation {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expected, KeySubjects(e.OrgID, e.KeyID)))
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, opts...)
 	if err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
@@ -335,6 +360,24 @@ func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (do
 	}
 	e.Seq, e.Hash, e.Trusted = ack.Sequence, hash, true
 	return e, nil
+}
+
+// noExpectation, as the expected sequence of an append, states none.
+const noExpectation = ^uint64(0)
+
+// chained reports whether the event at seq is in its key's history as
+// read now: it follows the event before it.
+func (s *Store) chained(ctx context.Context, org, id string, seq uint64) bool {
+	evs, _, err := s.load(ctx, org, id)
+	if err != nil {
+		return false
+	}
+	for _, e := range evs {
+		if e.Seq == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // stored finds e among its key's events, as a retried append needs.

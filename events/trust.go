@@ -18,6 +18,8 @@ type Verdicts interface {
 // anyone else's: its signing key, its trust set, the events it appended
 // itself, and the projections' verdicts.
 type trustState struct {
+	mu       sync.Mutex // over the swaps and the watchers
+	watchers []func()
 	signer   atomic.Pointer[Signer]
 	signers  atomic.Pointer[Signers]
 	verdicts Verdicts
@@ -28,26 +30,46 @@ type trustState struct {
 // signer, which it trusts from then on as well. Safe while appending: a
 // key rotation swaps it in place.
 func (s *Store) SetSigner(signer *Signer) error {
-	set, err := s.trust.signers.Load().With(signer.Public())
-	if err != nil {
-		return err
-	}
-	s.trust.signers.Store(set)
-	s.trust.signer.Store(signer)
-	return nil
+	return s.SetTrust(signer, s.trust.signers.Load())
 }
 
 // SetSigners replaces the trust set; the store's own signing key stays
 // trusted. Safe while following: a reload swaps it in place.
 func (s *Store) SetSigners(set *Signers) error {
-	if sg := s.trust.signer.Load(); sg != nil {
+	return s.SetTrust(s.trust.signer.Load(), set)
+}
+
+// SetTrust replaces the signing key (nil: keep none) and the trust set at
+// once, so that a new key and the retirement of the old one are taken in
+// one step. It refuses a trust set that retires the signing key. When the
+// trust set changes, what watches it (WatchSigners) is told, so that what
+// was judged under the old one is judged again.
+func (s *Store) SetTrust(signer *Signer, set *Signers) error {
+	if signer != nil {
 		var err error
-		if set, err = set.With(sg.Public()); err != nil {
+		if set, err = set.With(signer.Public()); err != nil {
 			return err
 		}
 	}
-	s.trust.signers.Store(set)
+	s.trust.mu.Lock()
+	old := s.trust.signers.Swap(set)
+	s.trust.signer.Store(signer)
+	watchers := s.trust.watchers
+	s.trust.mu.Unlock()
+	if !old.Same(set) {
+		for _, fn := range watchers {
+			fn()
+		}
+	}
 	return nil
+}
+
+// WatchSigners calls fn, on the caller of SetTrust, whenever the trust set
+// changes. fn must be quick: hand long work off.
+func (s *Store) WatchSigners(fn func()) {
+	s.trust.mu.Lock()
+	defer s.trust.mu.Unlock()
+	s.trust.watchers = append(s.trust.watchers, fn)
 }
 
 // Signer returns the signing key, nil when the store has none.
@@ -82,6 +104,19 @@ func (s *Store) trusted(m Msg, hash string) bool {
 		}
 	}
 	return s.Signers().VerifyEvent(m.Seq, m.Subject, m.Data, m.Header) == ""
+}
+
+// unjudged reports whether a reader of the history beside projections
+// (UseVerdicts) meets an event the projections have not judged yet: it
+// stops there rather than show an event they might refuse — a copy of a
+// genuine one, say, which a signature alone does not tell.
+func (s *Store) unjudged(seq uint64) bool {
+	v := s.trust.verdicts
+	if v == nil {
+		return false
+	}
+	_, known := v.Judged(seq)
+	return !known
 }
 
 // ownAppends remembers the events this store appended and the hash of

@@ -193,8 +193,8 @@ func caller(ctx context.Context) domain.Principal {
 // current lets a request reach the projections only when they can be
 // trusted: once they have replayed the stream as it stood at start (until
 // then a revocation may sit in the tail not yet applied, and its key would
-// answer VALID), and, with MaxStaleness, while the event store has not
-// been out of reach for longer than that. Otherwise 503 with Retry-After:
+// answer VALID), and, with MaxStaleness, while they have not fallen
+// behind the stream for longer than that. Otherwise 503 with Retry-After:
 // the instance fails closed.
 func (s *Server) current(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -202,9 +202,9 @@ func (s *Server) current(next http.Handler) http.Handler {
 			s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "this instance is still replaying the event stream (applied up to sequence %d); retry shortly", s.Runner.Applied()))
 			return
 		}
-		if s.MaxStaleness > 0 && s.Unreachable != nil {
-			if since := s.Unreachable(); !since.IsZero() && s.Now().Sub(since) > s.MaxStaleness {
-				s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "this instance has not reached the event store for %ds, longer than it may answer from memory; retry shortly", int(s.Now().Sub(since).Seconds())))
+		if s.MaxStaleness > 0 {
+			if behind := time.Since(s.Runner.CurrentAt()); behind > s.MaxStaleness {
+				s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "this instance has not been current with the event stream for %ds, longer than it may answer from memory; retry shortly", int(behind.Seconds())))
 				return
 			}
 		}

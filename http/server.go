@@ -68,8 +68,9 @@ type Server struct {
 	// nil: always reachable.
 	Unreachable func() time.Time
 	// MaxStaleness, when not zero, makes verifications fail closed (503)
-	// once the event store has been unreachable for longer: past it, a
-	// revocation made elsewhere may not have reached this instance.
+	// once the projections have not been current with the stream for
+	// longer (Runner.CurrentAt: NATS cut off, or the feed stalled): past
+	// it, a revocation made elsewhere may not have reached this instance.
 	MaxStaleness time.Duration
 	Now          func() time.Time
 	Logger       *slog.Logger

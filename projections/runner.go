@@ -8,6 +8,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -53,14 +54,34 @@ type Runner struct {
 	target   atomic.Uint64 // the stream's last sequence when Run started
 	started  atomic.Bool   // target is known: Offer may apply
 	rejected atomic.Uint64
+	rebuilds chan struct{} // a rebuild is due
+
+	// WatchEvery is how often the runner asks the stream how far it goes
+	// (1s when zero): see CurrentAt. Set it before Run.
+	WatchEvery time.Duration
+	current    atomic.Int64 // Unix nanoseconds: when it last held all the stream held
+	broken     atomic.Bool  // the stream went backwards under it
+	feedMu     sync.Mutex
+	cutFeed    context.CancelFunc
 }
 
-// NewRunner returns a runner for projs over src.
+// NewRunner returns a runner for projs over src. When src says so
+// (WatchSigners), a change of the trust set has the table judged again:
+// see Rebuild.
 func NewRunner(src Source, log *slog.Logger, projs ...Projection) *Runner {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Runner{src: src, projs: projs, log: log, advance: make(chan struct{})}
+	r := &Runner{src: src, projs: projs, log: log, advance: make(chan struct{}), rebuilds: make(chan struct{}, 1)}
+	if w, ok := src.(interface{ WatchSigners(func()) }); ok {
+		w.WatchSigners(func() {
+			select {
+			case r.rebuilds <- struct{}{}:
+			default: // one is due already
+			}
+		})
+	}
+	return r
 }
 
 // Run catches up with the stream and then follows it until ctx ends. It is
@@ -76,11 +97,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.ready.Store(true)
 	}
 	r.started.Store(true)
+	r.current.Store(time.Now().UnixNano())
+	go r.rebuildWhenDue(ctx)
+	go r.watch(ctx)
 	for {
-		err := r.src.Follow(ctx, r.Applied()+1, func(e domain.Event) error {
+		fctx, cancel := context.WithCancel(ctx)
+		r.feedMu.Lock()
+		r.cutFeed = cancel
+		r.feedMu.Unlock()
+		err := r.src.Follow(fctx, r.Applied()+1, func(e domain.Event) error {
 			r.apply(e)
 			return nil
 		})
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -136,7 +165,12 @@ func (r *Runner) applyLocked(e domain.Event) {
 		e.Data = nil
 	}
 	for _, p := range r.projs {
-		if err := p.Apply(e); err != nil {
+		err := p.Apply(e)
+		switch {
+		case errors.Is(err, ErrRefused) && e.Data != nil:
+			r.reject(e) // signed, but no key's: not applied anywhere
+			e.Data = nil
+		case err != nil:
 			r.log.Error("projection skipped an event", "seq", e.Seq, "event_id", e.ID, "err", err)
 		}
 	}
@@ -189,7 +223,7 @@ func (r *Runner) Applied() uint64 {
 
 // Ready reports whether the projections have caught up with the stream as
 // it was at start.
-func (r *Runner) Ready() bool { return r.ready.Load() }
+func (r *Runner) Ready() bool { return r.ready.Load() && !r.broken.Load() }
 
 // StreamLastSeq asks the stream for its last sequence.
 func (r *Runner) StreamLastSeq(ctx context.Context) (uint64, error) { return r.src.LastSeq(ctx) }
@@ -242,3 +276,64 @@ func (m *seqMark) mark(seq uint64) { m.last.Store(seq) }
 
 // LastSeq returns the last sequence this projection applied.
 func (m *seqMark) LastSeq() uint64 { return m.last.Load() }
+
+// CurrentAt is when the runner was last seen to hold everything the stream
+// held a moment before (it asks every WatchEvery): how long answers from
+// the projections may have missed what happened since. A feed cut off, or
+// stalled (a consumer paused by someone who may), leaves it in the past.
+func (r *Runner) CurrentAt() time.Time { return time.Unix(0, r.current.Load()) }
+
+// watch asks the stream how far it goes, every WatchEvery, until ctx ends:
+// each time the runner has applied all it held at the previous ask, it is
+// current. A feed that holds back for several asks while the stream is
+// ahead is cut and started again. A stream that ends before what the
+// runner applied was truncated or written again: the runner stops being
+// ready, for good, and says so.
+func (r *Runner) watch(ctx context.Context) {
+	every := r.WatchEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var held uint64 // the stream's last sequence at the previous ask
+	stalled := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		last, err := r.src.LastSeq(actx)
+		cancel()
+		if err != nil {
+			continue // cut off: CurrentAt stays where it was
+		}
+		applied := r.Applied()
+		if !r.ready.Load() {
+			held = last // still replaying: neither current nor stalled
+			continue
+		}
+		switch {
+		case last < applied:
+			if !r.broken.Swap(true) {
+				r.log.Error("the stream ends before what this instance applied: it was truncated, or deleted and written again; refusing to serve (restart once the stream is known to be right)", "stream_last_seq", last, "applied_seq", applied)
+			}
+		case applied >= held:
+			r.current.Store(time.Now().UnixNano())
+			stalled = 0
+		default:
+			if stalled++; stalled == 5 {
+				r.log.Warn("the projection feed holds back while the stream is ahead; starting it again", "applied_seq", applied, "stream_last_seq", last)
+				r.feedMu.Lock()
+				if r.cutFeed != nil {
+					r.cutFeed()
+				}
+				r.feedMu.Unlock()
+				stalled = 0
+			}
+		}
+		held = last
+	}
+}

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +26,9 @@ type snapshotHeader struct {
 }
 
 // SnapshotStore keeps the newest snapshot. Get returns nil, nil when there
-// is none. MsgHash gives the stored hash of the stream's message at seq.
+// is none, and an error for one that no trusted instance signed. MsgHash
+// gives the stored hash of the stream's message at seq, "" when the
+// stream holds none there.
 type SnapshotStore interface {
 	Put(ctx context.Context, r io.Reader) error
 	Get(ctx context.Context) (io.ReadCloser, error)
@@ -67,16 +70,26 @@ func (s *Snapshotter) log() *slog.Logger {
 	return s.Logger
 }
 
+// ErrStreamRewritten is Restore's answer when a snapshot that a trusted
+// instance signed was taken at an event the stream no longer holds: the
+// stream was truncated, or deleted and written again. An instance then
+// refuses to serve rather than answer from the shorter history (where a
+// revocation may be missing). Deleting the snapshot bucket, once the
+// stream is known to be the right one (restored on purpose), lets it start.
+var ErrStreamRewritten = errors.New("the stream no longer holds the event this deployment's signed snapshot was taken at: it was truncated or written again")
+
 // Restore loads the newest snapshot into the listing and the index and
 // returns its sequence, from which the runner resumes; 0 when none fits.
-func (s *Snapshotter) Restore(ctx context.Context) uint64 {
+// Returns ErrStreamRewritten (wrapped) when a signed snapshot does not fit
+// the stream.
+func (s *Snapshotter) Restore(ctx context.Context) (uint64, error) {
 	start := time.Now()
 	rc, err := s.Store.Get(ctx)
 	if err != nil || rc == nil {
 		if err != nil {
 			s.log().Warn("no usable snapshot: replaying the whole stream", "err", err)
 		}
-		return 0
+		return 0, nil
 	}
 	defer rc.Close()
 	h, img, err := decodeSnapshot(rc)
@@ -89,16 +102,19 @@ func (s *Snapshotter) Restore(ctx context.Context) uint64 {
 	if err == nil {
 		err = s.fits(ctx, h)
 	}
+	if errors.Is(err, ErrStreamRewritten) {
+		return 0, err
+	}
 	if err != nil {
 		s.log().Warn("snapshot ignored: replaying the whole stream", "err", err)
-		return 0
+		return 0, nil
 	}
 	s.Table.install(img, h.Seq)
 	s.mark(h.Seq)
 	s.lastSaved.Store(h.Seq)
 	s.newest.Store(&h)
 	s.log().Info("projections restored from a snapshot", "seq", h.Seq, "keys", h.Keys, "took", time.Since(start))
-	return h.Seq
+	return h.Seq, nil
 }
 
 func (s *Snapshotter) fits(ctx context.Context, h snapshotHeader) error {
@@ -110,7 +126,7 @@ func (s *Snapshotter) fits(ctx context.Context, h snapshotHeader) error {
 		return fmt.Errorf("the snapshot's event at seq %d: %w", h.Seq, err)
 	}
 	if got != h.SeqHash {
-		return fmt.Errorf("the snapshot was taken on another stream: the event at seq %d differs", h.Seq)
+		return fmt.Errorf("%w (seq %d: %s)", ErrStreamRewritten, h.Seq, map[bool]string{true: "missing", false: "another event"}[got == ""])
 	}
 	return nil
 }

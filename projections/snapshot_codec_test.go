@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -25,7 +26,10 @@ func smallTable(t *testing.T) (*Table, []string) {
 	seq := uint64(0)
 	apply := func(e domain.Event) {
 		seq++
-		e.Seq, e.Hash = seq, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+		e.Seq, e.Hash, e.Trusted = seq, fmt.Sprintf("%064x", seq), true
+		if k, ok := table.Listing().Get(e.OrgID, e.KeyID); ok {
+			e.PrevHash = k.LastHash // chained to its key's last event, as the store appends it
+		}
 		if err := table.Apply(e); err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -189,11 +190,35 @@ func (t *Table) find(org, id string) (uint32, bool) {
 	return slot, true
 }
 
+// ErrRefused is the error of an event a projection will not apply because
+// it belongs to no key's history: signed, yet not chained to its key's
+// last event (a copy of an earlier one published again), or the creation
+// of a key that exists. The runner refuses such an event everywhere.
+var ErrRefused = errors.New("refused")
+
+// follows is domain.Key.Follows for a row: the event's prev_hash must name
+// the key's last event, and a key is created once.
+func (t *Table) follows(r *row, e domain.Event) bool {
+	if e.Type == domain.TypeKeyCreated {
+		return false
+	}
+	if r.flags&flagLast == 0 {
+		return true // built from events not read back: nothing to compare
+	}
+	var prev [sha256.Size]byte
+	n, err := hex.Decode(prev[:], []byte(e.PrevHash))
+	return err == nil && n == sha256.Size && prev == r.last
+}
+
 // Reject notes that the event at seq was refused: no keyledger instance
-// wrote it.
+// wrote it, or it belongs to no key's history.
 func (t *Table) Reject(seq uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.refuse(seq)
+}
+
+func (t *Table) refuse(seq uint64) {
 	if n := len(t.rejected); n == 0 || t.rejected[n-1] < seq {
 		t.rejected = append(t.rejected, seq)
 	}
@@ -220,22 +245,27 @@ func (t *Table) Apply(e domain.Event) error {
 		return nil
 	}
 	defer t.mark(e.Seq)
-	if e.Data == nil {
-		return nil
+	if e.Data == nil && (!e.Trusted || e.Type == "") {
+		return nil // refused, or not an event
 	}
 	slot, ok := t.find(e.OrgID, e.KeyID)
 	if !ok {
 		d, isNew := e.Data.(domain.KeyCreated)
-		if !isNew {
-			return fmt.Errorf("%s for unknown key %s/%s", e.Type, e.OrgID, e.KeyID)
+		switch {
+		case isNew && e.PrevHash == "":
+			t.create(e, d)
+			return nil
+		case e.Data == nil:
+			return nil // a type this code does not know, of no key it knows
 		}
-		t.create(e, d)
-		return nil
+		return fmt.Errorf("%w: %s for unknown key %s/%s", ErrRefused, e.Type, e.OrgID, e.KeyID)
 	}
 	r := t.rows.at(slot)
+	if !t.follows(r, e) {
+		t.refuse(e.Seq)
+		return fmt.Errorf("%w: event %s of key %s does not follow the key's last event: a copy, or out of place", ErrRefused, e.ID, e.KeyID)
+	}
 	switch d := e.Data.(type) {
-	case domain.KeyCreated:
-		return fmt.Errorf("event %s: key %s created twice", e.ID, e.KeyID)
 	case domain.KeyRotated:
 		old, rotated := t.previous[slot]
 		t.previous[slot] = previousSecret{hash: r.hash, expires: micros(d.PreviousSecretExpiresAt), ok: r.flags&flagHash != 0}

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,7 +81,6 @@ type Verifier struct {
 	done   chan struct{}
 
 	maxStaleness time.Duration
-	freshUntil   atomic.Int64 // Unix nanoseconds: when, unheard from, it stops vouching
 }
 
 // New attaches to the KEYLEDGER stream through js and starts following it
@@ -106,44 +103,15 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	v.runner = projections.NewRunner(store, opts.Logger, v.index, &callbacks{opts: opts})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v.cancel = cancel
-	var loops sync.WaitGroup
-	loops.Go(func() { _ = v.runner.Run(runCtx) })
 	if v.maxStaleness > 0 {
-		v.freshUntil.Store(v.now().Add(v.maxStaleness).UnixNano())
-		loops.Go(func() { v.watchFreshness(runCtx) })
+		// It asks the stream a few times per MaxStaleness how far it goes.
+		v.runner.WatchEvery = min(max(v.maxStaleness/4, 20*time.Millisecond), 5*time.Second)
 	}
 	go func() {
-		loops.Wait()
-		close(v.done)
+		defer close(v.done)
+		_ = v.runner.Run(runCtx)
 	}()
 	return v, nil
-}
-
-// watchFreshness asks the stream, a few times per MaxStaleness, how far it
-// goes: each time the verifier has applied everything the stream held at
-// the previous ask, it is current, and may vouch for another MaxStaleness.
-func (v *Verifier) watchFreshness(ctx context.Context) {
-	every := min(max(v.maxStaleness/4, 20*time.Millisecond), 5*time.Second)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	var held uint64 // the stream's last sequence at the previous ask
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		actx, cancel := context.WithTimeout(ctx, every)
-		last, err := v.runner.StreamLastSeq(actx)
-		cancel()
-		if err != nil {
-			continue
-		}
-		if v.runner.Ready() && v.runner.Applied() >= held {
-			v.freshUntil.Store(v.now().Add(v.maxStaleness).UnixNano())
-		}
-		held = last
-	}
 }
 
 // Verify tells what key is worth now, from memory; Unavailable until the
@@ -151,7 +119,7 @@ func (v *Verifier) watchFreshness(ctx context.Context) {
 // has been cut off for longer than that.
 func (v *Verifier) Verify(key string) Result {
 	now := v.now()
-	if !v.runner.Ready() || v.maxStaleness > 0 && now.UnixNano() > v.freshUntil.Load() {
+	if !v.runner.Ready() || v.maxStaleness > 0 && now.Sub(v.runner.CurrentAt()) > v.maxStaleness {
 		return Result{Verdict: domain.Verdict{Code: Unavailable}}
 	}
 	return v.index.Verify(key, now)

@@ -127,7 +127,11 @@ func startProjections(ctx context.Context, bg *background, b *backend, f *serveF
 	b.store.UseCache(listing)        // commands decide on the projections' state first
 	b.store.UseVerdicts(table)       // reads leave out what the projections refused
 	b.store.OnAppended(runner.Offer) // and apply what they append at once
-	runner.ResumeAfter(snapshotter.Restore(ctx))
+	from, err := snapshotter.Restore(ctx)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%w; refusing to serve. If the stream was restored on purpose, delete the snapshot bucket %s and start again", err, events.SnapshotBucket)
+	}
+	runner.ResumeAfter(from)
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
 	return listing, index, runner, snapshotter, nil
 }

@@ -184,7 +184,11 @@ func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *
 	table := projections.NewTable()
 	runner := projections.NewRunner(store, log, table)
 	if snaps != nil {
-		runner.ResumeAfter((&projections.Snapshotter{Store: snaps, Table: table, Logger: log}).Restore(ctx))
+		from, err := (&projections.Snapshotter{Store: snaps, Table: table, Logger: log}).Restore(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		runner.ResumeAfter(from)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
