@@ -16,6 +16,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -326,11 +327,13 @@ func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.W
 	if err != nil {
 		return err
 	}
+	// A finding may quote what a forger wrote: never their control
+	// characters onto the auditor's terminal.
 	if r.Finding != nil {
-		fmt.Fprintf(stdout, "NOT INTACT at sequence %d: %s\n", r.Finding.Seq, r.Finding.Problem)
+		fmt.Fprintf(stdout, "NOT INTACT at sequence %d: %s\n", r.Finding.Seq, printable(r.Finding.Problem))
 	}
 	for _, f := range r.Forged {
-		fmt.Fprintf(stdout, "FORGED at sequence %d: %s\n", f.Seq, f.Problem)
+		fmt.Fprintf(stdout, "FORGED at sequence %d: %s\n", f.Seq, printable(f.Problem))
 	}
 	if !r.Intact() {
 		if r.Finding == nil {
@@ -361,4 +364,19 @@ func (a *auditFlags) verify(ctx context.Context, s *events.Store, stdout, _ io.W
 		fmt.Fprintf(stdout, "anchor saved to %s: checkpoint at sequence %d, up to event %d\n", a.saveAnchor, r.Head.Seq, r.Head.ToSeq)
 	}
 	return nil
+}
+
+// printable writes every control character of s, and every rune that is
+// not printable, as a Go escape.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRuneToASCII(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
 }

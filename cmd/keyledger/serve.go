@@ -154,10 +154,9 @@ func reloadOnHangup(ctx context.Context, f *serveFlags, store *events.Store, log
 			set, err = f.signing.signers(&f.common, signer)
 		}
 		if err == nil {
-			err = store.SetSigners(set)
-		}
-		if err == nil {
-			err = store.SetSigner(signer)
+			// Both at once: a new key and the retirement of the one it
+			// replaces are one step.
+			err = store.SetTrust(signer, set)
 		}
 		if err != nil {
 			log.Error("SIGHUP: the signing key or the trust set cannot be read; keeping the ones in use", "err", err)

@@ -82,6 +82,12 @@ func (s *signing) signers(c *common, own *events.Signer) (*events.Signers, error
 	set := events.NewSigners()
 	path := s.signersPath(c)
 	if path != "" {
+		// Whoever may write the trust set may add a key to it, whose events
+		// then count: refused, as ssh refuses such an authorized_keys.
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o022 != 0 {
+			abs, _ := filepath.Abs(path)
+			return nil, fmt.Errorf("--event-signers %s may be written by others (mode %04o): whoever may write it decides whose events count; run: chmod 644 %s", path, fi.Mode().Perm(), abs)
+		}
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("--event-signers: %w", err)
