@@ -147,14 +147,26 @@ type RevokeKey struct {
 	By Principal
 }
 
-// MayAddKey returns nil while an org that holds count keys may have one
-// more under a cap of most (0: no cap). Revoked keys count: each keeps its
-// row and the secrets it remembers in every instance and every verifier,
-// so that they answer REVOKED, and revoking does not give the memory back.
-// Returns ECONFLICT, naming the limit.
-func MayAddKey(org string, count, most int) error {
-	if most > 0 && count >= most {
-		return Errorf(ECONFLICT, "org %s has %d keys, the most an org may have is %d (revoked keys count too)", org, count, most)
+// RevokedKeysPerCap is how many keys, revoked ones included, an org may
+// have ever held for each key its cap lets it hold at once.
+const RevokedKeysPerCap = 10
+
+// MayAddKey returns nil while an org that holds active keys not revoked
+// (and all keys in all, revoked ones included) may have one more under a
+// cap of most (0: no cap). The cap counts the keys not revoked, so that
+// revoking always makes room: a stolen management key that fills the org
+// cannot lock its managers out once its keys are revoked. Revoked keys
+// still hold memory in every instance and every verifier (their secrets
+// answer REVOKED), so all keys ever are capped too, at RevokedKeysPerCap
+// times as many. Returns ECONFLICT, naming the limit.
+func MayAddKey(org string, active, all, most int) error {
+	switch {
+	case most <= 0:
+		return nil
+	case active >= most:
+		return Errorf(ECONFLICT, "org %s has %d keys not revoked, the most an org may have is %d: revoke some first", org, active, most)
+	case all >= RevokedKeysPerCap*most:
+		return Errorf(ECONFLICT, "org %s has had %d keys, revoked ones included, the most an org may have had is %d (%d times the %d it may have at once); an operator may raise --max-keys-per-org", org, all, RevokedKeysPerCap*most, RevokedKeysPerCap, most)
 	}
 	return nil
 }
@@ -181,6 +193,9 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 	}
 	// The envelope keeps microseconds: judge the instant that will be kept.
 	expires := cmd.ExpiresAt.UTC().Truncate(time.Microsecond)
+	if err := cmd.By.MayHoldUntil(expires); err != nil {
+		return Event{}, err
+	}
 	if !expires.IsZero() {
 		if !expires.After(now) {
 			return Event{}, Errorf(EINVALID, "expires_at must be in the future")
@@ -205,6 +220,9 @@ func DecideCreate(cmd CreateKey, now time.Time, maxExpiry time.Duration, secret 
 // expired one and EINVALID for a bad grace period.
 func (k *Key) DecideRotate(cmd RotateKey, now time.Time, secret string) (Event, error) {
 	if err := cmd.By.MayActOn(k); err != nil {
+		return Event{}, err
+	}
+	if err := cmd.By.MayHoldUntil(k.ExpiresAt); err != nil {
 		return Event{}, err
 	}
 	if err := k.precondition(cmd.IfVersion); err != nil {

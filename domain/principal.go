@@ -68,6 +68,21 @@ func (p Principal) MayGrant(scopes []string) error {
 	return nil
 }
 
+// MayHoldUntil returns nil when p may obtain the secret of a key that
+// expires at expires (zero: never), by creating or rotating it: a key that
+// expires may not, so that a key made to last an hour (a contractor's, an
+// incident's) cannot hand itself a key that outlives it. People and the
+// system may. Returns EFORBIDDEN.
+func (p Principal) MayHoldUntil(expires time.Time) error {
+	if p.key == nil || p.key.ExpiresAt.IsZero() {
+		return nil
+	}
+	if expires.IsZero() || expires.After(p.key.ExpiresAt) {
+		return Errorf(EFORBIDDEN, "this key expires at %s: it may not obtain a key that outlives it (set an expires_at no later)", p.key.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // MayActOn returns nil when p may rotate or revoke k: p must manage k's
 // org, and a key may act only on a key whose scopes it could grant itself.
 // A rotation hands its caller the new secret with every scope of the key,
@@ -88,4 +103,36 @@ func (p Principal) MayActOn(k *Key) error {
 		}
 	}
 	return nil
+}
+
+// maxLineage bounds how far WriteOwner walks back through keys minting
+// keys.
+const maxLineage = 64
+
+// WriteOwner says whose budget of writes an actor's creates and rotations
+// spend. A person's and keyledger's own are theirs. A key's are those of
+// whoever minted it, back through keys minting keys: the person who minted
+// the first of them, or, for a key keyledger minted (bootstrap), that
+// first key. So a key cannot escape a limit on writes by minting keys that
+// each have a budget of their own. keyOf finds a key of the org.
+func WriteOwner(a Actor, org string, keyOf func(org, id string) (Key, bool)) Actor {
+	if a.Kind != ActorKey {
+		return a
+	}
+	owner := a
+	for range maxLineage {
+		k, ok := keyOf(org, owner.ID)
+		if !ok {
+			return owner
+		}
+		switch k.CreatedBy.Kind {
+		case ActorKey:
+			owner = k.CreatedBy
+		case ActorUser:
+			return k.CreatedBy
+		default:
+			return owner
+		}
+	}
+	return owner
 }

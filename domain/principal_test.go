@@ -117,3 +117,55 @@ func TestDecideRefusesWhoMayNot(t *testing.T) {
 		t.Errorf("create by nobody: %v, want forbidden", err)
 	}
 }
+
+// TestWriteOwner: a key's writes spend the budget of whoever minted it,
+// back through keys minting keys, to a person, or to the first key
+// keyledger minted.
+func TestWriteOwner(t *testing.T) {
+	system := domain.Actor{Kind: domain.ActorSystem, ID: "bootstrap"}
+	ada := domain.Actor{Kind: domain.ActorUser, ID: "ada"}
+	keys := map[string]domain.Key{
+		"admin":      {ID: "admin", OrgID: "acme", CreatedBy: system},
+		"child":      {ID: "child", OrgID: "acme", CreatedBy: domain.Actor{Kind: domain.ActorKey, ID: "admin"}},
+		"grandchild": {ID: "grandchild", OrgID: "acme", CreatedBy: domain.Actor{Kind: domain.ActorKey, ID: "child"}},
+		"adas":       {ID: "adas", OrgID: "acme", CreatedBy: ada},
+		"adas-child": {ID: "adas-child", OrgID: "acme", CreatedBy: domain.Actor{Kind: domain.ActorKey, ID: "adas"}},
+	}
+	keyOf := func(_, id string) (domain.Key, bool) { k, ok := keys[id]; return k, ok }
+	for who, want := range map[string]domain.Actor{
+		"admin": {Kind: domain.ActorKey, ID: "admin"}, "child": {Kind: domain.ActorKey, ID: "admin"},
+		"grandchild": {Kind: domain.ActorKey, ID: "admin"}, "adas": ada, "adas-child": ada,
+		"unknown": {Kind: domain.ActorKey, ID: "unknown"},
+	} {
+		if got := domain.WriteOwner(domain.Actor{Kind: domain.ActorKey, ID: who}, "acme", keyOf); got.Kind != want.Kind || got.ID != want.ID {
+			t.Errorf("WriteOwner(%s) = %+v, want %+v", who, got, want)
+		}
+	}
+	if got := domain.WriteOwner(ada, "acme", keyOf); got != ada {
+		t.Errorf("a person writes on their own budget, got %+v", got)
+	}
+}
+
+// TestMayHoldUntil: a key that expires may obtain only keys that expire
+// no later; people, the system and keys that never expire, any.
+func TestMayHoldUntil(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	temp := domain.KeyPrincipal(domain.Key{ID: "temp", OrgID: "acme", ExpiresAt: t0})
+	forever := domain.KeyPrincipal(domain.Key{ID: "ops", OrgID: "acme"})
+	for _, tc := range []struct {
+		p       domain.Principal
+		expires time.Time
+		want    string
+	}{
+		{temp, time.Time{}, domain.EFORBIDDEN},
+		{temp, t0.Add(time.Second), domain.EFORBIDDEN},
+		{temp, t0, ""},
+		{temp, t0.Add(-time.Hour), ""},
+		{forever, time.Time{}, ""},
+		{domain.PersonPrincipal("u", "ada", nil), time.Time{}, ""},
+	} {
+		if got := domain.ErrorCode(tc.p.MayHoldUntil(tc.expires)); got != tc.want {
+			t.Errorf("%s MayHoldUntil(%v) = %q, want %q", tc.p.Actor.ID, tc.expires, got, tc.want)
+		}
+	}
+}

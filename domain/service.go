@@ -23,10 +23,10 @@ type Store interface {
 	Update(ctx context.Context, org, id string, fn func(*Key) ([]Event, error)) (*Key, error)
 }
 
-// KeyCounter counts the keys an org has, revoked ones included, as a
-// projection holds them.
+// KeyCounter counts the keys an org has, as a projection holds them: those
+// not revoked, and all of them.
 type KeyCounter interface {
-	CountKeys(org string) int
+	CountKeys(org string) (active, all int)
 }
 
 // Issued is a key together with a secret that exists nowhere else: it is
@@ -44,7 +44,8 @@ type Keys struct {
 	Prefix    string        // DefaultPrefix when empty
 	MaxExpiry time.Duration // zero: no limit
 	Rand      io.Reader     // crypto/rand when nil
-	// MaxPerOrg caps the keys of one org, revoked ones included, as
+	// MaxPerOrg caps the keys of one org not revoked (and all of them at
+	// RevokedKeysPerCap times as many), as
 	// Counter counts them (MayAddKey); zero or no Counter: no cap. The
 	// count is the projection's, which may lag: creates in flight at
 	// once, on several instances, may pass it by as many.
@@ -86,7 +87,8 @@ func (s *Keys) Create(ctx context.Context, cmd CreateKey) (Issued, error) {
 		return Issued{}, err
 	}
 	if s.Counter != nil {
-		if err := MayAddKey(cmd.OrgID, s.Counter.CountKeys(cmd.OrgID), s.MaxPerOrg); err != nil {
+		active, all := s.Counter.CountKeys(cmd.OrgID)
+		if err := MayAddKey(cmd.OrgID, active, all, s.MaxPerOrg); err != nil {
 			return Issued{}, err
 		}
 	}

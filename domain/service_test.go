@@ -330,16 +330,18 @@ func TestKeysRevoke(t *testing.T) {
 // orgCounter counts a memStore's keys per org, as the listing does.
 type orgCounter struct{ s *memStore }
 
-func (c orgCounter) CountKeys(org string) int {
+func (c orgCounter) CountKeys(org string) (active, all int) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	n := 0
-	for id := range c.s.events {
+	for id, evs := range c.s.events {
 		if strings.HasPrefix(id, org+"/") {
-			n++
+			all++
+			if evs[len(evs)-1].Type != domain.TypeKeyRevoked {
+				active++
+			}
 		}
 	}
-	return n
+	return active, all
 }
 
 func TestKeysCreateIsCappedPerOrg(t *testing.T) {
@@ -348,15 +350,23 @@ func TestKeysCreateIsCappedPerOrg(t *testing.T) {
 	keys.MaxPerOrg, keys.Counter = 2, orgCounter{store}
 	first := createKey(t, keys)
 	createKey(t, keys)
-	if _, err := keys.Revoke(ctx, "acme", first.Key.ID, domain.RevokeKey{By: byAlice}); err != nil {
-		t.Fatal(err)
-	}
 	before := store.count()
 	_, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "third", By: byAlice})
 	wantCode(t, err, domain.ECONFLICT)
-	if msg := domain.ErrorMessage(err); !strings.Contains(msg, "2") || !strings.Contains(msg, "revoked keys count") {
-		t.Errorf("message %q names neither the limit nor what counts", msg)
+	if msg := domain.ErrorMessage(err); !strings.Contains(msg, "2") || !strings.Contains(msg, "revoke some") {
+		t.Errorf("message %q names neither the limit nor what to do", msg)
 	}
+	if got := store.count(); got != before {
+		t.Errorf("a refused create appended: %d events, then %d", before, got)
+	}
+	// Revoking makes room.
+	if _, err := keys.Revoke(ctx, "acme", first.Key.ID, domain.RevokeKey{By: byAlice}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: "third", By: byAlice}); err != nil {
+		t.Errorf("a create after a revocation made room: %v", err)
+	}
+	before = store.count()
 	if got := store.count(); got != before {
 		t.Errorf("a refused create appended: %d events, then %d", before, got)
 	}
@@ -370,14 +380,15 @@ func TestKeysCreateIsCappedPerOrg(t *testing.T) {
 
 func TestMayAddKey(t *testing.T) {
 	for _, tt := range []struct {
-		count, most int
-		ok          bool
+		active, all, most int
+		ok                bool
 	}{
-		{0, 0, true}, {1 << 30, 0, true}, {99999, 100000, true}, {100000, 100000, false}, {100001, 100000, false},
+		{0, 0, 0, true}, {1 << 30, 1 << 30, 0, true}, {99999, 99999, 100000, true}, {100000, 100000, 100000, false},
+		{100001, 100001, 100000, false}, {10, 999999, 100000, true}, {10, 1000000, 100000, false},
 	} {
-		err := domain.MayAddKey("acme", tt.count, tt.most)
+		err := domain.MayAddKey("acme", tt.active, tt.all, tt.most)
 		if (err == nil) != tt.ok || err != nil && domain.ErrorCode(err) != domain.ECONFLICT {
-			t.Errorf("MayAddKey(%d keys, cap %d) = %v, want ok %v", tt.count, tt.most, err, tt.ok)
+			t.Errorf("MayAddKey(%d active, %d in all, cap %d) = %v, want ok %v", tt.active, tt.all, tt.most, err, tt.ok)
 		}
 	}
 }

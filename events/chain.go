@@ -99,15 +99,15 @@ func (s *Store) placeFromFeed(m Msg) {
 	s.placeLocked(m)
 }
 
-// chainHead returns the chain's last link. Beside a feed that has placed
-// everything since it started, that is known at once; otherwise the
-// subject is read from where it was last read, up to last (at most
-// maxChainScan messages a call).
+// chainHead returns the chain's last link as of the subject's message at
+// last. What the feed has not placed yet is read from the subject, from
+// where it was last placed (at most maxChainScan messages a call: the
+// next call goes on).
 func (s *Store) chainHead(ctx context.Context, last uint64) (*signedCheckpoint, error) {
 	c := &s.chain
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.upTo >= last || c.feedFrom != 0 && c.upTo+1 >= c.feedFrom {
+	if c.upTo >= last {
 		return c.chain.last, nil
 	}
 	read := 0

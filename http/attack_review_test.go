@@ -265,14 +265,15 @@ func TestAttackAuditHeadScansJunkForAnyone(t *testing.T) {
 	}
 }
 
-// TestAttackStolenKeyBricksTheOrgForGood: revoked keys count against the
+// TestAttackStolenKeyBricksTheOrgForGood: revoked keys counted against the
 // keys-per-org cap, and no key is ever removed. A stolen management key
-// (with the keys it mints, each with a write budget of its own) fills the
-// org up to the cap; revoking every one of them gives nothing back: the
-// org can never create a key again, not even by a manager.
+// (with the keys it mints) fills the org up to the cap; revoking every one
+// of them gave nothing back: the org could never create a key again, not
+// even by a manager. (The write limit, which the lineage of minted keys
+// now shares, is not what this is about: off.)
 func TestAttackStolenKeyBricksTheOrgForGood(t *testing.T) {
 	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
-		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+		s.WriteLimit = khttp.Limit{}
 		s.Keys.MaxPerOrg = 10
 	})
 	admin := h.bootstrap("acme")

@@ -6,11 +6,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/keyledger/keyledger/domain"
 )
 
-// writeLimited spends one write token of the calling credential (its
-// actor: a key's id, a person's subject) on a create or a rotation, and
+// writeLimited spends one write token of the calling credential's owner
+// (domain.WriteOwner: a person's subject; a key's minter, back to the
+// person or the first key) on a create or a rotation, and
 // gives it back when the write answers anything but 2xx, so that what the
 // limit bounds is what is appended: one key or person cannot flood the
 // stream, and with it every instance's memory and every verifier, while a
@@ -25,7 +28,7 @@ func (s *Server) writeLimited(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		a := caller(r.Context()).Actor
+		a := domain.WriteOwner(caller(r.Context()).Actor, chi.URLParam(r, "org"), s.Listing.Get)
 		who := a.Kind + ":" + a.ID
 		if ok, retry := s.writeBudgets.take(who); !ok {
 			setRetryAfter(w, retry)

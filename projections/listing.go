@@ -79,15 +79,20 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 }
 
 // CountKeys returns how many keys org has, revoked ones included.
-func (l *Listing) CountKeys(org string) int {
+func (l *Listing) CountKeys(org string) (active, all int) {
 	t := l.t
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	o, ok := t.orgs.lookup(org)
 	if !ok {
-		return 0
+		return 0, 0
 	}
-	return len(t.byOrg[o])
+	all = len(t.byOrg[o])
+	revoked := 0
+	if int(o) < len(t.revokedByOrg) {
+		revoked = t.revokedByOrg[o]
+	}
+	return all - revoked, all
 }
 
 var _ domain.KeyCounter = (*Listing)(nil)

@@ -70,8 +70,13 @@ func (t *Table) install(img *tableImage, seq uint64) {
 		t.actors.add(a)
 	}
 	t.byID, t.byFullID = newHashIndex(img.rows.n), map[rowID]uint32{}
+	t.revokedByOrg = nil
 	for slot := range uint32(img.rows.n) {
-		t.indexID(img.rows.at(slot).id, slot)
+		r := img.rows.at(slot)
+		t.indexID(r.id, slot)
+		if r.flags&flagRevoked != 0 {
+			t.countRevoked(r.id.org)
+		}
 	}
 	t.mark(seq)
 }

@@ -55,6 +55,15 @@ type Table struct {
 	// rejected holds, ascending, the sequences of the events refused:
 	// reads of the history leave them out (Judged).
 	rejected []uint64
+	// revokedByOrg counts the revoked keys of each org (by its index).
+	revokedByOrg []int
+}
+
+func (t *Table) countRevoked(org uint32) {
+	for int(org) >= len(t.revokedByOrg) {
+		t.revokedByOrg = append(t.revokedByOrg, 0)
+	}
+	t.revokedByOrg[org]++
 }
 
 // row is one key, in 160 bytes. It holds no pointer.
@@ -277,6 +286,9 @@ func (t *Table) Apply(e domain.Event) error {
 		r.rotated = micros(e.OccurredAt)
 		t.setHash(slot, d.SecretHash)
 	case domain.KeyRevoked:
+		if r.flags&flagRevoked == 0 {
+			t.countRevoked(r.id.org)
+		}
 		r.flags |= flagRevoked
 		r.revoked = micros(e.OccurredAt)
 	}
