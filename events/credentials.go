@@ -79,6 +79,23 @@ func publicKey(seedFile string) (string, error) {
 	return kp.PublicKey()
 }
 
+// ServicePermissions are the service user's: everything but what would
+// let its holder take history away — delete, purge or change KEYLEDGER,
+// or delete a message of it. keyledger itself never does any of these (it
+// creates the stream when missing, and never changes it), so that whoever
+// copies the service credential cannot delete the stream and write back a
+// shorter history.
+func ServicePermissions() *server.Permissions {
+	api := "$JS.API."
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{
+			api + "STREAM.DELETE." + StreamName, api + "STREAM.PURGE." + StreamName,
+			api + "STREAM.UPDATE." + StreamName, api + "STREAM.MSG.DELETE." + StreamName,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{">"}},
+	}
+}
+
 // SubscriberInbox is the inbox prefix of clients using the subscriber
 // credential: the one where it may receive replies (nats.go:
 // nats.CustomInboxPrefix(SubscriberInbox); the nats CLI: --inbox-prefix).
@@ -120,7 +137,7 @@ func (c Credentials) users() ([]*server.NkeyUser, error) {
 		return nil, err
 	}
 	return []*server.NkeyUser{
-		{Nkey: svc}, // the service: everything
+		{Nkey: svc, Permissions: ServicePermissions()},
 		{Nkey: sub, Permissions: SubscriberPermissions()},
 	}, nil
 }

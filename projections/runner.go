@@ -297,7 +297,7 @@ func (r *Runner) watch(ctx context.Context) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var held uint64 // the stream's last sequence at the previous ask
-	stalled := 0
+	stalled, short := 0, 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -315,8 +315,15 @@ func (r *Runner) watch(ctx context.Context) {
 			held = last // still replaying: neither current nor stalled
 			continue
 		}
+		if last >= applied {
+			short = 0
+		}
 		switch {
 		case last < applied:
+			// Three asks in a row, not one answer from a server that lags.
+			if short++; short < 3 {
+				continue
+			}
 			if !r.broken.Swap(true) {
 				r.log.Error("the stream ends before what this instance applied: it was truncated, or deleted and written again; refusing to serve (restart once the stream is known to be right)", "stream_last_seq", last, "applied_seq", applied)
 			}
