@@ -147,6 +147,11 @@ var errNotSigned = errors.New("not signed by a trusted keyledger instance")
 // readCheckpoint checks and reads a message of the checkpoint subject.
 // Returns errNotSigned (wrapped) for one that does not count.
 func readCheckpoint(m Msg, set *Signers) (*signedCheckpoint, error) {
+	if headerValue(m.Header, SignerHeader) != "" {
+		// Signed in its headers: version 2, whose body is read only once
+		// its signature holds.
+		return readCheckpointV2(m, set)
+	}
 	var probe struct {
 		Version int `json:"version"`
 	}
@@ -172,9 +177,15 @@ func readCheckpointV2(m Msg, set *Signers) (*signedCheckpoint, error) {
 	if !set.verify(signer, m.Seq, msg, raw) {
 		return nil, fmt.Errorf("%w: its signature by %s does not verify with the trust set", errNotSigned, signer)
 	}
-	var cp Checkpoint
-	if err := json.Unmarshal(m.Data, &cp); err != nil {
-		return nil, fmt.Errorf("%w: it cannot be read", errNotSigned)
+	cp, ok := decodeCheckpointFast(m.Data)
+	if !ok {
+		cp = Checkpoint{} // nothing of what the fast path read
+		if err := json.Unmarshal(m.Data, &cp); err != nil {
+			return nil, fmt.Errorf("%w: it cannot be read", errNotSigned)
+		}
+	}
+	if cp.Version != 2 {
+		return nil, fmt.Errorf("%w: version %d is not one keyledger writes", errNotSigned, cp.Version)
 	}
 	c := &signedCheckpoint{Seq: m.Seq, Hash: BodyHash(m.Data), Version: 2, FromSeq: cp.FromSeq, ToSeq: cp.ToSeq,
 		Chain: cp.Chain, Prev: cp.PrevCheckpoint, KeyID: signer, SignedAt: cp.SignedAt, untrusted: cp.Untrusted}
