@@ -108,8 +108,10 @@ const SubscriberInbox = "_INBOX_keyledger_subscriber"
 // subscription, and receive replies on its own inbox. Everything not
 // allowed is denied: no publish to keyledger.events.>, no stream create,
 // update, purge or delete, no message delete, no consumer deleted (its own
-// ephemeral ones expire when idle), listed or made durable, and no other
-// client's replies.
+// ephemeral ones expire when idle) or listed, and no other client's
+// replies. NATS grants the creation of named (durable) consumers with that
+// of ephemeral ones (CONSUMER.CREATE.<stream>.<name>.<filter>), so a holder
+// may make one, or attach to one whose name it knows: see SECURITY.md.
 func SubscriberPermissions() *server.Permissions {
 	api := "$JS.API."
 	return &server.Permissions{

@@ -78,7 +78,8 @@ func (l *Listing) List(org string, q ListQuery) (page []domain.Key, next string)
 	return page, ""
 }
 
-// CountKeys returns how many keys org has, revoked ones included.
+// CountKeys returns how many keys org has not revoked (active), and how
+// many in all, revoked ones included.
 func (l *Listing) CountKeys(org string) (active, all int) {
 	t := l.t
 	t.mu.RLock()
