@@ -24,13 +24,23 @@ type OIDCConfig struct {
 	// RolesClaim names the claim holding {"<org>": "<role>"}; default
 	// "keyledger_roles".
 	RolesClaim string
-	Now        func() time.Time
+	// ManagerGroup, when set, makes the members of each group it matches
+	// (in the GroupsClaim claim) managers of the group's org, beside what
+	// RolesClaim gives.
+	ManagerGroup domain.GroupPattern
+	// GroupsClaim names the claim listing the person's groups; default
+	// "groups".
+	GroupsClaim string
+	Now         func() time.Time
 	Client     *http.Client
 	Logger     *slog.Logger
 }
 
 // DefaultRolesClaim is the claim read for org roles unless configured.
 const DefaultRolesClaim = "keyledger_roles"
+
+// DefaultGroupsClaim is the claim read for groups unless configured.
+const DefaultGroupsClaim = "groups"
 
 // signingAlgs are the asymmetric algorithms accepted. "none" and every HMAC
 // algorithm are absent: a token signed with the public key as an HMAC
@@ -56,6 +66,9 @@ type OIDC struct {
 func NewOIDC(ctx context.Context, cfg OIDCConfig) *OIDC {
 	if cfg.RolesClaim == "" {
 		cfg.RolesClaim = DefaultRolesClaim
+	}
+	if cfg.GroupsClaim == "" {
+		cfg.GroupsClaim = DefaultGroupsClaim
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -124,12 +137,33 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error)
 			return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, fmt.Sprintf("claim %s must map org ids to roles", o.cfg.RolesClaim))
 		}
 	}
+	if raw, ok := claims[o.cfg.GroupsClaim]; ok && o.cfg.ManagerGroup.Set() {
+		groups, err := groupNames(raw)
+		if err != nil {
+			return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, fmt.Sprintf("claim %s must list group names", o.cfg.GroupsClaim))
+		}
+		o.cfg.ManagerGroup.ManagerRoles(roles, groups)
+	}
 	if tok.Subject == "" {
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "token has no sub")
 	}
 	p := domain.PersonPrincipal(tok.Subject, actorName(claims, tok.Subject), roles)
 	p.ExpiresAt = tok.Expiry
 	return p, nil
+}
+
+// groupNames reads a groups claim: a list of names, or one name alone,
+// as some providers send a single group.
+func groupNames(raw json.RawMessage) ([]string, error) {
+	var groups []string
+	if err := json.Unmarshal(raw, &groups); err == nil {
+		return groups, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err != nil {
+		return nil, err
+	}
+	return []string{one}, nil
 }
 
 // actorName is how a person is named in the events they cause: their

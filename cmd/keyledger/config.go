@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 )
@@ -166,6 +167,9 @@ type serveFlags struct {
 	oidcAudience     string
 	oidcJWKSURL      string
 	oidcRolesClaim   string
+	oidcGroupsClaim  string
+	oidcManagerGroup string
+	managerGroup     domain.GroupPattern
 	authFailureLimit int
 	verifyRateLimit  int
 	writeRateLimit   int
@@ -216,6 +220,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "with --oidc-issuer: the audience the tokens must name (required)")
 	fs.StringVar(&f.oidcJWKSURL, "oidc-jwks-url", "", "with --oidc-issuer: fetch signing keys here instead of by discovery")
 	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
+	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "groups", "with --oidc-manager-group: the claim listing the person's groups")
+	fs.StringVar(&f.oidcManagerGroup, "oidc-manager-group", "", "with --oidc-issuer: the group whose members manage an org, {org} standing for the org id, e.g. keyledger-{org}-managers")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
 	fs.IntVar(&f.maxKeysPerOrg, "max-keys-per-org", 100000, "most keys not revoked one org may have (and ten times as many in all, revoked ones included); past it a create answers 409 (0: no cap)")
@@ -251,6 +257,16 @@ func (f *serveFlags) check() error {
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	if f.oidcManagerGroup != "" {
+		if f.oidcIssuer == "" {
+			return fmt.Errorf("--oidc-manager-group needs --oidc-issuer")
+		}
+		g, err := domain.ParseGroupPattern(f.oidcManagerGroup)
+		if err != nil {
+			return fmt.Errorf("--oidc-manager-group: %s", domain.ErrorMessage(err))
+		}
+		f.managerGroup = g
 	}
 	for name, v := range map[string]int{"--max-in-flight": f.maxInFlight, "--max-event-streams": f.maxStreams, "--max-waiting": f.maxWaiting} {
 		if v < 1 {
