@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +116,90 @@ func TestAttackStolenKeyFillsAllKeysEverCap(t *testing.T) {
 	res := h.request("POST", "/v1/orgs/acme/keys", admin, map[string]any{"name": "after the incident"})
 	if res.StatusCode != http.StatusCreated {
 		t.Errorf("after a stolen key created and revoked %d keys within a minute (cap 5) and was revoked itself, the org's admin cannot create a key: %d %s", made, res.StatusCode, res.body)
+	}
+}
+
+// TestAttackRevokedMinterStillOwnsTheBudget (holds): revoking the key
+// that minted a lineage does not free its descendants from its budget.
+func TestAttackRevokedMinterStillOwnsTheBudget(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
+		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+	})
+	root := h.bootstrap("acme", "keys:manage")
+	a := h.create("acme", root, map[string]any{"name": "a", "scopes": []string{"keys:manage"}})
+	b := h.create("acme", a.Secret, map[string]any{"name": "b", "scopes": []string{"keys:manage"}})
+	// b revokes its own minter (it holds every scope a holds).
+	h.must(http.StatusNoContent, "DELETE", "/v1/orgs/acme/keys/"+a.Key.ID, b.Secret, nil)
+	h.create("acme", b.Secret, map[string]any{"name": "third of the lineage", "scopes": []string{"keys:manage"}})
+	if res := h.request("POST", "/v1/orgs/acme/keys", b.Secret, map[string]any{"name": "fourth"}); res.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a key whose minter was revoked wrote past its lineage's budget of 3: %d %s", res.StatusCode, res.body)
+	}
+	if res := h.request("POST", "/v1/orgs/acme/keys/"+b.Key.ID+"/rotate", b.Secret, nil); res.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a key whose minter was revoked rotated itself past its lineage's budget: %d %s", res.StatusCode, res.body)
+	}
+}
+
+// TestAttackRotatedKeyKeepsItsLineage (holds): rotating a key (itself, or
+// a peer of the same lineage) gives no fresh budget; the rotated key keeps
+// its minter.
+func TestAttackRotatedKeyKeepsItsLineage(t *testing.T) {
+	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
+		s.WriteLimit = khttp.Limit{Per: 3, Every: time.Hour}
+	})
+	root := h.bootstrap("acme", "keys:manage")
+	a := h.create("acme", root, map[string]any{"name": "a", "scopes": []string{"keys:manage"}})
+	r := h.rotate("acme", a.Key.ID, a.Secret, nil)
+	r = h.rotate("acme", a.Key.ID, r.Secret, nil)
+	for _, p := range []string{"/v1/orgs/acme/keys/" + a.Key.ID + "/rotate", "/v1/orgs/acme/keys"} {
+		var body any
+		if strings.HasSuffix(p, "/keys") {
+			body = map[string]any{"name": "x"}
+		}
+		if res := h.request("POST", p, r.Secret, body); res.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("POST %s after the lineage spent its budget: %d %s", p, res.StatusCode, res.body)
+		}
+	}
+}
+
+// TestAttackExpiringKeyRotationLoopholes (holds): a key that expires in
+// an hour may not rotate a key that expires later, nor one that never
+// expires, whatever the grace period; rotating itself is allowed and
+// gives nothing beyond its own expiry; expires_at omitted, null or
+// sub-microsecond past its own expiry is refused.
+func TestAttackExpiringKeyRotationLoopholes(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	end := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	temp := h.create("acme", admin, map[string]any{"name": "temp", "scopes": []string{"keys:manage"}, "expires_at": end.Format(time.RFC3339)})
+	later := h.create("acme", admin, map[string]any{"name": "later", "scopes": []string{"keys:manage"}, "expires_at": end.Add(time.Second).Format(time.RFC3339)})
+	never := h.create("acme", admin, map[string]any{"name": "never"})
+	for _, k := range []issued{later, never} {
+		for _, grace := range []any{nil, map[string]any{"grace_period_seconds": 604800}} {
+			if res := h.request("POST", "/v1/orgs/acme/keys/"+k.Key.ID+"/rotate", temp.Secret, grace); res.StatusCode == http.StatusOK {
+				t.Errorf("a key expiring at %s rotated %s (grace %v)", end, k.Key.Name, grace)
+			}
+		}
+	}
+	for _, body := range []map[string]any{
+		{"name": "x", "scopes": []string{}},
+		{"name": "x", "expires_at": nil},
+		{"name": "x", "expires_at": end.Add(time.Microsecond).Format(time.RFC3339Nano)},
+		{"name": "x", "expires_at": end.Add(1500 * time.Nanosecond).Format(time.RFC3339Nano)},
+		{"name": "x", "expires_at": end.In(time.FixedZone("x", -11*3600)).Add(time.Second).Format(time.RFC3339)},
+	} {
+		if res := h.request("POST", "/v1/orgs/acme/keys", temp.Secret, body); res.StatusCode == http.StatusCreated {
+			t.Errorf("a key expiring at %s created a key with %v: %s", end, body, res.body)
+		}
+	}
+	self := h.rotate("acme", temp.Key.ID, temp.Secret, map[string]any{"grace_period_seconds": 604800})
+	for _, secret := range []string{self.Secret, temp.Secret} {
+		v := h.verify(secret)
+		if v.ExpiresAt == nil {
+			t.Errorf("after rotating itself with a week's grace, a value of a key expiring at %s never ends", end)
+			continue
+		}
+		if got, err := time.Parse(time.RFC3339Nano, *v.ExpiresAt); err != nil || got.After(end) {
+			t.Errorf("after rotating itself with a week's grace, a value ends %s, after the key's %s", *v.ExpiresAt, end)
+		}
 	}
 }
