@@ -73,12 +73,29 @@ func (p Principal) MayGrant(scopes []string) error {
 // expires may not, so that a key made to last an hour (a contractor's, an
 // incident's) cannot hand itself a key that outlives it. People and the
 // system may. Returns EFORBIDDEN.
+//
+// What counts is when the value presented stops working: the key's expiry,
+// or sooner, for a value a rotation replaced, the end of its grace period
+// (ExpiresAt, as the caller was authenticated). A leaked old value, still
+// valid for a minute, cannot mint a key that never expires, nor rotate its
+// own key away from the owner.
 func (p Principal) MayHoldUntil(expires time.Time) error {
-	if p.key == nil || p.key.ExpiresAt.IsZero() {
+	if p.key == nil {
 		return nil
 	}
-	if expires.IsZero() || expires.After(p.key.ExpiresAt) {
-		return Errorf(EFORBIDDEN, "this key expires at %s: it may not obtain a key that outlives it (set an expires_at no later)", p.key.ExpiresAt.UTC().Format(time.RFC3339))
+	end := p.key.ExpiresAt
+	if !p.ExpiresAt.IsZero() && (end.IsZero() || p.ExpiresAt.Before(end)) {
+		end = p.ExpiresAt
+	}
+	if end.IsZero() {
+		return nil
+	}
+	if expires.IsZero() || expires.After(end) {
+		what := "this key expires"
+		if !end.Equal(p.key.ExpiresAt) {
+			what = "this value of the key stops working (a rotation replaced it)"
+		}
+		return Errorf(EFORBIDDEN, "%s at %s: it may not obtain a key that outlives it (set an expires_at no later, or use the key's current value)", what, end.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -105,34 +122,38 @@ func (p Principal) MayActOn(k *Key) error {
 	return nil
 }
 
-// maxLineage bounds how far WriteOwner walks back through keys minting
-// keys.
-const maxLineage = 64
+// MaxLineage bounds how deep keys may mint keys and still write: a key
+// more than MaxLineage keys below the person (or the bootstrap key) its
+// lineage starts from may revoke, but neither create nor rotate.
+const MaxLineage = 64
 
 // WriteOwner says whose budget of writes an actor's creates and rotations
 // spend. A person's and keyledger's own are theirs. A key's are those of
 // whoever minted it, back through keys minting keys: the person who minted
 // the first of them, or, for a key keyledger minted (bootstrap), that
 // first key. So a key cannot escape a limit on writes by minting keys that
-// each have a budget of their own. keyOf finds a key of the org.
-func WriteOwner(a Actor, org string, keyOf func(org, id string) (Key, bool)) Actor {
+// each have a budget of their own. keyOf finds a key of the org. Returns
+// EFORBIDDEN for a key deeper than MaxLineage, whose lineage is not walked
+// further: charging it to an ancestor whose budget nobody spent would let
+// a deep enough tree of keys escape the limit again.
+func WriteOwner(a Actor, org string, keyOf func(org, id string) (Key, bool)) (Actor, error) {
 	if a.Kind != ActorKey {
-		return a
+		return a, nil
 	}
 	owner := a
-	for range maxLineage {
+	for range MaxLineage + 1 {
 		k, ok := keyOf(org, owner.ID)
 		if !ok {
-			return owner
+			return owner, nil
 		}
 		switch k.CreatedBy.Kind {
 		case ActorKey:
 			owner = k.CreatedBy
 		case ActorUser:
-			return k.CreatedBy
+			return k.CreatedBy, nil
 		default:
-			return owner
+			return owner, nil
 		}
 	}
-	return owner
+	return Actor{}, Errorf(EFORBIDDEN, "this key was minted more than %d keys deep by keys minting keys: it may not create or rotate keys (a person, or a key nearer the first, may)", MaxLineage)
 }

@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -137,12 +138,28 @@ func TestWriteOwner(t *testing.T) {
 		"grandchild": {Kind: domain.ActorKey, ID: "admin"}, "adas": ada, "adas-child": ada,
 		"unknown": {Kind: domain.ActorKey, ID: "unknown"},
 	} {
-		if got := domain.WriteOwner(domain.Actor{Kind: domain.ActorKey, ID: who}, "acme", keyOf); got.Kind != want.Kind || got.ID != want.ID {
-			t.Errorf("WriteOwner(%s) = %+v, want %+v", who, got, want)
+		if got, err := domain.WriteOwner(domain.Actor{Kind: domain.ActorKey, ID: who}, "acme", keyOf); err != nil || got.Kind != want.Kind || got.ID != want.ID {
+			t.Errorf("WriteOwner(%s) = %+v, %v; want %+v", who, got, err, want)
 		}
 	}
-	if got := domain.WriteOwner(ada, "acme", keyOf); got != ada {
-		t.Errorf("a person writes on their own budget, got %+v", got)
+	if got, err := domain.WriteOwner(ada, "acme", keyOf); err != nil || got != ada {
+		t.Errorf("a person writes on their own budget, got %+v, %v", got, err)
+	}
+	// A chain of keys minting keys below admin: down to MaxLineage deep
+	// each is charged to admin; deeper, none may write (charged to an
+	// ancestor, a deep enough tree would escape the limit).
+	parent := "admin"
+	for depth := 1; depth <= domain.MaxLineage+1; depth++ {
+		id := fmt.Sprintf("link-%d", depth)
+		keys[id] = domain.Key{ID: id, OrgID: "acme", CreatedBy: domain.Actor{Kind: domain.ActorKey, ID: parent}}
+		parent = id
+		got, err := domain.WriteOwner(domain.Actor{Kind: domain.ActorKey, ID: id}, "acme", keyOf)
+		switch {
+		case depth <= domain.MaxLineage && (err != nil || got.ID != "admin"):
+			t.Errorf("a key %d deep: %+v, %v; want admin's budget", depth, got, err)
+		case depth > domain.MaxLineage && domain.ErrorCode(err) != domain.EFORBIDDEN:
+			t.Errorf("a key %d deep: %+v, %v; want EFORBIDDEN", depth, got, err)
+		}
 	}
 }
 

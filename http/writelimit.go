@@ -28,7 +28,11 @@ func (s *Server) writeLimited(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		a := domain.WriteOwner(caller(r.Context()).Actor, chi.URLParam(r, "org"), s.Listing.Get)
+		a, err := domain.WriteOwner(caller(r.Context()).Actor, chi.URLParam(r, "org"), s.Listing.Get)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		who := a.Kind + ":" + a.ID
 		if ok, retry := s.writeBudgets.take(who); !ok {
 			setRetryAfter(w, retry)
