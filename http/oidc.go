@@ -32,8 +32,8 @@ type OIDCConfig struct {
 	// "groups".
 	GroupsClaim string
 	Now         func() time.Time
-	Client     *http.Client
-	Logger     *slog.Logger
+	Client      *http.Client
+	Logger      *slog.Logger
 }
 
 // DefaultRolesClaim is the claim read for org roles unless configured.
