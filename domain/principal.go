@@ -33,6 +33,15 @@ func PersonPrincipal(subject, name string, roles map[string]string) Principal {
 	return Principal{Actor: Actor{Kind: ActorUser, ID: subject, Name: name}, roles: roles}
 }
 
+// Roles returns a copy of a person's roles per org.
+func (p Principal) Roles() map[string]string {
+	roles := make(map[string]string, len(p.roles))
+	for org, role := range p.roles {
+		roles[org] = role
+	}
+	return roles
+}
+
 // SystemPrincipal is keyledger itself acting, e.g. for bootstrap.
 func SystemPrincipal(id, name string) Principal {
 	return Principal{Actor: Actor{Kind: ActorSystem, ID: id, Name: name}}

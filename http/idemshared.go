@@ -80,7 +80,14 @@ func (s *Server) idempotentShared(w http.ResponseWriter, r *http.Request, next h
 		s.runIdempotent(w, r, next, slot, nil)
 		return
 	}
-	cred, _ := bearer(r)
+	cred, ok := bearer(r)
+	if c, err := r.Cookie(sessionCookie); !ok && err == nil && s.SSO != nil {
+		cred = "session " + c.Value // signed in on the page: the session's cookie seals it
+	}
+	if cred == "" {
+		s.runIdempotent(w, r, next, slot, nil) // nothing to seal it with: this instance only
+		return
+	}
 	actor := caller(r.Context()).Actor
 	sh := &shared{store: s.Idempotency, name: entryName(actor, r.Method, r.URL.Path, ik), credential: cred, sum: hex.EncodeToString(sum[:])}
 	ctx, cancel := context.WithTimeout(r.Context(), idemStoreTimeout)
@@ -190,11 +197,11 @@ func (sh *shared) finish(ctx context.Context, rev uint64, a answer) error {
 	return nil
 }
 
-// answerCipher is AES-256-GCM, with a random nonce before each sealed
-// answer, under the key HKDF-SHA256 derives from the credential, salted
-// with the entry's name (which is also what the seal authenticates).
-func answerCipher(credential, name string) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, []byte(credential), []byte(name), "keyledger idempotent answer v1", 32)
+// sealCipher is AES-256-GCM, with a random nonce before each sealed text,
+// under the key HKDF-SHA256 derives from secret, salted with the entry's
+// name (which is also what the seal authenticates), for purpose.
+func sealCipher(secret, name, purpose string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(secret), []byte(name), purpose, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -205,20 +212,30 @@ func answerCipher(credential, name string) (cipher.AEAD, error) {
 	return cipher.NewGCMWithRandomNonce(block)
 }
 
-func sealAnswer(credential, name string, body []byte) ([]byte, error) {
-	aead, err := answerCipher(credential, name)
+func sealWith(secret, name, purpose string, body []byte) ([]byte, error) {
+	aead, err := sealCipher(secret, name, purpose)
 	if err != nil {
 		return nil, err
 	}
 	return aead.Seal(nil, nil, body, []byte(name)), nil
 }
 
-func openAnswer(credential, name string, sealed []byte) ([]byte, error) {
-	aead, err := answerCipher(credential, name)
+func openWith(secret, name, purpose string, sealed []byte) ([]byte, error) {
+	aead, err := sealCipher(secret, name, purpose)
 	if err != nil {
 		return nil, err
 	}
 	return aead.Open(nil, nil, sealed, []byte(name))
+}
+
+const answerPurpose = "keyledger idempotent answer v1"
+
+func sealAnswer(credential, name string, body []byte) ([]byte, error) {
+	return sealWith(credential, name, answerPurpose, body)
+}
+
+func openAnswer(credential, name string, sealed []byte) ([]byte, error) {
+	return openWith(credential, name, answerPurpose, sealed)
 }
 
 var _ IdempotencyStore = (*events.Idempotency)(nil)

@@ -117,6 +117,8 @@ func bearer(r *http.Request) (string, bool) {
 func (s *Server) authenticate(r *http.Request) (domain.Principal, error) {
 	cred, ok := bearer(r)
 	switch {
+	case !ok && s.SSO != nil && r.Header.Get("Authorization") == "" && hasCookie(r, sessionCookie):
+		return s.sessionPrincipal(r)
 	case !ok:
 		return domain.Principal{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <management key or token>")
 	case domain.WellFormed(cred):
@@ -252,4 +254,9 @@ func (s *Server) keyID(next http.Handler) http.Handler {
 func orgAndKey(r *http.Request) (org, id string) {
 	id, _ = r.Context().Value(ctxKeyID).(string)
 	return chi.URLParam(r, "org"), id
+}
+
+func hasCookie(r *http.Request, name string) bool {
+	_, err := r.Cookie(name)
+	return err == nil
 }

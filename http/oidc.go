@@ -59,6 +59,7 @@ type OIDC struct {
 
 	mu       sync.RWMutex
 	verifier *oidc.IDTokenVerifier
+	provider *oidc.Provider // once discovered; nil with JWKSURL
 	lastErr  error
 }
 
@@ -94,7 +95,7 @@ func (o *OIDC) discover(ctx context.Context, vcfg *oidc.Config) {
 		p, err := oidc.NewProvider(ctx, o.cfg.Issuer)
 		o.mu.Lock()
 		if err == nil {
-			o.verifier = p.VerifierContext(ctx, vcfg)
+			o.verifier, o.provider = p.VerifierContext(ctx, vcfg), p
 		}
 		o.lastErr = err
 		o.mu.Unlock()
@@ -117,16 +118,38 @@ func looksLikeJWT(s string) bool { return strings.Count(s, ".") == 2 }
 // person with their org roles. Returns EUNAUTHENTICATED, or EUNAVAILABLE
 // while the provider has not been discovered.
 func (o *OIDC) Verify(ctx context.Context, raw string) (domain.Principal, error) {
+	p, _, err := o.verify(ctx, raw)
+	return p, err
+}
+
+// discovered returns the provider once discovery has found it.
+func (o *OIDC) discovered() (*oidc.Provider, error) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.provider == nil {
+		return nil, domain.Wrap(domain.EUNAVAILABLE, o.lastErr, "the identity provider cannot be reached")
+	}
+	return o.provider, nil
+}
+
+// verify is Verify, also returning the token.
+func (o *OIDC) verify(ctx context.Context, raw string) (domain.Principal, *oidc.IDToken, error) {
 	o.mu.RLock()
 	v, lastErr := o.verifier, o.lastErr
 	o.mu.RUnlock()
 	if v == nil {
-		return domain.Principal{}, domain.Wrap(domain.EUNAVAILABLE, lastErr, "the identity provider cannot be reached")
+		return domain.Principal{}, nil, domain.Wrap(domain.EUNAVAILABLE, lastErr, "the identity provider cannot be reached")
 	}
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
-		return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, "token is not valid")
+		return domain.Principal{}, nil, domain.Wrap(domain.EUNAUTHENTICATED, err, "token is not valid")
 	}
+	p, err := o.principal(tok)
+	return p, tok, err
+}
+
+// principal is the person a verified token names, with their org roles.
+func (o *OIDC) principal(tok *oidc.IDToken) (domain.Principal, error) {
 	var claims map[string]json.RawMessage
 	if err := tok.Claims(&claims); err != nil {
 		return domain.Principal{}, domain.Wrap(domain.EUNAUTHENTICATED, err, "token claims cannot be read")

@@ -94,6 +94,9 @@ type Server struct {
 	}
 	// OIDC signs people in with JWTs; nil: management keys only.
 	OIDC *OIDC
+	// SSO signs people in on the page with their identity provider, into
+	// a session behind a cookie; nil: no sign-in on the page.
+	SSO *SSO
 	// AuthFailureLimit bounds failed authentications per client address;
 	// VerifyLimit bounds verifications per client address.
 	AuthFailureLimit Limit
@@ -213,6 +216,12 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/v1/audit/pubkey", s.auditPubkey)
 	r.Get("/v1/audit/signers", s.auditSigners)
 	r.Get("/v1/audit/head", s.auditHead)
+	if s.SSO != nil {
+		r.Get("/auth/login", s.ssoLogin)
+		r.Get("/auth/callback", s.ssoCallback)
+		r.Post("/auth/logout", s.ssoLogout)
+		r.Get("/v1/session", s.sessionInfo)
+	}
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.current, s.manager)
 		r.Route("/keys", s.keyRoutes)

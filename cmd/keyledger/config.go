@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -168,6 +170,11 @@ type serveFlags struct {
 	oidcJWKSURL      string
 	oidcRolesClaim   string
 	oidcGroupsClaim  string
+	oidcClientID     string
+	oidcClientSecret string
+	oidcScopes       string
+	publicURL        string
+	public           *url.URL
 	oidcManagerGroup string
 	managerGroup     domain.GroupPattern
 	authFailureLimit int
@@ -221,6 +228,10 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcJWKSURL, "oidc-jwks-url", "", "with --oidc-issuer: fetch signing keys here instead of by discovery")
 	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
 	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "groups", "with --oidc-manager-group: the claim listing the person's groups")
+	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "with --oidc-issuer and --public-url: sign managers in on the page, as this client of the provider (authorization code flow with PKCE)")
+	fs.StringVar(&f.oidcClientSecret, "oidc-client-secret", "", "with --oidc-client-id: the client's secret, for a confidential client (KEYLEDGER_OIDC_CLIENT_SECRET keeps it out of the process list)")
+	fs.StringVar(&f.oidcScopes, "oidc-scopes", "", "with --oidc-client-id: scopes to ask for beyond openid, email and profile, comma-separated (e.g. groups)")
+	fs.StringVar(&f.publicURL, "public-url", "", "the base URL people reach keyledger at (e.g. https://keys.example.com); the sign-in's redirect URL is derived from it")
 	fs.StringVar(&f.oidcManagerGroup, "oidc-manager-group", "", "with --oidc-issuer: the group whose members manage an org, {org} standing for the org id, e.g. keyledger-{org}-managers")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
 	fs.IntVar(&f.verifyRateLimit, "verify-rate-limit", 10000, "verifications allowed per client address per second (0: no limit)")
@@ -255,8 +266,26 @@ func (f *serveFlags) check() error {
 	if f.usageFlush < time.Minute {
 		return fmt.Errorf("--usage-flush-interval must be at least 1m")
 	}
+	if f.oidcClientID != "" {
+		if f.oidcIssuer == "" || f.publicURL == "" {
+			return fmt.Errorf("--oidc-client-id needs --oidc-issuer and --public-url")
+		}
+		if f.oidcAudience == "" {
+			f.oidcAudience = f.oidcClientID // the ID tokens name the client
+		}
+	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	if f.publicURL != "" {
+		u, err := url.Parse(f.publicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("--public-url must be an absolute http or https URL, such as https://keys.example.com")
+		}
+		if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+			return fmt.Errorf("--public-url %s: sessions need https, except on a loopback address", f.publicURL)
+		}
+		f.public = u
 	}
 	if f.oidcManagerGroup != "" {
 		if f.oidcIssuer == "" {
@@ -286,4 +315,13 @@ func (f *serveFlags) check() error {
 		return fmt.Errorf("--nats-listen opens the embedded server's port; it cannot go with --nats-url")
 	}
 	return nil
+}
+
+// loopbackHost reports whether host names this machine only.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -138,6 +138,9 @@ func printConfig(w io.Writer, fs *flag.FlagSet, sources map[string]configSource)
 	fmt.Fprintln(w, "# Precedence: flag, then KEYLEDGER_* variable, then --config file, then default.")
 	for _, name := range names {
 		value := maskSecret(fs.Lookup(name).Value.String())
+		if strings.HasSuffix(name, "-secret") && value != "" {
+			value = "****" // a client secret has no shape to recognise
+		}
 		out, err := yaml.Marshal(map[string]string{name: value})
 		if err != nil {
 			return err

@@ -110,6 +110,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, GroupsClaim: f.oidcGroupsClaim, ManagerGroup: f.managerGroup, Logger: log,
 		})
 	}
+	if f.oidcClientID != "" {
+		sessions, err := events.OpenSessions(ctx, b.js, b.replicas)
+		if err != nil {
+			return err
+		}
+		api.SSO = &khttp.SSO{OIDC: api.OIDC, ClientID: f.oidcClientID, ClientSecret: f.oidcClientSecret, PublicURL: f.public, Store: sessions, Scopes: splitList(f.oidcScopes)}
+		log.Info("managers sign in on the page with the identity provider; register this redirect URL for the client there", "redirect_url", api.SSO.RedirectURL(), "client_id", f.oidcClientID, "confidential", f.oidcClientSecret != "")
+	}
 	return serveHTTP(ctx, f, api.Handler(), log)
 }
 

@@ -1,0 +1,318 @@
+package http_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/example/server/storage"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+	khttp "github.com/keyledger/keyledger/http"
+)
+
+// The identity provider of these tests is zitadel/oidc's example OpenID
+// Provider (github.com/zitadel/oidc/v3/example/server), run in-process: a
+// certified OpenID Connect implementation with its own login page, not a
+// stub written to agree with keyledger. Its example storage knows two
+// users (test-user@127.0.0.1 and test-user2, password verysecure); the
+// wrapper below only adds the claims a company's provider would send
+// (groups, or keyledger_roles) and lets the ID token carry email and name.
+
+// withClaims is the example storage, adding claims per user id.
+type withClaims struct {
+	*storage.Storage
+	claims map[string]map[string]any
+}
+
+func (s withClaims) SetUserinfoFromRequest(ctx context.Context, info *zoidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
+	if err := s.Storage.SetUserinfoFromRequest(ctx, info, req, scopes); err != nil {
+		return err
+	}
+	for k, v := range s.claims[req.GetSubject()] {
+		info.AppendClaims(k, v)
+	}
+	return nil
+}
+
+func (s withClaims) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return claimsInIDToken{c}, nil
+}
+
+// claimsInIDToken puts the profile and email claims in the ID token, as
+// most providers do.
+type claimsInIDToken struct{ op.Client }
+
+func (claimsInIDToken) IDTokenUserinfoClaimsAssertion() bool { return true }
+func (claimsInIDToken) IsScopeAllowed(scope string) bool     { return scope == "groups" }
+
+type provider struct {
+	srv *httptest.Server
+}
+
+func startProvider(t *testing.T) *provider {
+	t.Helper()
+	p := &provider{}
+	var handler http.Handler
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
+	t.Cleanup(p.srv.Close)
+	st := withClaims{Storage: storage.NewStorage(storage.NewUserStore(p.srv.URL)), claims: map[string]map[string]any{
+		"id1": {"groups": []string{"engineering", "keyledger-acme-managers"}},
+		"id2": {"keyledger_roles": map[string]string{"acme": "member"}},
+	}}
+	handler = exampleop.SetupServer(p.srv.URL, st, nil, false)
+	return p
+}
+
+// webAgent is a client with cookies that follows redirects, as a webAgent.
+type webAgent struct {
+	t      *testing.T
+	client *http.Client
+	last   *url.URL
+}
+
+func newWebAgent(t *testing.T) *webAgent {
+	jar, _ := cookiejar.New(nil)
+	b := &webAgent{t: t}
+	b.client = &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+		b.last = r.URL
+		return nil
+	}}
+	return b
+}
+
+func (b *webAgent) do(req *http.Request) (*http.Response, string) {
+	b.t.Helper()
+	res, err := b.client.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res, string(body)
+}
+
+func (b *webAgent) get(u string) (*http.Response, string) {
+	req, _ := http.NewRequest("GET", u, nil)
+	return b.do(req)
+}
+
+var loginID = regexp.MustCompile(`name="id" value="([^"]+)"`)
+
+// signIn goes through the provider's own login page as a person would,
+// and returns where it ended.
+func (b *webAgent) signIn(p *provider, start, user string) (*http.Response, string) {
+	b.t.Helper()
+	res, page := b.get(start)
+	m := loginID.FindStringSubmatch(page)
+	if res.StatusCode != 200 || m == nil {
+		b.t.Fatalf("the provider's login page: %d %s", res.StatusCode, page)
+	}
+	form := url.Values{"id": {m[1]}, "username": {user}, "password": {"verysecure"}}
+	req, _ := http.NewRequest("POST", p.srv.URL+"/login/username", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+// TestSignInWithTheProvidersOwnLoginPage runs the authorization code flow
+// with PKCE against a real OpenID Provider: a manager (by group) signs
+// in, lands back on the page, and creates a key with the session; a
+// member who is not a manager is refused; changes without the CSRF token
+// or from another origin, a forged state, a replayed callback and a stale
+// session are each refused; sign-out ends the session at keyledger and
+// at the provider. Neither the cookie nor any token rests in NATS.
+func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
+	p := startProvider(t)
+	pattern, _ := domain.ParseGroupPattern("keyledger-{org}-managers")
+	dir := t.TempDir()
+	people := khttp.NewOIDC(context.Background(), khttp.OIDCConfig{Issuer: p.srv.URL, Audience: "keyledger", ManagerGroup: pattern})
+	sso := &khttp.SSO{OIDC: people, ClientID: "keyledger", ClientSecret: "keyledger-secret", Scopes: []string{"groups"}}
+	h := startWith(t, dir, func(s *khttp.Server) {
+		s.OIDC, s.SSO = people, sso
+	})
+	sessions, err := events.OpenSessions(context.Background(), h.env.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sso.Store = sessions
+	sso.PublicURL, _ = url.Parse(h.srv.URL)
+	storage.RegisterClients(storage.WebClient("keyledger", "keyledger-secret", sso.RedirectURL()))
+	h.bootstrap("acme")
+	origin := h.srv.URL
+
+	// A manager, by the group keyledger-acme-managers.
+	ada := newWebAgent(t)
+	res, _ := ada.signIn(p, h.srv.URL+"/auth/login?next=/acme/configuration/api-keys", "test-user@127.0.0.1")
+	if res.StatusCode != 200 || res.Request.URL.Path != "/acme/configuration/api-keys" {
+		t.Fatalf("after signing in: %d at %s, want the org's page", res.StatusCode, res.Request.URL)
+	}
+	var who struct {
+		SignedIn bool     `json:"signed_in"`
+		Name     string   `json:"name"`
+		Email    string   `json:"email"`
+		Manages  []string `json:"manages"`
+		MemberOf []string `json:"member_of"`
+		CSRF     string   `json:"csrf_token"`
+	}
+	session := func(b *webAgent) {
+		t.Helper()
+		who = struct {
+			SignedIn bool     `json:"signed_in"`
+			Name     string   `json:"name"`
+			Email    string   `json:"email"`
+			Manages  []string `json:"manages"`
+			MemberOf []string `json:"member_of"`
+			CSRF     string   `json:"csrf_token"`
+		}{}
+		_, body := b.get(h.srv.URL + "/v1/session")
+		if err := json.Unmarshal([]byte(body), &who); err != nil {
+			t.Fatalf("/v1/session: %v %s", err, body)
+		}
+	}
+	session(ada)
+	if !who.SignedIn || who.Email != "test-user@zitadel.ch" || strings.Join(who.Manages, ",") != "acme" || who.CSRF == "" {
+		t.Fatalf("the session of a manager: %+v", who)
+	}
+	create := func(b *webAgent, origin, csrf string) (*http.Response, string) {
+		req, _ := http.NewRequest("POST", h.srv.URL+"/v1/orgs/acme/keys", strings.NewReader(`{"name":"from the page"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if csrf != "" {
+			req.Header.Set("X-CSRF-Token", csrf)
+		}
+		return b.do(req)
+	}
+	if res, body := create(ada, origin, who.CSRF); res.StatusCode != 201 || !strings.Contains(body, `"created_by":{"kind":"user","id":"id1"`) {
+		t.Fatalf("a create with the session: %d %s", res.StatusCode, body)
+	}
+	for name, c := range map[string][2]string{"NoCSRFToken": {origin, ""}, "WrongCSRFToken": {origin, "guess"}, "ForeignOrigin": {"https://evil.example", who.CSRF}, "NoOrigin": {"", who.CSRF}} {
+		before := h.env.LastSeq(t)
+		if res, body := create(ada, c[0], c[1]); res.StatusCode != 403 || h.env.LastSeq(t) != before {
+			t.Errorf("%s: %d %s, want 403 and nothing appended", name, res.StatusCode, body)
+		}
+	}
+
+	// A member who is not a manager.
+	bob := newWebAgent(t)
+	bob.signIn(p, h.srv.URL+"/auth/login", "test-user2")
+	session(bob)
+	if !who.SignedIn || len(who.Manages) != 0 || strings.Join(who.MemberOf, ",") != "acme" {
+		t.Fatalf("the session of a member: %+v", who)
+	}
+	if res, body := create(bob, origin, who.CSRF); res.StatusCode != 403 {
+		t.Errorf("a member's create: %d %s, want 403", res.StatusCode, body)
+	}
+
+	// A forged state, and a callback replayed.
+	eve := newWebAgent(t)
+	eve.client.CheckRedirect = func(r *http.Request, _ []*http.Request) error {
+		if r.URL.Path == "/auth/callback" && r.URL.Host == mustURL(h.srv.URL).Host { // keyledger's, not the provider's
+			eve.last = r.URL
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	eve.signIn(p, h.srv.URL+"/auth/login", "test-user@127.0.0.1")
+	callback := eve.last
+	if callback == nil || callback.Query().Get("code") == "" {
+		t.Fatalf("no callback: %v", callback)
+	}
+	forged := *callback
+	q := forged.Query()
+	q.Set("state", "forged")
+	forged.RawQuery = q.Encode()
+	if res, body := eve.get(forged.String()); res.StatusCode != 401 {
+		t.Errorf("a forged state: %d %s, want 401", res.StatusCode, body)
+	}
+	if res, body := eve.get(callback.String()); res.StatusCode != 401 {
+		t.Errorf("the callback after a refused one (its state used): %d %s, want 401", res.StatusCode, body)
+	}
+	carol := newWebAgent(t) // someone else's webAgent, with eve's code
+	if res, body := carol.get(callback.String()); res.StatusCode != 401 {
+		t.Errorf("a callback in a webAgent that did not start the sign-in: %d %s, want 401", res.StatusCode, body)
+	}
+
+	// Nothing in NATS holds the cookie or a token.
+	var cookie string
+	for _, c := range ada.client.Jar.Cookies(mustURL(h.srv.URL)) {
+		if c.Name == "keyledger_session" {
+			cookie = c.Value
+		}
+	}
+	if cookie == "" {
+		t.Fatal("no session cookie")
+	}
+	// (The email is in the stream, as the actor of the key created: it is
+	// the audit record. In the session bucket it is sealed.)
+	for _, needle := range []string{cookie, who.CSRF, "test-user@zitadel.ch"} {
+		_ = filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+			if needle == "test-user@zitadel.ch" && !strings.Contains(path, "KV_"+events.SessionsBucket) {
+				return nil
+			}
+			if err == nil && !info.IsDir() {
+				if raw, _ := os.ReadFile(path); strings.Contains(string(raw), needle) {
+					t.Errorf("%s holds %q", path, needle)
+				}
+			}
+			return nil
+		})
+	}
+
+	// Sign out: the session ends here, and the webAgent goes to the
+	// provider's end_session_endpoint.
+	session(ada)
+	out := newRequestForm(t, h.srv.URL+"/auth/logout", origin, who.CSRF)
+	ada.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	res, _ = ada.do(out)
+	if loc := res.Header.Get("Location"); res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, p.srv.URL) || strings.Contains(loc, "id_token") {
+		t.Errorf("sign-out: %d to %q, want the provider's sign-out without a token in the URL", res.StatusCode, loc)
+	}
+	session(ada)
+	if who.SignedIn {
+		t.Error("still signed in after signing out")
+	}
+	replay, _ := http.NewRequest("GET", h.srv.URL+"/v1/orgs/acme/keys", nil)
+	replay.AddCookie(&http.Cookie{Name: "keyledger_session", Value: cookie})
+	if res, body := newWebAgent(t).do(replay); res.StatusCode != 401 {
+		t.Errorf("the cookie after sign-out: %d %s, want 401", res.StatusCode, body)
+	}
+
+	// A stale session: past its ID token's expiry, with no refresh token.
+	bob.client.CheckRedirect = nil
+	sso.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if res, body := bob.get(h.srv.URL + "/v1/orgs/acme/keys"); res.StatusCode != 401 {
+		t.Errorf("a session past its ID token's expiry: %d %s, want 401", res.StatusCode, body)
+	}
+}
+
+func newRequestForm(t *testing.T, u, origin, csrf string) *http.Request {
+	req, err := http.NewRequest("POST", u, strings.NewReader(url.Values{"csrf_token": {csrf}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", origin)
+	return req
+}
+
+func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
