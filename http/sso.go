@@ -1,6 +1,7 @@
 package http
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -109,7 +110,8 @@ type signIn struct {
 // session is what the store keeps of a session.
 type session struct {
 	Subject  string            `json:"sub"`
-	Name     string            `json:"name"`
+	Actor    string            `json:"actor"` // the name events record (domain: a verified email, else name, else sub)
+	Name     string            `json:"name"`  // the name shown on the page
 	Email    string            `json:"email,omitempty"`
 	Roles    map[string]string `json:"roles"`
 	Expires  int64             `json:"expires"` // Unix seconds: the ID token's exp
@@ -191,7 +193,6 @@ var errSignIn = domain.Errorf(domain.EUNAUTHENTICATED, "this sign-in is not one 
 func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 	o := s.SSO
 	q := r.URL.Query()
-	http.SetCookie(w, o.cookie(signInCookie, "", "/auth/", -1))
 	w.Header().Set("Cache-Control", "no-store")
 	if e := q.Get("error"); e != "" {
 		s.fail(w, r, domain.Errorf(domain.EUNAUTHENTICATED, "the identity provider refused the sign-in: %s", printableText(e, 200)))
@@ -213,6 +214,10 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errSignIn)
 		return
 	}
+	// This browser's sign-in, taken: its cookie has served. (A callback
+	// with another state leaves it, so that a forged link cannot cancel a
+	// sign-in under way.)
+	http.SetCookie(w, o.cookie(signInCookie, "", "/auth/", -1))
 	cfg, _, err := o.config()
 	if err != nil {
 		s.fail(w, r, err)
@@ -253,6 +258,7 @@ func (s *Server) sessionFrom(ctx context.Context, tok *oauth2.Token, nonce strin
 		return session{}, domain.Errorf(domain.EUNAUTHENTICATED, "the ID token's nonce is not this sign-in's")
 	}
 	var claims struct {
+		Name     string `json:"name"`
 		Email    string `json:"email"`
 		Verified any    `json:"email_verified"`
 	}
@@ -261,7 +267,7 @@ func (s *Server) sessionFrom(ctx context.Context, tok *oauth2.Token, nonce strin
 	if claims.Verified == true || claims.Verified == "true" {
 		email = claims.Email
 	}
-	return session{Subject: p.Actor.ID, Name: p.Actor.Name, Email: email, Roles: p.Roles(), Expires: idTok.Expiry.Unix(),
+	return session{Subject: p.Actor.ID, Actor: p.Actor.Name, Name: cmp.Or(claims.Name, p.Actor.Name), Email: email, Roles: p.Roles(), Expires: idTok.Expiry.Unix(),
 		CSRF: randomID(), Refresh: tok.RefreshToken, SignedIn: s.SSO.now().Unix()}, nil
 }
 
@@ -342,7 +348,7 @@ func (s *Server) sessionPrincipal(r *http.Request) (domain.Principal, error) {
 			return domain.Principal{}, domain.Errorf(domain.EFORBIDDEN, "a change made with the session cookie needs the session's %s header", csrfHeader)
 		}
 	}
-	p := domain.PersonPrincipal(sess.Subject, sess.Name, sess.Roles)
+	p := domain.PersonPrincipal(sess.Subject, sess.Actor, sess.Roles)
 	p.ExpiresAt = time.Unix(sess.Expires, 0)
 	return p, nil
 }
@@ -436,6 +442,11 @@ func (s *Server) ssoLogout(w http.ResponseWriter, r *http.Request) {
 				next = u.String()
 			}
 		}
+	}
+	if strings.Contains(r.Header.Get("Accept"), "application/json") {
+		// The page signs out with fetch, and goes on from there itself.
+		writeJSON(w, http.StatusOK, map[string]any{"signed_out": true, "next": next})
+		return
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }

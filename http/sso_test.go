@@ -82,7 +82,7 @@ func startProvider(t *testing.T) *provider {
 	return p
 }
 
-// webAgent is a client with cookies that follows redirects, as a webAgent.
+// webAgent is a client with cookies that follows redirects, as a browser does.
 type webAgent struct {
 	t      *testing.T
 	client *http.Client
@@ -132,17 +132,11 @@ func (b *webAgent) signIn(p *provider, start, user string) (*http.Response, stri
 	return b.do(req)
 }
 
-// TestSignInWithTheProvidersOwnLoginPage runs the authorization code flow
-// with PKCE against a real OpenID Provider: a manager (by group) signs
-// in, lands back on the page, and creates a key with the session; a
-// member who is not a manager is refused; changes without the CSRF token
-// or from another origin, a forged state, a replayed callback and a stale
-// session are each refused; sign-out ends the session at keyledger and
-// at the provider. Neither the cookie nor any token rests in NATS.
-func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
-	p := startProvider(t)
+// startSSO runs an instance whose managers sign in with the provider p
+// (group keyledger-{org}-managers), its data in dir.
+func startSSO(t *testing.T, p *provider, dir string) (*harness, *khttp.SSO, string) {
+	t.Helper()
 	pattern, _ := domain.ParseGroupPattern("keyledger-{org}-managers")
-	dir := t.TempDir()
 	people := khttp.NewOIDC(context.Background(), khttp.OIDCConfig{Issuer: p.srv.URL, Audience: "keyledger", ManagerGroup: pattern})
 	sso := &khttp.SSO{OIDC: people, ClientID: "keyledger", ClientSecret: "keyledger-secret", Scopes: []string{"groups"}}
 	h := startWith(t, dir, func(s *khttp.Server) {
@@ -155,7 +149,20 @@ func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
 	sso.Store = sessions
 	sso.PublicURL, _ = url.Parse(h.srv.URL)
 	storage.RegisterClients(storage.WebClient("keyledger", "keyledger-secret", sso.RedirectURL()))
-	h.bootstrap("acme")
+	return h, sso, h.bootstrap("acme")
+}
+
+// TestSignInWithTheProvidersOwnLoginPage runs the authorization code flow
+// with PKCE against a real OpenID Provider: a manager (by group) signs
+// in, lands back on the page, and creates a key with the session; a
+// member who is not a manager is refused; changes without the CSRF token
+// or from another origin, a forged state, a replayed callback and a stale
+// session are each refused; sign-out ends the session at keyledger and
+// at the provider. Neither the cookie nor any token rests in NATS.
+func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
+	p := startProvider(t)
+	dir := t.TempDir()
+	h, sso, _ := startSSO(t, p, dir)
 	origin := h.srv.URL
 
 	// A manager, by the group keyledger-acme-managers.
@@ -232,7 +239,7 @@ func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
 		}
 		return nil
 	}
-	eve.signIn(p, h.srv.URL+"/auth/login", "test-user@127.0.0.1")
+	eve.signIn(p, h.srv.URL+"/auth/login?next=/acme/configuration/api-keys", "test-user@127.0.0.1")
 	callback := eve.last
 	if callback == nil || callback.Query().Get("code") == "" {
 		t.Fatalf("no callback: %v", callback)
@@ -244,12 +251,16 @@ func TestSignInWithTheProvidersOwnLoginPage(t *testing.T) {
 	if res, body := eve.get(forged.String()); res.StatusCode != 401 {
 		t.Errorf("a forged state: %d %s, want 401", res.StatusCode, body)
 	}
-	if res, body := eve.get(callback.String()); res.StatusCode != 401 {
-		t.Errorf("the callback after a refused one (its state used): %d %s, want 401", res.StatusCode, body)
-	}
-	carol := newWebAgent(t) // someone else's webAgent, with eve's code
+	carol := newWebAgent(t) // someone else's browser, with eve's code and state
 	if res, body := carol.get(callback.String()); res.StatusCode != 401 {
-		t.Errorf("a callback in a webAgent that did not start the sign-in: %d %s, want 401", res.StatusCode, body)
+		t.Errorf("a callback in a browser that did not start the sign-in: %d %s, want 401", res.StatusCode, body)
+	}
+	eve.client.CheckRedirect = nil
+	if res, body := eve.get(callback.String()); res.StatusCode != 200 || res.Request.URL.Path != "/acme/configuration/api-keys" {
+		t.Fatalf("the sign-in itself, after the refused ones: %d at %s %s", res.StatusCode, res.Request.URL, body)
+	}
+	if res, body := eve.get(callback.String()); res.StatusCode != 401 {
+		t.Errorf("the same code and state again (replayed): %d %s, want 401", res.StatusCode, body)
 	}
 
 	// Nothing in NATS holds the cookie or a token.

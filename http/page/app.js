@@ -7,23 +7,39 @@ const storageKey = "keyledger.credential";
 const $ = (id) => document.getElementById(id);
 let keys = [];
 let following = null;
+// The session of a person signed in with the identity provider, when the
+// service offers sign-in (GET /v1/session): null without one, or when a
+// pasted key (the break-glass way in) is in use.
+let sso = null; // {signed_in, name, email, manages, member_of, csrf_token} or {signed_in: false}
 
 function credential() { return sessionStorage.getItem(storageKey) || ""; }
+
+// authHeaders: a pasted key goes as a bearer credential; otherwise the
+// session cookie goes by itself, and a change carries the CSRF token.
+function authHeaders(method) {
+  if (credential()) return { "Authorization": "Bearer " + credential() };
+  const h = {};
+  if (sso && sso.signed_in && method !== "GET") h["X-CSRF-Token"] = sso.csrf_token;
+  return h;
+}
 
 class APIError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
 async function api(method, path, body) {
-  const headers = { "Authorization": "Bearer " + credential() };
+  const headers = authHeaders(method);
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store", credentials: "same-origin" });
   if (res.status === 204) return null;
   const data = await res.json().catch(() => ({}));
   if (!res.ok) {
     const e = data.error || {};
     const err = new APIError(res.status, e.code || "", e.message || res.statusText);
-    if (res.status === 401) signIn("Your sign-in is not valid any more (" + err.message + "). Sign in again.");
+    if (res.status === 401) {
+      if (!credential() && sso) sso = { signed_in: false };
+      signIn("Your sign-in is not valid any more (" + err.message + "). Sign in again.");
+    }
     if (res.status === 403 && e.code === "forbidden" && method === "GET") show("forbidden");
     throw err;
   }
@@ -33,15 +49,60 @@ async function api(method, path, body) {
 function show(which) {
   for (const id of ["signin", "forbidden", "keys"]) $(id).hidden = id !== which;
   $("sign-out").hidden = which === "signin";
+  const person = !credential() && sso && sso.signed_in;
+  $("who").hidden = !person || which === "signin";
+  $("org-switch-label").hidden = !person || which === "signin" || sso.manages.length === 0;
 }
 
+// signIn offers the way in: the identity provider first when the service
+// has one, a pasted management key behind it (or alone).
 function signIn(reason) {
   sessionStorage.removeItem(storageKey);
   stopFollowing();
-  $("signin-reason").textContent = reason || "Paste a management key of this organisation, or an access token of a manager.";
+  const withSSO = sso !== null;
+  $("sso").hidden = !withSSO;
+  $("sso-link").href = "/auth/login?next=" + encodeURIComponent(location.pathname);
+  $("break-glass").hidden = !withSSO;
+  $("signin-form").hidden = withSSO;
+  $("signin-reason").textContent = reason || (withSSO ? "Sign in with your company account to manage this organisation's keys." : "Paste a management key of this organisation, or an access token of a manager.");
   show("signin");
   $("credential").value = "";
-  $("credential").focus();
+  if (!withSSO) $("credential").focus();
+}
+
+// signedIn shows who is signed in, the orgs they manage (to switch
+// between), and the manager-only message where they only belong.
+function signedIn() {
+  $("who").textContent = sso.name + (sso.email && sso.email !== sso.name ? " · " + sso.email : "");
+  const sw = $("org-switch");
+  sw.replaceChildren();
+  const orgs = sso.manages.includes(org) ? sso.manages : [org, ...sso.manages];
+  for (const o of orgs) {
+    const opt = document.createElement("option");
+    opt.value = o;
+    opt.textContent = o;
+    opt.selected = o === org;
+    sw.appendChild(opt);
+  }
+  if (!sso.manages.includes(org)) {
+    const member = sso.member_of.includes(org);
+    $("forbidden-member").textContent = (member ? "You are a member of " + org + ", not a manager." : "You are signed in as " + (sso.email || sso.name) + ", who is not a manager of " + org + ".") +
+      (sso.manages.length ? " You manage: " + sso.manages.join(", ") + "." : "");
+    $("forbidden-member").hidden = false;
+    show("forbidden");
+    return;
+  }
+  load();
+}
+
+async function signOut() {
+  stopFollowing();
+  if (credential() || !sso || !sso.signed_in) { signIn("Signed out."); return; }
+  const res = await fetch("/auth/logout", { method: "POST", headers: { "X-CSRF-Token": sso.csrf_token, "Accept": "application/json" }, credentials: "same-origin" });
+  const data = await res.json().catch(() => ({}));
+  sso = { signed_in: false };
+  if (data.next) { location.assign(data.next); return; }
+  signIn("Signed out.");
 }
 
 const fmt = (iso) => iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) : "";
@@ -275,7 +336,7 @@ async function follow() {
   let pending = null;
   while (following === ctl) {
     try {
-      const headers = { "Authorization": "Bearer " + credential() };
+      const headers = authHeaders("GET");
       if (lastId) headers["Last-Event-ID"] = lastId;
       const res = await fetch(`/v1/orgs/${encodeURIComponent(org)}/events/stream`, { headers, signal: ctl.signal });
       if (!res.ok) { stopFollowing(); return; }
@@ -309,10 +370,28 @@ $("signin-form").addEventListener("submit", (ev) => {
   $("credential").value = "";
   load();
 });
-$("sign-out").addEventListener("click", () => signIn("Signed out."));
+$("sign-out").addEventListener("click", signOut);
 $("forbidden-signin").addEventListener("click", () => signIn());
 $("show-revoked").addEventListener("change", load);
+$("break-glass").addEventListener("click", () => {
+  $("break-glass").hidden = true;
+  $("signin-form").hidden = false;
+  $("credential").focus();
+});
+$("org-switch").addEventListener("change", (ev) => {
+  location.assign("/" + encodeURIComponent(ev.target.value) + "/configuration/api-keys");
+});
+
+async function start() {
+  try {
+    const res = await fetch("/v1/session", { cache: "no-store", credentials: "same-origin" });
+    if (res.ok) sso = await res.json();
+  } catch { /* no sign-in offered */ }
+  if (credential()) load();
+  else if (sso && sso.signed_in) signedIn();
+  else signIn();
+}
 
 $("org-name").textContent = org;
 document.title = "API keys · " + org;
-if (credential()) load(); else signIn();
+start();
