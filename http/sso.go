@@ -319,6 +319,15 @@ func (s *Server) loadSession(r *http.Request) (string, session, error) {
 		renewed, err = s.sessionFrom(ctx, tok, "")
 	}
 	if err != nil || renewed.Subject != sess.Subject {
+		// Another request (on any instance) may have renewed it a moment
+		// ago with the same refresh token, which the provider then
+		// replaced: take its renewal rather than sign the person out.
+		if again, _ := s.SSO.Store.Get(r.Context(), sessionEntry("session", c.Value)); again != nil {
+			var fresh session
+			if s.SSO.open("session", c.Value, again, &fresh) == nil && fresh.Subject == sess.Subject && s.SSO.now().Unix() < fresh.Expires {
+				return c.Value, fresh, nil
+			}
+		}
 		_ = s.SSO.Store.Delete(r.Context(), sessionEntry("session", c.Value))
 		return "", session{}, errNoSession
 	}

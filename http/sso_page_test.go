@@ -19,7 +19,7 @@ import (
 // No token reaches the page's storage.
 func TestManagerSignsInOnThePage(t *testing.T) {
 	p := startProvider(t)
-	h, _, admin := startSSO(t, p, t.TempDir())
+	h, sso, admin := startSSO(t, p, t.TempDir())
 	for _, name := range []string{"billing worker (production)", "nightly export"} {
 		h.create("acme", admin, map[string]any{"name": name})
 	}
@@ -81,6 +81,19 @@ func TestManagerSignsInOnThePage(t *testing.T) {
 	}
 	b.do(t, chromedp.Click("#secret-dialog button[type=submit]"), chromedp.WaitNotVisible("#secret-dialog"))
 
+	// A page on another origin of the same site (the provider's, another
+	// port of 127.0.0.1: the SameSite cookie goes along) posts a create
+	// with the session: refused, nothing appended.
+	before := h.env.LastSeq(t)
+	b.do(t, chromedp.Navigate(p.srv.URL+"/logged-out"))
+	status := run(t, b, chromedp.Evaluate[string](`fetch("`+h.srv.URL+`/v1/orgs/acme/keys", {method: "POST", credentials: "include", mode: "no-cors",
+		headers: {"Content-Type": "text/plain"}, body: '{"name":"forged from elsewhere"}'}).then(r => r.type, e => "refused: " + e)`, chromedp.EvalAwaitPromise))
+	time.Sleep(200 * time.Millisecond)
+	if after := h.env.LastSeq(t); after != before {
+		t.Errorf("a cross-origin POST with the session cookie (%s) appended events %d..%d", status, before+1, after)
+	}
+	b.do(t, chromedp.Navigate(page), chromedp.WaitVisible("#keys"))
+
 	// Sign out: the provider's sign-out, then the sign-in again.
 	b.click(t, "#sign-out")
 	deadline := time.Now().Add(10 * time.Second)
@@ -95,6 +108,15 @@ func TestManagerSignsInOnThePage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.do(t, chromedp.Navigate(page), chromedp.WaitVisible("#sso-link"))
+
+	// A stale session: signed in again, then past the ID token's expiry
+	// (no refresh token): the page asks to sign in.
+	b.click(t, "#sso-link")
+	b.do(t, chromedp.WaitVisible("#username"), chromedp.SendKeys("#username", "test-user@127.0.0.1"),
+		chromedp.SendKeys("#password", "verysecure"), chromedp.Click("button[type=submit]"), chromedp.WaitVisible("#keys"))
+	sso.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	b.do(t, chromedp.Reload(), chromedp.WaitVisible("#sso-link"))
+	sso.Now = nil
 
 	// A member who is not a manager.
 	m := newBrowser(t, 1280, 900)

@@ -134,11 +134,11 @@ func (b *webAgent) signIn(p *provider, start, user string) (*http.Response, stri
 
 // startSSO runs an instance whose managers sign in with the provider p
 // (group keyledger-{org}-managers), its data in dir.
-func startSSO(t *testing.T, p *provider, dir string) (*harness, *khttp.SSO, string) {
+func startSSO(t *testing.T, p *provider, dir string, scopes ...string) (*harness, *khttp.SSO, string) {
 	t.Helper()
 	pattern, _ := domain.ParseGroupPattern("keyledger-{org}-managers")
 	people := khttp.NewOIDC(context.Background(), khttp.OIDCConfig{Issuer: p.srv.URL, Audience: "keyledger", ManagerGroup: pattern})
-	sso := &khttp.SSO{OIDC: people, ClientID: "keyledger", ClientSecret: "keyledger-secret", Scopes: []string{"groups"}}
+	sso := &khttp.SSO{OIDC: people, ClientID: "keyledger", ClientSecret: "keyledger-secret", Scopes: append([]string{"groups"}, scopes...)}
 	h := startWith(t, dir, func(s *khttp.Server) {
 		s.OIDC, s.SSO = people, sso
 	})
@@ -327,3 +327,49 @@ func newRequestForm(t *testing.T, u, origin, csrf string) *http.Request {
 }
 
 func mustURL(s string) *url.URL { u, _ := url.Parse(s); return u }
+
+// TestSessionsAreSharedAndRenewed: a session made on one instance is
+// served by another (they share the bucket, so a restart signs nobody
+// out), and once its ID token has expired it is renewed with the refresh
+// token the provider gave (scope offline_access), keeping its CSRF token.
+func TestSessionsAreSharedAndRenewed(t *testing.T) {
+	p := startProvider(t)
+	h, sso, _ := startSSO(t, p, t.TempDir(), "offline_access")
+	ada := newWebAgent(t)
+	if res, body := ada.signIn(p, h.srv.URL+"/auth/login?next=/acme/configuration/api-keys", "test-user@127.0.0.1"); res.StatusCode != 200 {
+		t.Fatalf("sign-in: %d %s", res.StatusCode, body)
+	}
+	var before struct {
+		SignedIn  bool   `json:"signed_in"`
+		CSRF      string `json:"csrf_token"`
+		Renewable bool   `json:"renewable"`
+	}
+	_, body := ada.get(h.srv.URL + "/v1/session")
+	if err := json.Unmarshal([]byte(body), &before); err != nil || !before.SignedIn || !before.Renewable {
+		t.Fatalf("the session: %s, want signed in with a refresh token", body)
+	}
+
+	other := instance(t, h.env, func(s *khttp.Server) {
+		s.OIDC, s.SSO = sso.OIDC, &khttp.SSO{OIDC: sso.OIDC, ClientID: sso.ClientID, ClientSecret: sso.ClientSecret, PublicURL: sso.PublicURL, Store: sso.Store, Scopes: sso.Scopes}
+	})
+	req, _ := http.NewRequest("GET", other.srv.URL+"/v1/orgs/acme/keys", nil)
+	for _, c := range ada.client.Jar.Cookies(mustURL(h.srv.URL)) {
+		req.AddCookie(c)
+	}
+	if res, body := newWebAgent(t).do(req); res.StatusCode != 200 {
+		t.Errorf("the session on another instance: %d %s", res.StatusCode, body)
+	}
+
+	sso.Now = func() time.Time { return time.Now().Add(2 * time.Hour) } // past the ID token's exp
+	if res, body := ada.get(h.srv.URL + "/v1/orgs/acme/keys"); res.StatusCode != 200 {
+		t.Fatalf("a session past its ID token's expiry, with a refresh token: %d %s, want it renewed", res.StatusCode, body)
+	}
+	var after struct {
+		SignedIn bool   `json:"signed_in"`
+		CSRF     string `json:"csrf_token"`
+	}
+	_, body = ada.get(h.srv.URL + "/v1/session")
+	if err := json.Unmarshal([]byte(body), &after); err != nil || !after.SignedIn || after.CSRF != before.CSRF {
+		t.Errorf("after renewal: %s", body)
+	}
+}
