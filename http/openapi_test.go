@@ -93,7 +93,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		}
 	}
 	served := map[string]bool{}
-	routes := (&khttp.Server{}).Handler().(chi.Routes)
+	routes := (&khttp.Server{SSO: &khttp.SSO{}}).Handler().(chi.Routes) // with the sign-in routes
 	err := chi.Walk(routes, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		// A subrouter's root is walked as "/prefix/"; it serves "/prefix".
 		if len(route) > 1 {
@@ -403,6 +403,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	t.Run("Limits", func(t *testing.T) { limitsTour(t, c) })
 	t.Run("Overload", func(t *testing.T) { overloadTour(t, c) })
 	t.Run("PerClient", func(t *testing.T) { perClientTour(t, c) })
+	t.Run("SignIn", func(t *testing.T) { ssoTour(t, c) })
 	if t.Failed() {
 		return
 	}
