@@ -27,14 +27,37 @@ type Sessions struct {
 
 // OpenSessions opens the bucket, creating it only when it is missing.
 func OpenSessions(ctx context.Context, js jetstream.JetStream, replicas int) (*Sessions, error) {
-	kv, err := openKeyValue(ctx, js, jetstream.KeyValueConfig{
+	return openSessions(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      SessionsBucket,
 		Description: "keyledger: sessions of people signed in on the page, sealed per cookie",
-		History:     1,
 		TTL:         SessionsTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-	})
+		MaxBytes:    SessionsMaxBytes,
+	}, replicas)
+}
+
+// SignInsBucket keeps the sign-ins under way, each for SignInsTTL: anyone
+// may start one, so its entries expire soon and its size is bounded.
+const SignInsBucket = "KEYLEDGER_SIGNINS"
+
+const (
+	SignInsTTL       = 10 * time.Minute
+	SignInsMaxBytes  = 64 << 20  // past it, a new sign-in is refused (503) until older ones expire
+	SessionsMaxBytes = 512 << 20 // some two million sessions
+)
+
+// OpenSignIns opens the sign-ins' bucket, creating it only when missing.
+func OpenSignIns(ctx context.Context, js jetstream.JetStream, replicas int) (*Sessions, error) {
+	return openSessions(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      SignInsBucket,
+		Description: "keyledger: sign-ins under way, sealed per browser, for ten minutes",
+		TTL:         SignInsTTL,
+		MaxBytes:    SignInsMaxBytes,
+	}, replicas)
+}
+
+func openSessions(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, replicas int) (*Sessions, error) {
+	cfg.History, cfg.Storage, cfg.Replicas = 1, jetstream.FileStorage, max(replicas, 1)
+	kv, err := openKeyValue(ctx, js, cfg)
 	if err != nil {
 		return nil, err
 	}

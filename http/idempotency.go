@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"sync"
@@ -72,7 +73,10 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		actor := caller(r.Context()).Actor
-		slot := actor.Kind + ":" + actor.ID + " " + r.Method + " " + r.URL.Path + " " + ik
+		// Per credential, as the shared entry is sealed: another session or
+		// token of the same person does not get this one's answer.
+		credSum := sha256.Sum256([]byte(s.requestCredential(r)))
+		slot := actor.Kind + ":" + actor.ID + " " + hex.EncodeToString(credSum[:8]) + " " + r.Method + " " + r.URL.Path + " " + ik
 		sum := sha256.Sum256(body)
 		e, fresh := s.idem.begin(slot, sum, time.Now())
 		switch {

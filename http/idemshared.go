@@ -80,10 +80,7 @@ func (s *Server) idempotentShared(w http.ResponseWriter, r *http.Request, next h
 		s.runIdempotent(w, r, next, slot, nil)
 		return
 	}
-	cred, ok := bearer(r)
-	if c, err := r.Cookie(sessionCookie); !ok && err == nil && s.SSO != nil {
-		cred = "session " + c.Value // signed in on the page: the session's cookie seals it
-	}
+	cred := s.requestCredential(r)
 	if cred == "" {
 		s.runIdempotent(w, r, next, slot, nil) // nothing to seal it with: this instance only
 		return
@@ -239,3 +236,15 @@ func openAnswer(credential, name string, sealed []byte) ([]byte, error) {
 }
 
 var _ IdempotencyStore = (*events.Idempotency)(nil)
+
+// requestCredential is what authenticated the request: its bearer
+// credential, or, signed in on the page, the session's cookie.
+func (s *Server) requestCredential(r *http.Request) string {
+	if cred, ok := bearer(r); ok {
+		return cred
+	}
+	if c, err := r.Cookie(sessionCookie); err == nil && s.SSO != nil && r.Header.Get("Authorization") == "" {
+		return "session " + c.Value
+	}
+	return ""
+}

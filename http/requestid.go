@@ -126,6 +126,20 @@ func base62(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' |
 // loggedQuery is the query string as the access line shows it: decoded,
 // so that an escaped "_" or letter hides nothing from maskKeys, and masked.
 func loggedQuery(raw string) string {
+	if v, err := url.ParseQuery(raw); err == nil {
+		// A sign-in's code and state are of no use without the browser
+		// that holds the sign-in's cookie; they stay out of the log anyway.
+		masked := false
+		for _, name := range []string{"code", "state", "session_state"} {
+			if v.Has(name) {
+				v.Set(name, "****")
+				masked = true
+			}
+		}
+		if masked {
+			raw = v.Encode()
+		}
+	}
 	if q, err := url.QueryUnescape(raw); err == nil {
 		raw = q
 	}

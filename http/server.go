@@ -146,6 +146,7 @@ type Server struct {
 	idem          *idempotency
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
+	signInLimiter *addrLimiter
 	writeBudgets  *writeBudgets
 	inFlight      chan struct{}
 	streams       chan struct{}
@@ -194,6 +195,9 @@ func (s *Server) Handler() http.Handler {
 	s.authLimiter = newAddrLimiter(s.AuthFailureLimit, s.RateLimitClients, s.Now)
 	s.verifyLimiter = newAddrLimiter(s.VerifyLimit, s.RateLimitClients, s.Now)
 	s.writeBudgets = newWriteBudgets(s.WriteLimit, s.Now)
+	if s.SSO != nil {
+		s.signInLimiter = newAddrLimiter(cmp.Or(s.SSO.SignInLimit, Limit{Per: 30, Every: time.Minute}), s.RateLimitClients, s.Now)
+	}
 
 	r := chi.NewRouter()
 	s.mux = r

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -55,7 +56,14 @@ type SSO struct {
 	ClientID     string // as registered at the provider
 	ClientSecret string // "" for a public client (PKCE alone)
 	PublicURL    *url.URL
-	Store        SessionStore
+	Store        SessionStore // the sessions
+	// SignIns keeps the sign-ins under way (ten minutes each); Store
+	// when nil. events.OpenSignIns gives a bucket whose entries expire
+	// then, and whose size is bounded.
+	SignIns SessionStore
+	// SignInLimit bounds the sign-ins one client address may start
+	// (default 30 a minute): each costs an entry in NATS.
+	SignInLimit Limit
 	// Scopes beyond openid, email and profile, such as groups.
 	Scopes []string
 	Now    func() time.Time
@@ -67,7 +75,21 @@ const (
 	signInCookie   = "keyledger_signin"
 	csrfHeader     = "X-CSRF-Token"
 	signInLifetime = 10 * time.Minute
+	// MaxSessionAge ends a session this long after its sign-in, however
+	// often a refresh token renewed it.
+	MaxSessionAge = 24 * time.Hour
+	// maxBindings is how many sign-ins one browser may have under way:
+	// another started in the meantime (a forged link to /auth/login, a
+	// second tab) does not cancel the first.
+	maxBindings = 4
 )
+
+func (o *SSO) signIns() SessionStore {
+	if o.SignIns != nil {
+		return o.SignIns
+	}
+	return o.Store
+}
 
 // RedirectURL is where the provider sends people back: register it there.
 func (o *SSO) RedirectURL() string { return o.PublicURL.JoinPath("/auth/callback").String() }
@@ -152,17 +174,50 @@ func (o *SSO) cookie(name, value, path string, maxAge int) *http.Cookie {
 	return &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge, HttpOnly: true, Secure: o.secure(), SameSite: http.SameSiteLaxMode}
 }
 
-// safeNext keeps a return path on this site.
+// pagePath matches the one page a sign-in returns to.
+var pagePath = regexp.MustCompile(`^/[a-z0-9][a-z0-9-]{0,62}/configuration/api-keys$`)
+
+// safeNext keeps the return path only if it is an org's page, exactly:
+// anything else ("//evil", "/\\evil", "/./\\evil", tabs a browser drops,
+// encodings) could take the browser elsewhere once tidied, so it is
+// dropped ("": the person's first org).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
-		return "/"
+	if pagePath.MatchString(next) {
+		return next
 	}
-	return next
+	return ""
+}
+
+// landing is where a sign-in without a return path ends: the page of the
+// first org the person manages, else of the first they belong to, else
+// their session's own description.
+func landing(sess session) string {
+	var manages, member []string
+	for org, role := range sess.Roles {
+		if domain.ValidateOrgID(org) != nil {
+			continue
+		}
+		if role == domain.RoleManager {
+			manages = append(manages, org)
+		} else {
+			member = append(member, org)
+		}
+	}
+	slices.Sort(manages)
+	slices.Sort(member)
+	if orgs := append(manages, member...); len(orgs) > 0 {
+		return "/" + orgs[0] + "/configuration/api-keys"
+	}
+	return "/v1/session"
 }
 
 // login starts a sign-in: GET /auth/login?next=/acme/configuration/api-keys.
 func (s *Server) ssoLogin(w http.ResponseWriter, r *http.Request) {
 	o := s.SSO
+	if ok, retry := s.signInLimiter.take(clientKey(r)); !ok {
+		s.rateLimited(w, r, retry, "sign-ins")
+		return
+	}
 	cfg, _, err := o.config()
 	if err != nil {
 		s.fail(w, r, err)
@@ -174,13 +229,22 @@ func (s *Server) ssoLogin(w http.ResponseWriter, r *http.Request) {
 	// binding cookie: only this browser, once, can finish this sign-in.
 	sealed, err := o.seal("signin", state+"."+binding, in)
 	if err == nil {
-		err = o.Store.Put(r.Context(), sessionEntry("signin", state), sealed)
+		err = o.signIns().Put(r.Context(), sessionEntry("signin", state), sealed)
 	}
 	if err != nil {
 		s.fail(w, r, domain.Wrap(domain.EUNAVAILABLE, err, "sign-in cannot start: the session store cannot be reached"))
 		return
 	}
-	http.SetCookie(w, o.cookie(signInCookie, binding, "/auth/", int(signInLifetime/time.Second)))
+	// The new binding first, beside those of sign-ins still under way.
+	bindings := []string{binding}
+	if c, err := r.Cookie(signInCookie); err == nil {
+		for _, b := range strings.Split(c.Value, ".") {
+			if len(bindings) < maxBindings && len(b) == len(binding) {
+				bindings = append(bindings, b)
+			}
+		}
+	}
+	http.SetCookie(w, o.cookie(signInCookie, strings.Join(bindings, "."), "/auth/", int(signInLifetime/time.Second)))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(in.Verifier), oidc.Nonce(in.Nonce)), http.StatusFound)
 }
@@ -204,20 +268,32 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errSignIn)
 		return
 	}
-	sealed, err := o.Store.Take(r.Context(), sessionEntry("signin", state))
+	sealed, err := o.signIns().Take(r.Context(), sessionEntry("signin", state))
 	if err != nil {
 		s.fail(w, r, domain.Wrap(domain.EUNAVAILABLE, err, "the session store cannot be reached"))
 		return
 	}
 	var in signIn
-	if sealed == nil || o.open("signin", state+"."+binding.Value, sealed, &in) != nil || o.now().Unix() > in.Expires {
+	opened, rest := false, []string{}
+	for _, b := range strings.Split(binding.Value, ".") {
+		if !opened && sealed != nil && o.open("signin", state+"."+b, sealed, &in) == nil {
+			opened = true
+			continue
+		}
+		rest = append(rest, b)
+	}
+	if !opened || o.now().Unix() > in.Expires {
 		s.fail(w, r, errSignIn)
 		return
 	}
-	// This browser's sign-in, taken: its cookie has served. (A callback
-	// with another state leaves it, so that a forged link cannot cancel a
-	// sign-in under way.)
-	http.SetCookie(w, o.cookie(signInCookie, "", "/auth/", -1))
+	// This sign-in's binding has served; those of other sign-ins under way
+	// stay. (A callback with another state leaves them all, so that a
+	// forged link cannot cancel a sign-in.)
+	if len(rest) == 0 {
+		http.SetCookie(w, o.cookie(signInCookie, "", "/auth/", -1))
+	} else {
+		http.SetCookie(w, o.cookie(signInCookie, strings.Join(rest, "."), "/auth/", int(signInLifetime/time.Second)))
+	}
 	cfg, _, err := o.config()
 	if err != nil {
 		s.fail(w, r, err)
@@ -240,7 +316,11 @@ func (s *Server) ssoCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, o.cookie(sessionCookie, id, "/", 0))
-	http.Redirect(w, r, in.Next, http.StatusFound)
+	next := in.Next
+	if next == "" {
+		next = landing(sess)
+	}
+	http.Redirect(w, r, next, http.StatusFound)
 }
 
 // sessionFrom checks the ID token of tok (and its nonce, when not "": a
@@ -299,6 +379,10 @@ func (s *Server) loadSession(r *http.Request) (string, session, error) {
 	}
 	var sess session
 	if sealed == nil || s.SSO.open("session", c.Value, sealed, &sess) != nil {
+		return "", session{}, errNoSession
+	}
+	if s.SSO.now().Sub(time.Unix(sess.SignedIn, 0)) > MaxSessionAge {
+		_ = s.SSO.Store.Delete(r.Context(), sessionEntry("session", c.Value))
 		return "", session{}, errNoSession
 	}
 	if s.SSO.now().Unix() < sess.Expires {

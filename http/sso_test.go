@@ -146,7 +146,11 @@ func startSSO(t *testing.T, p *provider, dir string, scopes ...string) (*harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	sso.Store = sessions
+	signIns, err := events.OpenSignIns(context.Background(), h.env.JS, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sso.Store, sso.SignIns = sessions, signIns
 	sso.PublicURL, _ = url.Parse(h.srv.URL)
 	storage.RegisterClients(storage.WebClient("keyledger", "keyledger-secret", sso.RedirectURL()))
 	return h, sso, h.bootstrap("acme")

@@ -115,7 +115,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		api.SSO = &khttp.SSO{OIDC: api.OIDC, ClientID: f.oidcClientID, ClientSecret: f.oidcClientSecret, PublicURL: f.public, Store: sessions, Scopes: splitList(f.oidcScopes)}
+		signIns, err := events.OpenSignIns(ctx, b.js, b.replicas)
+		if err != nil {
+			return err
+		}
+		api.SSO = &khttp.SSO{OIDC: api.OIDC, ClientID: f.oidcClientID, ClientSecret: f.oidcClientSecret, PublicURL: f.public, Store: sessions, SignIns: signIns, Scopes: splitList(f.oidcScopes)}
 		log.Info("managers sign in on the page with the identity provider; register this redirect URL for the client there", "redirect_url", api.SSO.RedirectURL(), "client_id", f.oidcClientID, "confidential", f.oidcClientSecret != "")
 	}
 	return serveHTTP(ctx, f, api.Handler(), log)
