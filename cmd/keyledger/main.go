@@ -52,6 +52,7 @@ Usage:
                                  read, check and export the history
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
+  keyledger scan       PATH…     find keys in files and directories (exit 1 when it finds one)
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return keygen(args[1:], stdout, stderr)
+	case "scan":
+		return scan(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildVersion())
 		return nil
