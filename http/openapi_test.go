@@ -252,8 +252,8 @@ func (ck *checked) checkAnswer(name string, in *openapi3filter.RequestValidation
 	return nil
 }
 
-// errorCodes are the codes each status may carry: PRODUCT.md, and the
-// README for precondition_failed.
+// errorCodes are the codes each status may carry, as docs/CONTRACT.md
+// lists them.
 var errorCodes = map[int][]string{
 	400: {"invalid"}, 401: {"unauthenticated"}, 403: {"forbidden"}, 404: {"not_found"},
 	409: {"conflict", "key_revoked"}, 412: {"precondition_failed"}, 413: {"too_large"},
