@@ -13,6 +13,10 @@ const (
 	TypeKeyCreated EventType = "KeyCreated"
 	TypeKeyRotated EventType = "KeyRotated"
 	TypeKeyRevoked EventType = "KeyRevoked"
+	// TypeKeyLeakReported records that a secret of the key was found where
+	// it should not be (by a secret scanner, or a person); a revocation,
+	// when there is one, is a KeyRevoked of its own that follows it.
+	TypeKeyLeakReported EventType = "KeyLeakReported"
 )
 
 // SchemaVersion is the envelope version this code writes.
@@ -77,6 +81,17 @@ type KeyRotated struct {
 // KeyRevoked is the data of a TypeKeyRevoked event.
 type KeyRevoked struct {
 	Reason string
+}
+
+// KeyLeakReported is the data of a TypeKeyLeakReported event: which of the
+// key's secrets leaked (its hash and masked form, never the secret), where
+// it was found and who said so.
+type KeyLeakReported struct {
+	SecretHash string
+	Masked     string
+	Source     string // where the scanner looked: "content", "commit", "issue", …; may be empty
+	URL        string // where the secret was found; may be empty
+	Reporter   string // who reported it: "github", or the actor's own name
 }
 
 // EventFilter selects events; its zero value selects all.

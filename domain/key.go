@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -41,6 +42,10 @@ type Key struct {
 	RotatedAt time.Time
 	RevokedAt time.Time
 	Revoked   bool
+
+	// Leaks are the leak reports of the key, oldest first. Only a key
+	// rebuilt from its history (Rebuild) knows them, not the projections.
+	Leaks []Leak
 
 	// Version is the stream sequence of the last event applied, and
 	// LastHash its stored hash (set when events are read back): the next
@@ -82,6 +87,11 @@ func (k *Key) Apply(e Event) error {
 			return fmt.Errorf("event %s: key %s revoked before it was created", e.ID, e.KeyID)
 		}
 		k.Revoked, k.RevokedAt = true, e.OccurredAt
+	case KeyLeakReported:
+		if k.ID == "" {
+			return fmt.Errorf("event %s: a leak of key %s reported before it was created", e.ID, e.KeyID)
+		}
+		k.Leaks = append(slices.Clip(k.Leaks), Leak{SecretHash: d.SecretHash, URL: d.URL, At: e.OccurredAt})
 	}
 	if e.Seq != 0 {
 		k.Version = e.Seq
@@ -255,4 +265,11 @@ func Rebuild(events []Event) (*Key, error) {
 		return nil, Errorf(ENOTFOUND, "key not found")
 	}
 	return k, nil
+}
+
+// Leak is one leak report of a key.
+type Leak struct {
+	SecretHash string
+	URL        string
+	At         time.Time
 }

@@ -128,3 +128,40 @@ func (s *Keys) Revoke(ctx context.Context, org, id string, cmd RevokeKey) (*Key,
 		return []Event{e}, err
 	})
 }
+
+// HistoryUpdater is a Store that can decide on a key's whole history
+// only, never on a projection's summary of it.
+type HistoryUpdater interface {
+	UpdateFromHistory(ctx context.Context, org, id string, fn func(*Key) ([]Event, error)) (*Key, error)
+}
+
+// LeakOutcome is what a leak report appended.
+type LeakOutcome struct {
+	Recorded bool // a KeyLeakReported
+	Revoked  bool // a KeyRevoked
+}
+
+// ReportLeak records that a secret of key org/id leaked and, when cmd asks
+// for it and the secret still opens the key, revokes the key at once. A
+// repeated report appends nothing. Returns ENOTFOUND, EINVALID,
+// EFORBIDDEN, ECONFLICT, EUNAVAILABLE.
+func (s *Keys) ReportLeak(ctx context.Context, org, id string, cmd ReportLeak) (LeakOutcome, error) {
+	update := s.Store.Update
+	if h, ok := s.Store.(HistoryUpdater); ok {
+		update = h.UpdateFromHistory // a key's leaks are in its history only
+	}
+	var out LeakOutcome
+	_, err := update(ctx, org, id, func(k *Key) ([]Event, error) {
+		evs, err := k.DecideLeak(cmd, s.now())
+		out = LeakOutcome{}
+		for _, e := range evs {
+			out.Recorded = out.Recorded || e.Type == TypeKeyLeakReported
+			out.Revoked = out.Revoked || e.Type == TypeKeyRevoked
+		}
+		return evs, err
+	})
+	if err != nil {
+		return LeakOutcome{}, err
+	}
+	return out, nil
+}

@@ -54,6 +54,14 @@ type revokedData struct {
 	Reason string `json:"reason"`
 }
 
+type leakedData struct {
+	SecretHash string `json:"secret_hash"`
+	Masked     string `json:"masked"`
+	Source     string `json:"source"`
+	URL        string `json:"url"`
+	Reporter   string `json:"reporter"`
+}
+
 // FormatTime writes t in TimeLayout; OptionalTime gives nil for the zero time.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
 
@@ -87,6 +95,8 @@ func ToEnvelope(e domain.Event) (Envelope, error) {
 		data = rotatedData{SecretHash: d.SecretHash, Masked: d.Masked, PreviousSecretExpiresAt: OptionalTime(d.PreviousSecretExpiresAt)}
 	case domain.KeyRevoked:
 		data = revokedData{Reason: d.Reason}
+	case domain.KeyLeakReported:
+		data = leakedData(d)
 	default:
 		return Envelope{}, fmt.Errorf("event %s: no encoding for %T", e.ID, e.Data)
 	}
@@ -164,6 +174,12 @@ func decodeData(t domain.EventType, raw json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return domain.KeyRevoked(d), nil
+	case domain.TypeKeyLeakReported:
+		var d leakedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		return domain.KeyLeakReported(d), nil
 	}
 	return nil, nil
 }

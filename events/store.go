@@ -44,6 +44,8 @@ func TypeToken(t domain.EventType) string {
 		return "rotated"
 	case domain.TypeKeyRevoked:
 		return "revoked"
+	case domain.TypeKeyLeakReported:
+		return "leaked"
 	}
 	return "unknown"
 }
@@ -204,6 +206,13 @@ func (s *Store) Update(ctx context.Context, org, id string, fn func(*domain.Key)
 	if k, ok := s.fromCache(ctx, org, id, fn); ok {
 		return k, nil
 	}
+	return s.UpdateFromHistory(ctx, org, id, fn)
+}
+
+// UpdateFromHistory is Update deciding on the key as its whole history
+// builds it, never on the projections' summary of it (which leaves out
+// what only the history holds, such as the leaks reported).
+func (s *Store) UpdateFromHistory(ctx context.Context, org, id string, fn func(*domain.Key) ([]domain.Event, error)) (*domain.Key, error) {
 	prevLast, junk := "", 0
 	for attempt := 1; ; attempt++ {
 		evs, last, err := s.load(ctx, org, id)

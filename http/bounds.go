@@ -159,23 +159,24 @@ var prereadBodies = sync.Pool{New: func() any { return &prereadBody{b: make([]by
 // deadline set by bound. Returns ETOOLARGE, or EINVALID when the body did
 // not arrive in time or could not be read.
 func (s *Server) readBody(r *http.Request) (*prereadBody, error) {
-	if r.ContentLength > MaxBodyBytes {
-		return nil, bodyTooLarge()
+	limit := bodyLimit(r)
+	if r.ContentLength > limit {
+		return nil, bodyTooLarge(limit)
 	}
 	p := prereadBodies.Get().(*prereadBody)
 	p.b, p.off = p.b[:0], 0
 	for {
 		if len(p.b) == cap(p.b) {
-			grown := make([]byte, len(p.b), min(2*cap(p.b), MaxBodyBytes+1))
+			grown := make([]byte, len(p.b), min(2*cap(p.b), int(limit)+1))
 			copy(grown, p.b)
 			p.b = grown
 		}
 		n, err := r.Body.Read(p.b[len(p.b):cap(p.b)])
 		p.b = p.b[:len(p.b)+n]
 		switch {
-		case len(p.b) > MaxBodyBytes:
+		case len(p.b) > int(limit):
 			p.free()
-			return nil, bodyTooLarge()
+			return nil, bodyTooLarge(limit)
 		case errors.Is(err, io.EOF):
 			return p, nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -188,8 +189,17 @@ func (s *Server) readBody(r *http.Request) (*prereadBody, error) {
 	}
 }
 
-func bodyTooLarge() error {
-	return domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", MaxBodyBytes)
+func bodyTooLarge(limit int64) error {
+	return domain.Errorf(domain.ETOOLARGE, "request body is over %d bytes", limit)
+}
+
+// bodyLimit is the most a request's body may hold: MaxBodyBytes, but for
+// a secret scanner's batch of reported tokens.
+func bodyLimit(r *http.Request) int64 {
+	if r.Method == http.MethodPost && r.URL.Path == githubScanningPath {
+		return MaxLeakBatchBytes
+	}
+	return MaxBodyBytes
 }
 
 // clientCounts counts the requests each client has under way, so that

@@ -187,6 +187,19 @@ func (s *Server) manager(next http.Handler) http.Handler {
 	})
 }
 
+// authenticated lets through any caller the service can authenticate
+// (failures count against the address's limit, as everywhere), with the
+// principal in the context; what it may do is its handler's to say.
+func (s *Server) authenticated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p domain.Principal
+		if !s.throttled(w, r, func() (err error) { p, err = s.authenticate(r); return err }) {
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxCaller, p)))
+	})
+}
+
 func caller(ctx context.Context) domain.Principal {
 	p, _ := ctx.Value(ctxCaller).(domain.Principal)
 	return p

@@ -93,7 +93,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		}
 	}
 	served := map[string]bool{}
-	routes := (&khttp.Server{SSO: &khttp.SSO{}}).Handler().(chi.Routes) // with the sign-in routes
+	routes := (&khttp.Server{SSO: &khttp.SSO{}, GitHubKeys: &khttp.GitHubKeys{}}).Handler().(chi.Routes) // with the optional routes
 	err := chi.Walk(routes, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		// A subrouter's root is walked as "/prefix/"; it serves "/prefix".
 		if len(route) > 1 {
@@ -404,6 +404,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	t.Run("Overload", func(t *testing.T) { overloadTour(t, c) })
 	t.Run("PerClient", func(t *testing.T) { perClientTour(t, c) })
 	t.Run("SignIn", func(t *testing.T) { ssoTour(t, c) })
+	t.Run("Leaks", func(t *testing.T) { leaksTour(t, c) })
 	if t.Failed() {
 		return
 	}

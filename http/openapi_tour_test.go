@@ -392,6 +392,7 @@ func overloadTour(t *testing.T, c *conformance) {
 	var st stalledCreates
 	h := startWith(t, t.TempDir(), func(s *khttp.Server) {
 		s.MaxInFlight, s.MaxStreams = 1, 1
+		s.GitHubKeys = &khttp.GitHubKeys{File: "/nonexistent"}
 		st.stall(s)
 	})
 	cl := c.client(t, h)
@@ -418,6 +419,7 @@ func overloadTour(t *testing.T, c *conformance) {
 		{"POST", "/v1/verify", map[string]string{"key": admin}}, {"GET", "/v1/whoami", nil},
 		{"POST", "/v1/orgs/acme/keys", map[string]string{"name": "x"}}, {"GET", "/v1/orgs/acme/keys", nil}, {"GET", key, nil},
 		{"POST", key + "/rotate", nil}, {"DELETE", key, nil}, {"GET", key + "/events", nil}, {"GET", "/v1/orgs/acme/events", nil},
+		{"POST", "/v1/leaks", map[string]string{"token": admin}}, {"POST", "/v1/secret-scanning/github", []map[string]string{{"token": admin}}},
 	} {
 		mustHeader(t, cl.do(503, r.method, r.path, admin, r.body), "Retry-After", "1")
 	}

@@ -97,6 +97,12 @@ type Server struct {
 	// SSO signs people in on the page with their identity provider, into
 	// a session behind a cookie; nil: no sign-in on the page.
 	SSO *SSO
+	// GitHubKeys verifies the reports of GitHub's secret scanning
+	// (POST /v1/secret-scanning/github); nil: the route is not served.
+	GitHubKeys *GitHubKeys
+	// LeakAction is what a reported leak of a live key does: LeakRevoke
+	// (the default, "") or LeakNotify.
+	LeakAction LeakAction
 	// AuthFailureLimit bounds failed authentications per client address;
 	// VerifyLimit bounds verifications per client address.
 	AuthFailureLimit Limit
@@ -220,6 +226,10 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/v1/audit/pubkey", s.auditPubkey)
 	r.Get("/v1/audit/signers", s.auditSigners)
 	r.Get("/v1/audit/head", s.auditHead)
+	if s.GitHubKeys != nil {
+		r.With(s.current).Post(githubScanningPath, s.githubScanning)
+	}
+	r.With(s.current, s.authenticated).Post("/v1/leaks", s.reportLeaks)
 	if s.SSO != nil {
 		r.Get("/auth/login", s.ssoLogin)
 		r.Get("/auth/callback", s.ssoCallback)

@@ -24,10 +24,10 @@ func eventTypes(list string) ([]domain.EventType, error) {
 	var types []domain.EventType
 	for _, name := range strings.Split(list, ",") {
 		switch t := domain.EventType(name); t {
-		case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
+		case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked, domain.TypeKeyLeakReported:
 			types = append(types, t)
 		default:
-			return nil, domain.Errorf(domain.EINVALID, "types must list KeyCreated, KeyRotated or KeyRevoked")
+			return nil, domain.Errorf(domain.EINVALID, "types must list KeyCreated, KeyRotated, KeyRevoked or KeyLeakReported")
 		}
 	}
 	return types, nil

@@ -191,7 +191,7 @@ func (r *Runner) reject(e domain.Event) {
 	r.rejected.Add(1)
 	t := string(e.Type)
 	switch e.Type {
-	case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked:
+	case domain.TypeKeyCreated, domain.TypeKeyRotated, domain.TypeKeyRevoked, domain.TypeKeyLeakReported:
 	default:
 		t = "unreadable or unknown"
 	}

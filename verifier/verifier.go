@@ -49,6 +49,10 @@ type Options struct {
 	OnCreated func(Event)
 	OnRotated func(Event)
 	OnRevoked func(Event)
+	// OnLeaked runs for a KeyLeakReported: a secret of the key was found
+	// where it should not be (e.Data is a domain.KeyLeakReported, with the
+	// URL). The revocation that usually follows comes to OnRevoked.
+	OnLeaked func(Event)
 	// MaxStaleness, when not zero, makes Verify fail closed (Unavailable)
 	// once the verifier has not been able to confirm for that long that it
 	// holds everything the stream holds: its feed is cut off, and a
@@ -164,6 +168,8 @@ func (c *callbacks) Apply(e domain.Event) error {
 		fn = c.opts.OnRotated
 	case domain.TypeKeyRevoked:
 		fn = c.opts.OnRevoked
+	case domain.TypeKeyLeakReported:
+		fn = c.opts.OnLeaked
 	}
 	if fn != nil && e.Data != nil {
 		fn(e)

@@ -232,7 +232,8 @@ type exportWriter struct {
 
 // CSVHeader names the columns of a CSV export.
 var CSVHeader = []string{"seq", "event_id", "type", "org_id", "key_id", "occurred_at", "actor_kind", "actor_id", "actor_name",
-	"name", "scopes", "masked", "secret_hash", "expires_at", "previous_secret_expires_at", "reason", "prev_hash"}
+	"name", "scopes", "masked", "secret_hash", "expires_at", "previous_secret_expires_at", "reason", "prev_hash",
+	"leak_source", "leak_url", "leak_reporter"} // columns are only ever added at the end
 
 func newExportWriter(format string, w io.Writer) *exportWriter {
 	if format == "csv" {
@@ -252,7 +253,7 @@ func (x *exportWriter) write(e domain.Event) error {
 		return x.jsonl.Encode(env)
 	}
 	row := []string{strconv.FormatUint(e.Seq, 10), e.ID, string(e.Type), e.OrgID, e.KeyID, events.FormatTime(e.OccurredAt),
-		e.Actor.Kind, e.Actor.ID, e.Actor.Name, "", "", "", "", "", "", "", e.PrevHash}
+		e.Actor.Kind, e.Actor.ID, e.Actor.Name, "", "", "", "", "", "", "", e.PrevHash, "", "", ""}
 	opt := func(t time.Time) string {
 		if t.IsZero() {
 			return ""
@@ -266,6 +267,8 @@ func (x *exportWriter) write(e domain.Event) error {
 		row[11], row[12], row[14] = d.Masked, d.SecretHash, opt(d.PreviousSecretExpiresAt)
 	case domain.KeyRevoked:
 		row[15] = d.Reason
+	case domain.KeyLeakReported:
+		row[11], row[12], row[17], row[18], row[19] = d.Masked, d.SecretHash, d.Source, d.URL, d.Reporter
 	}
 	return x.csv.Write(row)
 }

@@ -171,6 +171,9 @@ type serveFlags struct {
 	oidcRolesClaim   string
 	oidcGroupsClaim  string
 	oidcClientID     string
+	githubKeysURL    string
+	githubKeysFile   string
+	leakAction       string
 	oidcClientSecret string
 	oidcScopes       string
 	publicURL        string
@@ -231,6 +234,9 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "with --oidc-issuer and --public-url: sign managers in on the page, as this client of the provider (authorization code flow with PKCE)")
 	fs.StringVar(&f.oidcClientSecret, "oidc-client-secret", "", "with --oidc-client-id: the client's secret, for a confidential client (KEYLEDGER_OIDC_CLIENT_SECRET keeps it out of the process list)")
 	fs.StringVar(&f.oidcScopes, "oidc-scopes", "", "with --oidc-client-id: scopes to ask for beyond openid, email and profile, comma-separated (e.g. groups)")
+	fs.StringVar(&f.githubKeysURL, "github-secret-scanning-keys-url", khttp.DefaultGitHubKeysURL, "where GitHub publishes the keys it signs secret scanning reports with (POST /v1/secret-scanning/github); \"\": the route is off")
+	fs.StringVar(&f.githubKeysFile, "github-secret-scanning-keys-file", "", "read GitHub's secret scanning keys from this file (what the URL serves) instead: offline")
+	fs.StringVar(&f.leakAction, "leak-action", string(khttp.LeakRevoke), "what a reported leak of a live key does: revoke (at once), or notify (record it; the key's managers decide)")
 	fs.StringVar(&f.publicURL, "public-url", "", "the base URL people reach keyledger at (e.g. https://keys.example.com); the sign-in's redirect URL is derived from it")
 	fs.StringVar(&f.oidcManagerGroup, "oidc-manager-group", "", "with --oidc-issuer: the group whose members manage an org, {org} standing for the org id, e.g. keyledger-{org}-managers")
 	fs.IntVar(&f.authFailureLimit, "auth-failure-limit", 20, "failed authentications allowed per client address per minute (0: no limit)")
@@ -265,6 +271,9 @@ func (f *serveFlags) check() error {
 	}
 	if f.usageFlush < time.Minute {
 		return fmt.Errorf("--usage-flush-interval must be at least 1m")
+	}
+	if f.leakAction != string(khttp.LeakRevoke) && f.leakAction != string(khttp.LeakNotify) {
+		return fmt.Errorf("--leak-action must be revoke or notify")
 	}
 	if f.oidcClientID != "" {
 		if f.oidcIssuer == "" || f.publicURL == "" {

@@ -110,6 +110,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, GroupsClaim: f.oidcGroupsClaim, ManagerGroup: f.managerGroup, Logger: log,
 		})
 	}
+	api.LeakAction = khttp.LeakAction(f.leakAction)
+	if f.githubKeysURL != "" || f.githubKeysFile != "" {
+		api.GitHubKeys = &khttp.GitHubKeys{URL: f.githubKeysURL, File: f.githubKeysFile}
+	}
 	if f.oidcClientID != "" {
 		sessions, err := events.OpenSessions(ctx, b.js, b.replicas)
 		if err != nil {

@@ -88,15 +88,18 @@ func (e ErrorCode) Valid() bool {
 
 // Defines values for EventType.
 const (
-	EventTypeKeyCreated EventType = "KeyCreated"
-	EventTypeKeyRevoked EventType = "KeyRevoked"
-	EventTypeKeyRotated EventType = "KeyRotated"
+	EventTypeKeyCreated      EventType = "KeyCreated"
+	EventTypeKeyLeakReported EventType = "KeyLeakReported"
+	EventTypeKeyRevoked      EventType = "KeyRevoked"
+	EventTypeKeyRotated      EventType = "KeyRotated"
 )
 
 // Valid indicates whether the value is a known member of the EventType enum.
 func (e EventType) Valid() bool {
 	switch e {
 	case EventTypeKeyCreated:
+		return true
+	case EventTypeKeyLeakReported:
 		return true
 	case EventTypeKeyRevoked:
 		return true
@@ -227,6 +230,24 @@ func (e GetPageAssetParamsFile) Valid() bool {
 	}
 }
 
+// Defines values for ReportLeak200JSONResponseBodyLabel.
+const (
+	ReportLeak200JSONResponseBodyLabelFalsePositive ReportLeak200JSONResponseBodyLabel = "false_positive"
+	ReportLeak200JSONResponseBodyLabelTruePositive  ReportLeak200JSONResponseBodyLabel = "true_positive"
+)
+
+// Valid indicates whether the value is a known member of the ReportLeak200JSONResponseBodyLabel enum.
+func (e ReportLeak200JSONResponseBodyLabel) Valid() bool {
+	switch e {
+	case ReportLeak200JSONResponseBodyLabelFalsePositive:
+		return true
+	case ReportLeak200JSONResponseBodyLabelTruePositive:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ListKeysParamsStatus.
 const (
 	ListKeysParamsStatusActive  ListKeysParamsStatus = "active"
@@ -245,6 +266,24 @@ func (e ListKeysParamsStatus) Valid() bool {
 	case ListKeysParamsStatusExpired:
 		return true
 	case ListKeysParamsStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GithubSecretScanning200JSONResponseBodyLabel.
+const (
+	GithubSecretScanning200JSONResponseBodyLabelFalsePositive GithubSecretScanning200JSONResponseBodyLabel = "false_positive"
+	GithubSecretScanning200JSONResponseBodyLabelTruePositive  GithubSecretScanning200JSONResponseBodyLabel = "true_positive"
+)
+
+// Valid indicates whether the value is a known member of the GithubSecretScanning200JSONResponseBodyLabel enum.
+func (e GithubSecretScanning200JSONResponseBodyLabel) Valid() bool {
+	switch e {
+	case GithubSecretScanning200JSONResponseBodyLabelFalsePositive:
+		return true
+	case GithubSecretScanning200JSONResponseBodyLabelTruePositive:
 		return true
 	default:
 		return false
@@ -297,7 +336,7 @@ type Event struct {
 	// Actor Who made a change: a key (its id and name), a person (their subject, and their email if the identity provider verified it, else their name, else their subject), or `system` for `keyledger bootstrap`.
 	Actor Actor `json:"actor"`
 
-	// Data By `type`: KeyCreated, KeyRotated or KeyRevoked data.
+	// Data By `type`: KeyCreated, KeyRotated, KeyRevoked or KeyLeakReported data.
 	Data Event_Data `json:"data"`
 
 	// EventId A ULID.
@@ -325,7 +364,7 @@ type Event struct {
 	Type EventType `json:"type"`
 }
 
-// Event_Data By `type`: KeyCreated, KeyRotated or KeyRevoked data.
+// Event_Data By `type`: KeyCreated, KeyRotated, KeyRevoked or KeyLeakReported data.
 type Event_Data struct {
 	union json.RawMessage
 }
@@ -508,6 +547,26 @@ type KeyCreatedData struct {
 //
 // Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
 type KeyId = string
+
+// KeyLeakReportedData A secret of the key was found where it should not be. A revocation, when there is one, follows as a KeyRevoked of its own.
+type KeyLeakReportedData struct {
+	// Masked The key's prefix, `_`, `****` and the last 4 characters of its value.
+	//
+	// Examples: c8k_****1a2B
+	Masked Masked `json:"masked"`
+
+	// Reporter Who reported it: github, or the reporting credential's name.
+	Reporter string `json:"reporter"`
+
+	// SecretHash `sha256:` and the hex SHA-256 of the whole key string.
+	SecretHash SecretHash `json:"secret_hash"`
+
+	// Source Where the scanner looked (GitHub: content, commit, issue, …); may be empty.
+	Source string `json:"source"`
+
+	// Url Where the secret was found; may be empty.
+	Url string `json:"url"`
+}
 
 // KeyListing `KeyPage` without `as_of`, `KeysAsOf` with it.
 type KeyListing struct {
@@ -758,6 +817,16 @@ type StreamEventsParams struct {
 	LastEventID *LastEventId `json:"Last-Event-ID,omitempty"`
 }
 
+// ReportLeakJSONBody defines parameters for ReportLeak.
+type ReportLeakJSONBody struct {
+	Source *string `json:"source,omitempty"`
+	Token  string  `json:"token"`
+	Url    *string `json:"url,omitempty"`
+}
+
+// ReportLeak200JSONResponseBodyLabel defines parameters for ReportLeak.
+type ReportLeak200JSONResponseBodyLabel string
+
 // ListOrgEventsParams defines parameters for ListOrgEvents.
 type ListOrgEventsParams struct {
 	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
@@ -866,6 +935,23 @@ type RotateKeyParams struct {
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
+// GithubSecretScanningJSONBody defines parameters for GithubSecretScanning.
+type GithubSecretScanningJSONBody = []struct {
+	Source *string `json:"source,omitempty"`
+	Token  string  `json:"token"`
+	Type   *string `json:"type,omitempty"`
+	Url    *string `json:"url,omitempty"`
+}
+
+// GithubSecretScanningParams defines parameters for GithubSecretScanning.
+type GithubSecretScanningParams struct {
+	GithubPublicKeyIdentifier *string `json:"Github-Public-Key-Identifier,omitempty"`
+	GithubPublicKeySignature  *string `json:"Github-Public-Key-Signature,omitempty"`
+}
+
+// GithubSecretScanning200JSONResponseBodyLabel defines parameters for GithubSecretScanning.
+type GithubSecretScanning200JSONResponseBodyLabel string
+
 // VerifyKeyParams defines parameters for VerifyKey.
 type VerifyKeyParams struct {
 	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
@@ -878,6 +964,9 @@ type WhoamiParams struct {
 	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
 }
 
+// ReportLeakJSONRequestBody defines body for ReportLeak for application/json ContentType.
+type ReportLeakJSONRequestBody ReportLeakJSONBody
+
 // CreateKeyJSONRequestBody defines body for CreateKey for application/json ContentType.
 type CreateKeyJSONRequestBody = CreateKeyRequest
 
@@ -886,6 +975,9 @@ type RevokeKeyJSONRequestBody = RevokeKeyRequest
 
 // RotateKeyJSONRequestBody defines body for RotateKey for application/json ContentType.
 type RotateKeyJSONRequestBody = RotateKeyRequest
+
+// GithubSecretScanningJSONRequestBody defines body for GithubSecretScanning for application/json ContentType.
+type GithubSecretScanningJSONRequestBody = GithubSecretScanningJSONBody
 
 // VerifyKeyJSONRequestBody defines body for VerifyKey for application/json ContentType.
 type VerifyKeyJSONRequestBody = VerifyRequest
@@ -958,6 +1050,32 @@ func (t *Event_Data) FromKeyRevokedData(v KeyRevokedData) error {
 
 // MergeKeyRevokedData performs a merge with any union data inside the Event_Data, using the provided KeyRevokedData
 func (t *Event_Data) MergeKeyRevokedData(v KeyRevokedData) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsKeyLeakReportedData returns the union data inside the Event_Data as a KeyLeakReportedData
+func (t Event_Data) AsKeyLeakReportedData() (KeyLeakReportedData, error) {
+	var body KeyLeakReportedData
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromKeyLeakReportedData overwrites any union data inside the Event_Data as the provided KeyLeakReportedData
+func (t *Event_Data) FromKeyLeakReportedData(v KeyLeakReportedData) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeKeyLeakReportedData performs a merge with any union data inside the Event_Data, using the provided KeyLeakReportedData
+func (t *Event_Data) MergeKeyLeakReportedData(v KeyLeakReportedData) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -1184,6 +1302,24 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/events/stream (the `StreamEvents` operationId).
 	StreamEvents(ctx context.Context, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ReportLeakWithBody Report a leaked token: for other scanners and for people.
+	//
+	// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+	ReportLeakWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ReportLeak Report a leaked token: for other scanners and for people.
+	//
+	// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+	ReportLeak(ctx context.Context, body ReportLeakJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListOrgEvents A page of the org's events in stream order, with filters.
 	//
 	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
@@ -1270,6 +1406,24 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 	RotateKey(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GithubSecretScanningWithBody GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+	//
+	// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+	GithubSecretScanningWithBody(ctx context.Context, params *GithubSecretScanningParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GithubSecretScanning GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+	//
+	// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+	GithubSecretScanning(ctx context.Context, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetSession Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
 	//
@@ -1499,6 +1653,44 @@ func (c *Client) StreamEvents(ctx context.Context, params *StreamEventsParams, r
 	return c.Client.Do(req)
 }
 
+// ReportLeakWithBody Report a leaked token: for other scanners and for people.
+//
+// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+func (c *Client) ReportLeakWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReportLeakRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ReportLeak Report a leaked token: for other scanners and for people.
+//
+// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+func (c *Client) ReportLeak(ctx context.Context, body ReportLeakJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReportLeakRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListOrgEvents A page of the org's events in stream order, with filters.
 //
 // Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
@@ -1686,6 +1878,44 @@ func (c *Client) RotateKeyWithBody(ctx context.Context, org Org, id KeyIdPath, p
 // Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 func (c *Client) RotateKey(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRotateKeyRequest(c.Server, org, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GithubSecretScanningWithBody GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+//
+// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+func (c *Client) GithubSecretScanningWithBody(ctx context.Context, params *GithubSecretScanningParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGithubSecretScanningRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GithubSecretScanning GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+//
+// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+func (c *Client) GithubSecretScanning(ctx context.Context, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGithubSecretScanningRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2257,6 +2487,46 @@ func NewStreamEventsRequest(server string, params *StreamEventsParams) (*http.Re
 		}
 
 	}
+
+	return req, nil
+}
+
+// NewReportLeakRequest calls the generic ReportLeak builder with application/json body
+func NewReportLeakRequest(server string, body ReportLeakJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewReportLeakRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewReportLeakRequestWithBody constructs an http.Request for the ReportLeak method, with any body, and a specified content type
+func NewReportLeakRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/leaks")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -3012,6 +3282,72 @@ func NewRotateKeyRequestWithBody(server string, org Org, id KeyIdPath, params *R
 	return req, nil
 }
 
+// NewGithubSecretScanningRequest calls the generic GithubSecretScanning builder with application/json body
+func NewGithubSecretScanningRequest(server string, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewGithubSecretScanningRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewGithubSecretScanningRequestWithBody constructs an http.Request for the GithubSecretScanning method, with any body, and a specified content type
+func NewGithubSecretScanningRequestWithBody(server string, params *GithubSecretScanningParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/secret-scanning/github")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.GithubPublicKeyIdentifier != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Github-Public-Key-Identifier", *params.GithubPublicKeyIdentifier, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Github-Public-Key-Identifier", headerParam0)
+		}
+
+		if params.GithubPublicKeySignature != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Github-Public-Key-Signature", *params.GithubPublicKeySignature, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Github-Public-Key-Signature", headerParam1)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewGetSessionRequest constructs an http.Request for the GetSession method
 func NewGetSessionRequest(server string) (*http.Request, error) {
 	var err error
@@ -3332,6 +3668,24 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/events/stream (the `StreamEvents` operationId).
 	StreamEventsWithResponse(ctx context.Context, params *StreamEventsParams, reqEditors ...RequestEditorFn) (*StreamEventsResponse, error)
 
+	// ReportLeakWithBodyWithResponse Report a leaked token: for other scanners and for people.
+	//
+	// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+	ReportLeakWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReportLeakResponse, error)
+
+	// ReportLeakWithResponse Report a leaked token: for other scanners and for people.
+	//
+	// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+	ReportLeakWithResponse(ctx context.Context, body ReportLeakJSONRequestBody, reqEditors ...RequestEditorFn) (*ReportLeakResponse, error)
+
 	// ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 	//
 	// Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
@@ -3428,6 +3782,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 	RotateKeyWithResponse(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error)
+
+	// GithubSecretScanningWithBodyWithResponse GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+	//
+	// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+	GithubSecretScanningWithBodyWithResponse(ctx context.Context, params *GithubSecretScanningParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GithubSecretScanningResponse, error)
+
+	// GithubSecretScanningWithResponse GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+	//
+	// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+	GithubSecretScanningWithResponse(ctx context.Context, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody, reqEditors ...RequestEditorFn) (*GithubSecretScanningResponse, error)
 
 	// GetSessionWithResponse Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
 	//
@@ -4528,6 +4900,177 @@ func (r StreamEventsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r StreamEventsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ReportLeakResponse200Headers the declared response headers of an HTTP 200 response for ReportLeak
+type ReportLeakResponse200Headers struct {
+	XRequestId string
+}
+
+// ReportLeakResponse400Headers the declared response headers of an HTTP 400 response for ReportLeak
+type ReportLeakResponse400Headers struct {
+	XRequestId string
+}
+
+// ReportLeakResponse401Headers the declared response headers of an HTTP 401 response for ReportLeak
+type ReportLeakResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestId      string
+}
+
+// ReportLeakResponse403Headers the declared response headers of an HTTP 403 response for ReportLeak
+type ReportLeakResponse403Headers struct {
+	XRequestId string
+}
+
+// ReportLeakResponse415Headers the declared response headers of an HTTP 415 response for ReportLeak
+type ReportLeakResponse415Headers struct {
+	XRequestId string
+}
+
+// ReportLeakResponse429Headers the declared response headers of an HTTP 429 response for ReportLeak
+type ReportLeakResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
+// ReportLeakResponse503Headers the declared response headers of an HTTP 503 response for ReportLeak
+type ReportLeakResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// ReportLeakResponseDefaultHeaders the declared response headers of an HTTP default response for ReportLeak
+type ReportLeakResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type ReportLeakResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		// KeyId `key_` and an upper-case ULID.
+		//
+		// Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
+		KeyId *KeyId                             `json:"key_id,omitempty"`
+		Label ReportLeak200JSONResponseBodyLabel `json:"label"`
+
+		// OrgId Examples: acme
+		OrgId   *OrgId `json:"org_id,omitempty"`
+		Revoked bool   `json:"revoked"`
+	}
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ReportLeakResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ReportLeakResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ReportLeakResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ReportLeakResponse403Headers
+	// Headers415 the parsed response headers for an HTTP 415 response
+	Headers415 *ReportLeakResponse415Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ReportLeakResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ReportLeakResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *ReportLeakResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ReportLeakResponse) GetJSON200() *struct {
+	// KeyId `key_` and an upper-case ULID.
+	//
+	// Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
+	KeyId *KeyId                             `json:"key_id,omitempty"`
+	Label ReportLeak200JSONResponseBodyLabel `json:"label"`
+
+	// OrgId Examples: acme
+	OrgId   *OrgId `json:"org_id,omitempty"`
+	Revoked bool   `json:"revoked"`
+} {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ReportLeakResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ReportLeakResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ReportLeakResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r ReportLeakResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ReportLeakResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ReportLeakResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r ReportLeakResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ReportLeakResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ReportLeakResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ReportLeakResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ReportLeakResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5853,6 +6396,151 @@ func (r RotateKeyResponse) ContentType() string {
 	return ""
 }
 
+// GithubSecretScanningResponse200Headers the declared response headers of an HTTP 200 response for GithubSecretScanning
+type GithubSecretScanningResponse200Headers struct {
+	XRequestId string
+}
+
+// GithubSecretScanningResponse400Headers the declared response headers of an HTTP 400 response for GithubSecretScanning
+type GithubSecretScanningResponse400Headers struct {
+	XRequestId string
+}
+
+// GithubSecretScanningResponse401Headers the declared response headers of an HTTP 401 response for GithubSecretScanning
+type GithubSecretScanningResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestId      string
+}
+
+// GithubSecretScanningResponse413Headers the declared response headers of an HTTP 413 response for GithubSecretScanning
+type GithubSecretScanningResponse413Headers struct {
+	XRequestId string
+}
+
+// GithubSecretScanningResponse429Headers the declared response headers of an HTTP 429 response for GithubSecretScanning
+type GithubSecretScanningResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
+// GithubSecretScanningResponse503Headers the declared response headers of an HTTP 503 response for GithubSecretScanning
+type GithubSecretScanningResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// GithubSecretScanningResponseDefaultHeaders the declared response headers of an HTTP default response for GithubSecretScanning
+type GithubSecretScanningResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type GithubSecretScanningResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *[]struct {
+		Label     GithubSecretScanning200JSONResponseBodyLabel `json:"label"`
+		TokenHash string                                       `json:"token_hash"`
+		TokenType string                                       `json:"token_type"`
+	}
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *TooLarge
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GithubSecretScanningResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GithubSecretScanningResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GithubSecretScanningResponse401Headers
+	// Headers413 the parsed response headers for an HTTP 413 response
+	Headers413 *GithubSecretScanningResponse413Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GithubSecretScanningResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GithubSecretScanningResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GithubSecretScanningResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON200() *[]struct {
+	Label     GithubSecretScanning200JSONResponseBodyLabel `json:"label"`
+	TokenHash string                                       `json:"token_hash"`
+	TokenType string                                       `json:"token_type"`
+} {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON413() *TooLarge {
+	return r.JSON413
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GithubSecretScanningResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GithubSecretScanningResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GithubSecretScanningResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GithubSecretScanningResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GithubSecretScanningResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GithubSecretScanningResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // GetSessionResponse200Headers the declared response headers of an HTTP 200 response for GetSession
 type GetSessionResponse200Headers struct {
 	CacheControl string
@@ -6462,6 +7150,36 @@ func (c *ClientWithResponses) StreamEventsWithResponse(ctx context.Context, para
 	return ParseStreamEventsResponse(rsp)
 }
 
+// ReportLeakWithBodyWithResponse Report a leaked token: for other scanners and for people.
+//
+// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+func (c *ClientWithResponses) ReportLeakWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReportLeakResponse, error) {
+	rsp, err := c.ReportLeakWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReportLeakResponse(rsp)
+}
+
+// ReportLeakWithResponse Report a leaked token: for other scanners and for people.
+//
+// Takes a key holding `leaks:report` or `keys:manage`, or a manager; the token itself says which key leaked (of any org). The same effects as a report from GitHub.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/leaks (the `ReportLeak` operationId).
+func (c *ClientWithResponses) ReportLeakWithResponse(ctx context.Context, body ReportLeakJSONRequestBody, reqEditors ...RequestEditorFn) (*ReportLeakResponse, error) {
+	rsp, err := c.ReportLeak(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseReportLeakResponse(rsp)
+}
+
 // ListOrgEventsWithResponse A page of the org's events in stream order, with filters.
 //
 // Read from the stream. A page holds at most `limit` events that pass the filters, and one request examines at most 10,000 events of the org (the scan budget), matching or not: a filter that matches little answers what it found so far. While `more` is true, ask for the next page with `after_seq` set to the answer's `next_after_seq`; a page may be short, or empty, and still have `more`.
@@ -6623,6 +7341,36 @@ func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, org Org
 		return nil, err
 	}
 	return ParseRotateKeyResponse(rsp)
+}
+
+// GithubSecretScanningWithBodyWithResponse GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+//
+// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+func (c *ClientWithResponses) GithubSecretScanningWithBodyWithResponse(ctx context.Context, params *GithubSecretScanningParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*GithubSecretScanningResponse, error) {
+	rsp, err := c.GithubSecretScanningWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGithubSecretScanningResponse(rsp)
+}
+
+// GithubSecretScanningWithResponse GitHub's secret scanning partner program: tokens GitHub found, signed by GitHub.
+//
+// The body is signed by GitHub (ECDSA P-256, SHA-256 of the raw body, base64 of ASN.1 in `Github-Public-Key-Signature`, the key named by `Github-Public-Key-Identifier` among those `--github-secret-scanning-keys-url` serves). Each token that is, or was, a secret of a key is recorded (`KeyLeakReported`) and, when it still opens the key, revokes it at once (unless `--leak-action notify`). A repeated report appends nothing. A failure is not 2xx, so GitHub sends the report again; what landed is not appended twice.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/secret-scanning/github (the `GithubSecretScanning` operationId).
+func (c *ClientWithResponses) GithubSecretScanningWithResponse(ctx context.Context, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody, reqEditors ...RequestEditorFn) (*GithubSecretScanningResponse, error) {
+	rsp, err := c.GithubSecretScanning(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGithubSecretScanningResponse(rsp)
 }
 
 // GetSessionWithResponse Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
@@ -7938,6 +8686,209 @@ func ParseStreamEventsResponse(rsp *http.Response) (*StreamEventsResponse, error
 		response.Headers503 = &headers
 	case true:
 		var headers StreamEventsResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseReportLeakResponse parses an HTTP response from a ReportLeakWithResponse call
+func ParseReportLeakResponse(rsp *http.Response) (*ReportLeakResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ReportLeakResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			// KeyId `key_` and an upper-case ULID.
+			//
+			// Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
+			KeyId *KeyId                             `json:"key_id,omitempty"`
+			Label ReportLeak200JSONResponseBodyLabel `json:"label"`
+
+			// OrgId Examples: acme
+			OrgId   *OrgId `json:"org_id,omitempty"`
+			Revoked bool   `json:"revoked"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ReportLeakResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ReportLeakResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ReportLeakResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ReportLeakResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 415:
+		var headers ReportLeakResponse415Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers415 = &headers
+	case rsp.StatusCode == 429:
+		var headers ReportLeakResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ReportLeakResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers ReportLeakResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -9743,6 +10694,186 @@ func ParseRotateKeyResponse(rsp *http.Response) (*RotateKeyResponse, error) {
 		response.Headers503 = &headers
 	case true:
 		var headers RotateKeyResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGithubSecretScanningResponse parses an HTTP response from a GithubSecretScanningWithResponse call
+func ParseGithubSecretScanningResponse(rsp *http.Response) (*GithubSecretScanningResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GithubSecretScanningResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest []struct {
+			Label     GithubSecretScanning200JSONResponseBodyLabel `json:"label"`
+			TokenHash string                                       `json:"token_hash"`
+			TokenType string                                       `json:"token_type"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest TooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GithubSecretScanningResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GithubSecretScanningResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GithubSecretScanningResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 413:
+		var headers GithubSecretScanningResponse413Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers413 = &headers
+	case rsp.StatusCode == 429:
+		var headers GithubSecretScanningResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GithubSecretScanningResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers GithubSecretScanningResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
