@@ -46,6 +46,9 @@ type Key struct {
 	// Leaks are the leak reports of the key, oldest first. Only a key
 	// rebuilt from its history (Rebuild) knows them, not the projections.
 	Leaks []Leak
+	// LastLeak is the latest leak report, which the projections keep too:
+	// nil when none.
+	LastLeak *Leak
 
 	// Version is the stream sequence of the last event applied, and
 	// LastHash its stored hash (set when events are read back): the next
@@ -92,6 +95,7 @@ func (k *Key) Apply(e Event) error {
 			return fmt.Errorf("event %s: a leak of key %s reported before it was created", e.ID, e.KeyID)
 		}
 		k.Leaks = append(slices.Clip(k.Leaks), Leak{SecretHash: d.SecretHash, URL: d.URL, At: e.OccurredAt})
+		k.LastLeak = &k.Leaks[len(k.Leaks)-1]
 	}
 	if e.Seq != 0 {
 		k.Version = e.Seq

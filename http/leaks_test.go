@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
 	khttp "github.com/keyledger/keyledger/http"
@@ -300,4 +301,34 @@ func TestReportLeaksEndpoint(t *testing.T) {
 		t.Errorf("the leak event: %+v", leak)
 	}
 	h.must(http.StatusOK, "POST", "/v1/leaks", admin, map[string]string{"token": "c8k_nothing"})
+}
+
+// TestLeakReachesTheEventStream: the org's SSE feed carries the
+// KeyLeakReported, then the KeyRevoked, and ?types=KeyLeakReported keeps
+// only the first.
+func TestLeakReachesTheEventStream(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	k := h.create("acme", admin, map[string]any{"name": "target"})
+	all := h.openStream("/v1/orgs/acme/events/stream?after_seq="+fmt.Sprint(h.env.LastSeq(t)), admin)
+	leaks := h.openStream("/v1/orgs/acme/events/stream?types=KeyLeakReported&after_seq="+fmt.Sprint(h.env.LastSeq(t)), admin)
+	h.must(http.StatusOK, "POST", "/v1/leaks", admin, map[string]string{"token": k.Secret, "url": "https://github.com/o/r"})
+	for _, want := range []string{"KeyLeakReported", "KeyRevoked"} {
+		select {
+		case e := <-all.events:
+			if e.event != want {
+				t.Errorf("the stream sent %s, want %s", e.event, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s on the stream", want)
+		}
+	}
+	select {
+	case e := <-leaks.events:
+		if e.event != "KeyLeakReported" {
+			t.Errorf("the filtered stream sent %s", e.event)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no KeyLeakReported on the filtered stream")
+	}
 }

@@ -22,6 +22,14 @@ type KeyView struct {
 	ExpiresAt  *string      `json:"expires_at"`
 	LastUsedAt *string      `json:"last_used_at"`
 	Version    uint64       `json:"version"`
+	// Leak is the key's latest leak report; absent when it has none.
+	Leak *LeakView `json:"leak,omitempty"`
+}
+
+// LeakView is where a key's secret was found, and when it was reported.
+type LeakView struct {
+	URL        string `json:"url"`
+	ReportedAt string `json:"reported_at"`
 }
 
 // view shows k as it stands at now, with its last use seen anywhere.
@@ -36,13 +44,17 @@ func viewKey(k domain.Key, now time.Time) KeyView {
 	if scopes == nil {
 		scopes = []string{}
 	}
-	return KeyView{
+	v := KeyView{
 		ID: k.ID, OrgID: k.OrgID, Name: k.Name, Masked: k.Masked, Scopes: scopes,
 		Status: string(k.Status(now)), CreatedAt: events.FormatTime(k.CreatedAt),
 		CreatedBy: events.Actor(k.CreatedBy), RotatedAt: events.OptionalTime(k.RotatedAt),
 		RevokedAt: events.OptionalTime(k.RevokedAt), ExpiresAt: events.OptionalTime(k.ExpiresAt),
 		Version: k.Version,
 	}
+	if k.LastLeak != nil {
+		v.Leak = &LeakView{URL: k.LastLeak.URL, ReportedAt: events.FormatTime(k.LastLeak.At)}
+	}
+	return v
 }
 
 func viewEvents(evs []domain.Event) ([]events.Envelope, error) {

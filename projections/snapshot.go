@@ -14,7 +14,7 @@ import (
 
 // SnapshotVersion names the snapshot encoding; a snapshot of another
 // version is ignored and the projections are replayed from the stream.
-const SnapshotVersion = 6
+const SnapshotVersion = 7
 
 // snapshotHeader opens a snapshot: what it is and where in the stream.
 type snapshotHeader struct {

@@ -31,6 +31,7 @@ type tableImage struct {
 	actors   []domain.Actor
 	chunks   [][]byte
 	rejected []uint64
+	leaks    map[uint32]leakMark
 }
 
 // image copies the table as it stands, and says as of which sequence.
@@ -42,7 +43,7 @@ func (t *Table) image() (*tableImage, uint64) {
 		byHash: t.byHash.clone(), fullHash: maps.Clone(t.fullHash), retired: maps.Clone(t.retired),
 		orgs: slices.Clone(t.orgs.values), byOrg: make([][]uint32, len(t.byOrg)),
 		sets: slices.Clone(t.sets), actors: slices.Clone(t.actors.values),
-		chunks: slices.Clone(t.text.chunks), rejected: slices.Clone(t.rejected),
+		chunks: slices.Clone(t.text.chunks), rejected: slices.Clone(t.rejected), leaks: maps.Clone(t.leaks),
 	}
 	for i, slots := range t.byOrg {
 		img.byOrg[i] = slices.Clone(slots)
@@ -56,7 +57,10 @@ func (t *Table) install(img *tableImage, seq uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rows, t.previous, t.byHash, t.fullHash, t.retired = img.rows, img.previous, img.byHash, img.fullHash, img.retired
-	t.byOrg, t.sets, t.text.chunks, t.rejected = img.byOrg, img.sets, img.chunks, img.rejected
+	t.byOrg, t.sets, t.text.chunks, t.rejected, t.leaks = img.byOrg, img.sets, img.chunks, img.rejected, img.leaks
+	if t.leaks == nil {
+		t.leaks = map[uint32]leakMark{}
+	}
 	t.orgs = newInterner[string]()
 	for _, o := range img.orgs {
 		t.orgs.add(o)
@@ -176,6 +180,13 @@ func encodeSnapshot(w io.Writer, h snapshotHeader, img *tableImage) error {
 	e.u64(uint64(len(img.rejected)))
 	for _, seq := range img.rejected {
 		e.u64(seq)
+	}
+	e.u64(uint64(len(img.leaks)))
+	for slot, m := range img.leaks {
+		e.u32(slot)
+		e.str(m.hash)
+		e.str(m.url)
+		e.u64(uint64(m.at))
 	}
 	sum := e.crc
 	e.u32(sum)
@@ -307,6 +318,11 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	for ; n > 0 && d.err == nil; n-- {
 		img.rejected = append(img.rejected, d.u64())
 	}
+	img.leaks = map[uint32]leakMark{}
+	for n = d.count(); n > 0 && d.err == nil; n-- {
+		slot := d.u32()
+		img.leaks[slot] = leakMark{hash: d.str(), url: d.str(), at: int64(d.u64())}
+	}
 	sum := d.crc
 	if got := d.u32(); d.err == nil && got != sum {
 		return h, nil, fmt.Errorf("%w: checksum mismatch", errCorrupt)
@@ -331,6 +347,11 @@ func (img *tableImage) check(h snapshotHeader) error {
 	}
 	if !slices.IsSorted(img.rejected) || len(img.rejected) > 0 && img.rejected[len(img.rejected)-1] > h.Seq {
 		return fmt.Errorf("its refused events are not in order, or beyond its sequence")
+	}
+	for slot := range img.leaks {
+		if uint64(slot) >= uint64(img.rows.n) {
+			return fmt.Errorf("a leak of row %d, of %d", slot, img.rows.n)
+		}
 	}
 	if len(img.byOrg) != len(img.orgs) {
 		return fmt.Errorf("%d org listings for %d orgs", len(img.byOrg), len(img.orgs))

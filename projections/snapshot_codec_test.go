@@ -58,6 +58,18 @@ func smallTable(t *testing.T) (*Table, []string) {
 	apply(rot2)
 	rev, _ := keys[2].DecideRevoke(domain.RevokeKey{By: actorBy}, now)
 	apply(rev)
+	// A leak of the first key's first secret, reported after it was
+	// replaced: the table keeps the report, a snapshot too.
+	k0, _ = table.Listing().Get("acme", keys[0].ID)
+	leak, err := k0.DecideLeak(domain.ReportLeak{SecretHash: domain.HashSecret(secrets[0]), Masked: domain.MaskSecret(secrets[0]), URL: "https://github.com/o/r/blob/c/.env",
+		Reporter: "github", Revoke: false, By: domain.SystemPrincipal("secret-scanning", "GitHub secret scanning")}, now)
+	if err != nil || len(leak) != 1 {
+		t.Fatalf("DecideLeak: %v %v", leak, err)
+	}
+	apply(leak[0])
+	if k, _ := table.Listing().Get("acme", keys[0].ID); k.LastLeak == nil || k.LastLeak.URL != "https://github.com/o/r/blob/c/.env" {
+		t.Fatalf("the table did not keep the leak: %+v", k.LastLeak)
+	}
 	// The second key is rotated more often than a key remembers.
 	for i := range domain.MaxReplacedSecrets + 4 {
 		s, _ := domain.GenerateSecret("c8k", nil)

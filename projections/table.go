@@ -57,6 +57,15 @@ type Table struct {
 	rejected []uint64
 	// revokedByOrg counts the revoked keys of each org (by its index).
 	revokedByOrg []int
+	// leaks holds the latest leak report of each key reported leaked.
+	leaks map[uint32]leakMark
+}
+
+// leakMark is a key's latest leak report.
+type leakMark struct {
+	hash string // the leaked secret's, as the event states it
+	url  string
+	at   int64 // Unix microseconds
 }
 
 func (t *Table) countRevoked(org uint32) {
@@ -160,8 +169,8 @@ func NewTable() *Table {
 	return &Table{
 		byFullID: map[rowID]uint32{},
 		fullHash: map[[sha256.Size]byte]uint32{}, previous: map[uint32]previousSecret{},
-		retired: map[uint32][]retiredSecret{},
-		orgs:    newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
+		retired: map[uint32][]retiredSecret{}, leaks: map[uint32]leakMark{},
+		orgs: newInterner[string](), scopes: newInterner[string](), actors: newInterner[domain.Actor](),
 	}
 }
 
@@ -291,6 +300,8 @@ func (t *Table) Apply(e domain.Event) error {
 		}
 		r.flags |= flagRevoked
 		r.revoked = micros(e.OccurredAt)
+	case domain.KeyLeakReported:
+		t.leaks[slot] = leakMark{hash: d.SecretHash, url: d.URL, at: micros(e.OccurredAt)}
 	}
 	t.advance(r, e)
 	return nil
@@ -459,6 +470,9 @@ func (t *Table) key(slot uint32, withHashes bool) domain.Key {
 		CreatedAt: instant(r.created), CreatedBy: t.actors.values[r.actor],
 		RotatedAt: instant(r.rotated), RevokedAt: instant(r.revoked), Revoked: r.flags&flagRevoked != 0,
 		Version: r.version,
+	}
+	if m, ok := t.leaks[slot]; ok {
+		k.LastLeak = &domain.Leak{SecretHash: m.hash, URL: m.url, At: instant(m.at)}
 	}
 	var p previousSecret
 	rotated := r.flags&flagRotated != 0

@@ -284,3 +284,38 @@ func TestMiddleware(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceIsToldOfALeak: a key reported leaked (POST /v1/leaks) reaches
+// a service's verifier as OnLeaked, with the URL, then OnRevoked; the key
+// is refused there at once.
+func TestServiceIsToldOfALeak(t *testing.T) {
+	env := natstest.StartListening(t)
+	api := apitest.Start(t, env)
+	admin := api.Bootstrap(t, "acme", "orders:read")
+	id, secret := createKey(t, api, admin, "checkout")
+	told := make(chan string, 2)
+	v, _ := service(t, env, env.Embedded.ClientURL(), verifier.Options{
+		OnLeaked: func(e verifier.Event) {
+			if d, ok := e.Data.(domain.KeyLeakReported); ok && e.KeyID == id {
+				told <- "leaked at " + d.URL
+			}
+		},
+		OnRevoked: func(e verifier.Event) { told <- "revoked" },
+	})
+	if status, out := call(t, "POST", api.URL+"/v1/leaks", admin, `{"token":"`+secret+`","url":"https://github.com/o/r/blob/c/.env"}`); status != http.StatusOK {
+		t.Fatalf("report: %d %v", status, out)
+	}
+	for _, want := range []string{"leaked at https://github.com/o/r/blob/c/.env", "revoked"} {
+		select {
+		case got := <-told:
+			if got != want {
+				t.Errorf("told %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the service was never told %q", want)
+		}
+	}
+	if got := v.Verify(secret); got.Code != domain.VerifyRevoked {
+		t.Errorf("after the leak the service's verifier says %s, want REVOKED", got.Code)
+	}
+}

@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +29,7 @@ type finding struct {
 	at     int64 // byte offset in the file
 	line   int
 	masked string
+	key    string // sent to --report only; never printed
 }
 
 // scanChunk is how much of a file is read at once; a key split across two
@@ -41,6 +46,8 @@ func scan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fset := flag.NewFlagSet("scan", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	quiet := fset.Bool("quiet", false, "print only the findings, not the summary")
+	report := fset.String("report", "", "send every key found to this keyledger's POST /v1/leaks (e.g. https://keys.example.com), which revokes it")
+	token := fset.String("report-token", os.Getenv("KEYLEDGER_REPORT_TOKEN"), "with --report: a key holding leaks:report (default $KEYLEDGER_REPORT_TOKEN)")
 	fset.Usage = func() {
 		fmt.Fprintln(stderr, "usage: keyledger scan [--quiet] PATH…\n\nPrints every key found (file:line: masked key) and exits 1 if there is one.")
 		fset.PrintDefaults()
@@ -114,6 +121,11 @@ func scan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cmpErr(walkErr, firstErr); err != nil {
 		return fmt.Errorf("scan: %w", err)
 	}
+	if *report != "" && len(found) > 0 {
+		if err := reportFindings(ctx, *report, *token, found, stderr); err != nil {
+			return fmt.Errorf("scan --report: %w", err)
+		}
+	}
 	if len(found) > 0 {
 		return fmt.Errorf("%d keys found: revoke each one (it is no longer secret), then remove it", len(found))
 	}
@@ -177,7 +189,7 @@ func scanFile(path string, buf []byte) ([]finding, int64, error) {
 			}
 			at += bytes.Count(data[pos:off], []byte{'\n'})
 			pos = off
-			out = append(out, finding{path: path, at: base + int64(off), line: at, masked: domain.MaskSecret(key)})
+			out = append(out, finding{path: path, at: base + int64(off), line: at, masked: domain.MaskSecret(key), key: key})
 		})
 		if !more {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -189,4 +201,50 @@ func scanFile(path string, buf []byte) ([]finding, int64, error) {
 		base += int64(end - 1)
 		keep = copy(buf, data[end-1:])
 	}
+}
+
+// reportFindings sends each key found to server's POST /v1/leaks, with the
+// file and line as its URL, and says what became of it.
+func reportFindings(ctx context.Context, server, token string, found []finding, stderr io.Writer) error {
+	if token == "" {
+		return errors.New("--report needs --report-token (or KEYLEDGER_REPORT_TOKEN): a key holding leaks:report")
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	endpoint := strings.TrimRight(server, "/") + "/v1/leaks"
+	for _, f := range found {
+		where := f.path
+		if abs, err := filepath.Abs(f.path); err == nil {
+			where = abs
+		}
+		body, _ := json.Marshal(map[string]string{"token": f.key, "url": (&url.URL{Scheme: "file", Path: where, Fragment: fmt.Sprintf("L%d", f.line)}).String(), "source": "keyledger scan"})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Label   string `json:"label"`
+			Revoked bool   `json:"revoked"`
+			Error   struct{ Message string }
+		}
+		_ = json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&out)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s: %s", endpoint, res.Status, out.Error.Message)
+		}
+		what := "not a key of this keyledger"
+		switch {
+		case out.Label == "true_positive" && out.Revoked:
+			what = "revoked"
+		case out.Label == "true_positive":
+			what = "recorded (not revoked)"
+		}
+		fmt.Fprintf(stderr, "reported %s:%d: %s: %s\n", f.path, f.line, f.masked, what)
+	}
+	return nil
 }

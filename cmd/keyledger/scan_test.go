@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,5 +101,50 @@ func TestScanFindsKeysInATree(t *testing.T) {
 	os.Remove(filepath.Join(clean, "app"))
 	if out, stderr, err := runBinary(t, dir, nil, "scan", clean); err != nil || out != "" || !strings.Contains(stderr, "0 keys found") {
 		t.Errorf("scan of a clean tree: %v %q %s", err, out, stderr)
+	}
+}
+
+// TestScanReportsWhatItFinds: keyledger scan --report sends each key it
+// finds to a running keyledger's POST /v1/leaks, which revokes it and
+// records the file and line; a key of no key of that keyledger is said to
+// be so, and revokes nothing.
+func TestScanReportsWhatItFinds(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	env := []string{"KEYLEDGER_HTTP_ADDR=" + addr}
+	admin, stderr, err := runBinary(t, dir, env, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	admin = strings.TrimSpace(admin)
+	p := serveProcess(t, dir, addr, env)
+	status, body := call(t, "POST", p.url+"/v1/orgs/acme/keys", admin, `{"name":"committed by mistake"}`)
+	if status != 201 {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	var k struct {
+		Key    struct{ ID string }
+		Secret string
+	}
+	_ = json.Unmarshal([]byte(body), &k)
+	stranger, _ := domain.GenerateSecret("c8k", nil)
+	tree := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tree, ".env"), []byte("A=1\nAPI_KEY="+k.Secret+"\nOTHER="+stranger+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runBinary(t, tree, nil, "scan", "--report", p.url, "--report-token", admin, ".")
+	if err == nil || !strings.Contains(stderr, domain.MaskSecret(k.Secret)+": revoked") || !strings.Contains(stderr, domain.MaskSecret(stranger)+": not a key of this keyledger") {
+		t.Fatalf("scan --report: %v\n%s\n%s", err, out, stderr)
+	}
+	if strings.Contains(out+stderr, k.Secret) {
+		t.Error("scan printed the key")
+	}
+	status, body = call(t, "POST", p.url+"/v1/verify", "", `{"key":"`+k.Secret+`"}`)
+	if !strings.Contains(body, `"code":"REVOKED"`) {
+		t.Errorf("the reported key verifies: %d %s", status, body)
+	}
+	_, hist := call(t, "GET", p.url+"/v1/orgs/acme/keys/"+k.Key.ID+"/events", admin, "")
+	if !strings.Contains(hist, `"type":"KeyLeakReported"`) || !strings.Contains(hist, `file://`) || !strings.Contains(hist, `.env#L2`) {
+		t.Errorf("the key's history: %s", hist)
 	}
 }

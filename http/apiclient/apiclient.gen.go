@@ -449,6 +449,17 @@ type Key struct {
 	// LastUsedAt The minute of the key's latest use seen by any instance; null if none.
 	LastUsedAt *OptionalTimestamp `json:"last_used_at"`
 
+	// Leak The key's latest leak report (KeyLeakReported); absent when it has none.
+	Leak *struct {
+		// ReportedAt An RFC 3339 instant in UTC, to the microsecond.
+		//
+		// Examples: 2026-11-26T10:00:00.123456Z
+		ReportedAt Timestamp `json:"reported_at"`
+
+		// Url Where its secret was found; may be empty.
+		Url string `json:"url"`
+	} `json:"leak,omitempty"`
+
 	// Masked The key's prefix, `_`, `****` and the last 4 characters of its value.
 	//
 	// Examples: c8k_****1a2B
@@ -500,6 +511,17 @@ type KeyAsOf struct {
 
 	// LastUsedAt The minute of the key's latest use seen by any instance; null if none.
 	LastUsedAt *OptionalTimestamp `json:"last_used_at"`
+
+	// Leak The key's latest leak report (KeyLeakReported); absent when it has none.
+	Leak *struct {
+		// ReportedAt An RFC 3339 instant in UTC, to the microsecond.
+		//
+		// Examples: 2026-11-26T10:00:00.123456Z
+		ReportedAt Timestamp `json:"reported_at"`
+
+		// Url Where its secret was found; may be empty.
+		Url string `json:"url"`
+	} `json:"leak,omitempty"`
 
 	// Masked The key's prefix, `_`, `****` and the last 4 characters of its value.
 	//

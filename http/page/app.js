@@ -126,6 +126,26 @@ function button(text, onClick, cls) {
   return b;
 }
 
+// leakNote says that a key's secret was found where it should not be,
+// and where: the revocation (or, with --leak-action notify, the warning)
+// has a reason a manager can follow.
+function leakNote(k) {
+  const note = document.createElement("span");
+  note.className = "sub leak";
+  note.textContent = (k.status === "revoked" ? "Revoked: leaked" : "Reported leaked") + " on " + fmt(k.leak.reported_at) + (k.leak.url ? ", found at " : "");
+  if (k.leak.url) {
+    const a = document.createElement(/^https?:\/\//.test(k.leak.url) ? "a" : "span");
+    if (a.tagName === "A") {
+      a.href = k.leak.url;
+      a.rel = "noopener noreferrer";
+      a.target = "_blank";
+    }
+    a.textContent = k.leak.url;
+    note.appendChild(a);
+  }
+  return note;
+}
+
 let rendered = "";
 
 function render() {
@@ -151,6 +171,7 @@ function render() {
     pill.className = "status " + k.status;
     pill.textContent = k.status;
     st.appendChild(pill);
+    if (k.leak) st.appendChild(leakNote(k));
     const actions = cell(tr, "Actions");
     const box = document.createElement("div");
     box.className = "row-actions";
@@ -280,7 +301,7 @@ $("delete-form").addEventListener("submit", async (ev) => {
   }
 });
 
-const what = { KeyCreated: "created the key", KeyRotated: "rotated the key", KeyRevoked: "deleted (revoked) the key" };
+const what = { KeyCreated: "created the key", KeyRotated: "rotated the key", KeyRevoked: "deleted (revoked) the key", KeyLeakReported: "reported a secret of the key leaked" };
 
 let historyRun = 0;
 
@@ -318,6 +339,7 @@ function historyItem(e) {
   li.append(when, " — " + who(e.actor) + " " + (what[e.type] || e.type));
   if (e.type === "KeyRotated" && e.data.previous_secret_expires_at) li.append(" (old value valid until " + fmt(e.data.previous_secret_expires_at) + ")");
   if (e.type === "KeyRevoked" && e.data.reason) li.append(": " + e.data.reason);
+  if (e.type === "KeyLeakReported") li.append(" (" + e.data.masked + (e.data.url ? ", found at " + e.data.url : "") + ")");
   return li;
 }
 
