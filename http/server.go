@@ -229,7 +229,8 @@ func (s *Server) Handler() http.Handler {
 	if s.GitHubKeys != nil {
 		r.With(s.current).Post(githubScanningPath, s.githubScanning)
 	}
-	r.With(s.current, s.authenticated).Post("/v1/leaks", s.reportLeaks)
+	// A report can append events: it spends the reporter's write budget.
+	r.With(s.current, s.authenticated, s.writeLimited).Post("/v1/leaks", s.reportLeaks)
 	if s.SSO != nil {
 		r.Get("/auth/login", s.ssoLogin)
 		r.Get("/auth/callback", s.ssoCallback)

@@ -13,7 +13,7 @@ import (
 
 // writeLimited spends one write token of the calling credential's owner
 // (domain.WriteOwner: a person's subject; a key's minter, back to the
-// person or the first key) on a create or a rotation, and
+// person or the first key) on a create, a rotation or a leak report, and
 // gives it back when the write answers anything but 2xx, so that what the
 // limit bounds is what is appended: one key or person cannot flood the
 // stream, and with it every instance's memory and every verifier, while a
