@@ -15,7 +15,18 @@ const (
 	MaxLeakURLLen      = 2048
 	MaxLeakSourceLen   = 100
 	MaxLeakReporterLen = 200
+	// MaxLeaksPerKey is how many leak reports a key records: past it, a
+	// report of another place appends nothing (the key is revoked, and its
+	// managers know), so that reports of one secret at ever new URLs
+	// cannot grow the stream, nor the key's history, without end.
+	MaxLeaksPerKey = 100
 )
+
+// LeakPlace is where a leaked secret was found.
+type LeakPlace struct {
+	Source string
+	URL    string
+}
 
 // ReportLeak says that a secret of a key was found where it should not be.
 type ReportLeak struct {
@@ -24,6 +35,8 @@ type ReportLeak struct {
 	Source     string
 	URL        string
 	Reporter   string
+	// More are other places the same report found the same secret at.
+	More []LeakPlace
 	// Revoke ends the key at once (the default); false records the leak
 	// and leaves the decision to the key's managers.
 	Revoke bool
@@ -54,10 +67,20 @@ func (p Principal) MayReportLeaks() error {
 
 // ValidateLeak checks a report's fields. Returns EINVALID.
 func (cmd ReportLeak) ValidateLeak() error {
-	for _, f := range []struct {
+	fields := []struct {
 		name, value string
 		max         int
-	}{{"url", cmd.URL, MaxLeakURLLen}, {"source", cmd.Source, MaxLeakSourceLen}, {"reporter", cmd.Reporter, MaxLeakReporterLen}} {
+	}{{"url", cmd.URL, MaxLeakURLLen}, {"source", cmd.Source, MaxLeakSourceLen}, {"reporter", cmd.Reporter, MaxLeakReporterLen}}
+	for _, p := range cmd.More {
+		fields = append(fields, struct {
+			name, value string
+			max         int
+		}{"url", p.URL, MaxLeakURLLen}, struct {
+			name, value string
+			max         int
+		}{"source", p.Source, MaxLeakSourceLen})
+	}
+	for _, f := range fields {
 		if utf8.RuneCountInString(f.value) > f.max {
 			return Errorf(EINVALID, "%s must be at most %d characters", f.name, f.max)
 		}
@@ -79,9 +102,10 @@ func (k *Key) Live(hash string, now time.Time) bool {
 }
 
 // DecideLeak returns the events a leak report calls for, in order: a
-// KeyLeakReported, unless this secret's leak at this URL is on record
-// already; then a KeyRevoked, when the report asks for it and the secret
-// still opens the key. A repeated report calls for nothing; one whose
+// KeyLeakReported for each place (URL) where this secret's leak is not on
+// record yet, as long as the key has room (MaxLeaksPerKey); then a
+// KeyRevoked, when the report asks for it and the secret still opens the
+// key. A repeated report calls for nothing; one whose
 // revocation did not land (the first event did) calls for the revocation
 // alone. Only a key rebuilt from its history knows its reports: decide
 // on one (HistoryUpdater).
@@ -93,13 +117,21 @@ func (k *Key) DecideLeak(cmd ReportLeak, now time.Time) ([]Event, error) {
 		return nil, err
 	}
 	var out []Event
-	known := false
+	known := map[string]bool{}
 	for _, l := range k.Leaks {
-		known = known || (l.SecretHash == cmd.SecretHash && l.URL == cmd.URL)
+		if l.SecretHash == cmd.SecretHash {
+			known[l.URL] = true
+		}
 	}
-	if !known {
+	room := MaxLeaksPerKey - len(k.Leaks)
+	for _, p := range append([]LeakPlace{{Source: cmd.Source, URL: cmd.URL}}, cmd.More...) {
+		if known[p.URL] || room <= 0 {
+			continue
+		}
+		known[p.URL] = true
+		room--
 		out = append(out, k.event(TypeKeyLeakReported, now, cmd.By.Actor, KeyLeakReported{
-			SecretHash: cmd.SecretHash, Masked: cmd.Masked, Source: cmd.Source, URL: cmd.URL, Reporter: cmd.Reporter,
+			SecretHash: cmd.SecretHash, Masked: cmd.Masked, Source: p.Source, URL: p.URL, Reporter: cmd.Reporter,
 		}))
 	}
 	if cmd.Revoke && k.Live(cmd.SecretHash, now) {

@@ -102,3 +102,23 @@ func TestDecideLeak(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideLeakIsBounded: one report of a secret at many places records
+// each new place once, at most MaxLeaksPerKey for a key, then only revokes.
+func TestDecideLeakIsBounded(t *testing.T) {
+	k, secret := newKey(t, time.Time{})
+	var more []domain.LeakPlace
+	for i := range 3 * domain.MaxLeaksPerKey {
+		more = append(more, domain.LeakPlace{Source: "content", URL: "https://github.com/o/r/blob/c/f" + string(rune('a'+i%26)) + string(rune('0'+i/26%10)) + string(rune('0'+i/260))})
+	}
+	more = append(more, more[0]) // the same place twice
+	evs, err := k.DecideLeak(domain.ReportLeak{SecretHash: domain.HashSecret(secret), Masked: domain.MaskSecret(secret), URL: "first", More: more, Reporter: "github", Revoke: true, By: scanner}, t0.Add(time.Hour))
+	if err != nil || len(evs) != domain.MaxLeaksPerKey+1 || evs[len(evs)-1].Type != domain.TypeKeyRevoked {
+		t.Fatalf("decided %d events (%v), want %d leaks and a revocation", len(evs), err, domain.MaxLeaksPerKey)
+	}
+	apply(t, k, evs)
+	evs, err = k.DecideLeak(domain.ReportLeak{SecretHash: domain.HashSecret(secret), URL: "yet another place", Reporter: "github", Revoke: true, By: scanner}, t0.Add(2*time.Hour))
+	if err != nil || len(evs) != 0 {
+		t.Errorf("a key with %d leaks recorded, revoked: decided %v, %v; want nothing", domain.MaxLeaksPerKey, types(evs), err)
+	}
+}

@@ -159,7 +159,7 @@ var prereadBodies = sync.Pool{New: func() any { return &prereadBody{b: make([]by
 // deadline set by bound. Returns ETOOLARGE, or EINVALID when the body did
 // not arrive in time or could not be read.
 func (s *Server) readBody(r *http.Request) (*prereadBody, error) {
-	limit := bodyLimit(r)
+	limit := s.bodyLimit(r)
 	if r.ContentLength > limit {
 		return nil, bodyTooLarge(limit)
 	}
@@ -194,9 +194,11 @@ func bodyTooLarge(limit int64) error {
 }
 
 // bodyLimit is the most a request's body may hold: MaxBodyBytes, but for
-// a secret scanner's batch of reported tokens.
-func bodyLimit(r *http.Request) int64 {
-	if r.Method == http.MethodPost && r.URL.Path == githubScanningPath {
+// GitHub's batch of reported tokens, when that route is served and the
+// request carries its signature (an unsigned one is refused anyway, and
+// need not be read whole first).
+func (s *Server) bodyLimit(r *http.Request) int64 {
+	if s.GitHubKeys != nil && r.Method == http.MethodPost && r.URL.Path == githubScanningPath && r.Header.Get("Github-Public-Key-Signature") != "" {
 		return MaxLeakBatchBytes
 	}
 	return MaxBodyBytes

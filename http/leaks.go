@@ -82,7 +82,12 @@ func (g *GitHubKeys) key(ctx context.Context, id string) (*ecdsa.PublicKey, erro
 	if k, ok := g.keys[id]; ok {
 		return k, nil
 	}
-	if g.keys != nil && time.Since(g.fetched) < keysRefetchEvery {
+	if !g.fetched.IsZero() && time.Since(g.fetched) < keysRefetchEvery {
+		// Fetched a moment ago, or tried and failed: not again yet,
+		// whoever asks (an unsigned request may name any identifier).
+		if g.keys == nil {
+			return nil, errors.New("GitHub's keys could not be fetched a moment ago; not again before a minute has passed")
+		}
 		return nil, nil
 	}
 	keys, err := g.load(ctx)
@@ -207,17 +212,38 @@ func (s *Server) githubScanning(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.EINVALID, "a report may hold at most %d tokens", MaxLeakBatch))
 		return
 	}
-	feedback := make([]leakFeedback, len(tokens))
-	for i, t := range tokens {
-		label, _, err := s.reportLeak(r.Context(), t.Token, t.Source, t.URL, "github", scanningActor)
+	// Each token once, with every place the report found it at: one
+	// decision on its key's history, however often the report names it.
+	type found struct {
+		places []domain.LeakPlace
+		label  string
+	}
+	byToken := map[string]*found{}
+	var distinct []string
+	for _, t := range tokens {
+		f := byToken[t.Token]
+		if f == nil {
+			f = &found{}
+			byToken[t.Token] = f
+			distinct = append(distinct, t.Token)
+		}
+		f.places = append(f.places, domain.LeakPlace{Source: t.Source, URL: t.URL})
+	}
+	for _, token := range distinct {
+		f := byToken[token]
+		label, _, err := s.reportLeak(r.Context(), token, f.places, "github", scanningActor)
 		if err != nil {
 			// Nothing is lost: the answer is not 2xx, so GitHub sends the
 			// report again, and what landed is not appended twice.
 			s.fail(w, r, err)
 			return
 		}
+		f.label = label
+	}
+	feedback := make([]leakFeedback, len(tokens))
+	for i, t := range tokens {
 		sum := sha256.Sum256([]byte(t.Token))
-		feedback[i] = leakFeedback{TokenHash: hex.EncodeToString(sum[:]), TokenType: t.Type, Label: label}
+		feedback[i] = leakFeedback{TokenHash: hex.EncodeToString(sum[:]), TokenType: t.Type, Label: byToken[t.Token].label}
 	}
 	writeJSON(w, http.StatusOK, feedback)
 }
@@ -250,7 +276,7 @@ func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	label, k, err := s.reportLeak(r.Context(), req.Token, req.Source, req.URL, p.Actor.Name, p)
+	label, k, err := s.reportLeak(r.Context(), req.Token, []domain.LeakPlace{{Source: req.Source, URL: req.URL}}, p.Actor.Name, p)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -262,15 +288,19 @@ func (s *Server) reportLeaks(w http.ResponseWriter, r *http.Request) {
 // key, and revokes the key unless the leak action is notify. It says
 // whether the token is a key's ("true_positive") or not
 // ("false_positive"), and which key, as it now stands.
-func (s *Server) reportLeak(ctx context.Context, token, source, url, reporter string, by domain.Principal) (string, domain.Key, error) {
+func (s *Server) reportLeak(ctx context.Context, token string, places []domain.LeakPlace, reporter string, by domain.Principal) (string, domain.Key, error) {
 	res := s.Index.Verify(token, s.Now())
 	switch res.Code {
 	case domain.VerifyMalformed, domain.VerifyNotFound:
 		return "false_positive", domain.Key{}, nil
 	}
+	clean := make([]domain.LeakPlace, len(places))
+	for i, p := range places {
+		clean[i] = domain.LeakPlace{Source: printableText(p.Source, domain.MaxLeakSourceLen), URL: printableText(p.URL, domain.MaxLeakURLLen)}
+	}
 	out, err := s.Keys.ReportLeak(ctx, res.Key.OrgID, res.Key.ID, domain.ReportLeak{
-		SecretHash: domain.HashSecret(token), Masked: domain.MaskSecret(token), Source: printableText(source, domain.MaxLeakSourceLen),
-		URL: printableText(url, domain.MaxLeakURLLen), Reporter: printableText(reporter, domain.MaxLeakReporterLen),
+		SecretHash: domain.HashSecret(token), Masked: domain.MaskSecret(token), Source: clean[0].Source,
+		URL: clean[0].URL, More: clean[1:], Reporter: printableText(reporter, domain.MaxLeakReporterLen),
 		Revoke: s.LeakAction != LeakNotify, By: by,
 	})
 	if err != nil {

@@ -59,6 +59,12 @@ func scan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fset.Usage()
 		return errors.New("scan: no path given")
 	}
+	if *report != "" {
+		u, err := url.Parse(*report)
+		if err != nil || (u.Scheme != "https" && !(u.Scheme == "http" && loopbackHost(u.Hostname()))) || u.Host == "" {
+			return errors.New("scan: --report must be an https URL (plain http only on a loopback address): it sends the keys found, and a credential")
+		}
+	}
 	start := time.Now()
 	files := make(chan string, 256)
 	var walkErr error
@@ -118,13 +124,14 @@ func scan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !*quiet {
 		fmt.Fprintf(stderr, "scanned %d files, %.1f MB, in %s: %d keys found\n", scanned, float64(bytesIn)/1e6, time.Since(start).Round(time.Millisecond), len(found))
 	}
-	if err := cmpErr(walkErr, firstErr); err != nil {
-		return fmt.Errorf("scan: %w", err)
-	}
+	// What was found is reported even if part of the tree could not be read.
 	if *report != "" && len(found) > 0 {
 		if err := reportFindings(ctx, *report, *token, found, stderr); err != nil {
 			return fmt.Errorf("scan --report: %w", err)
 		}
+	}
+	if err := cmpErr(walkErr, firstErr); err != nil {
+		return fmt.Errorf("scan: %w", err)
 	}
 	if len(found) > 0 {
 		return fmt.Errorf("%d keys found: revoke each one (it is no longer secret), then remove it", len(found))
@@ -209,7 +216,8 @@ func reportFindings(ctx context.Context, server, token string, found []finding, 
 	if token == "" {
 		return errors.New("--report needs --report-token (or KEYLEDGER_REPORT_TOKEN): a key holding leaks:report")
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
+	// No redirect is followed: it would send the keys found elsewhere.
+	client := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	endpoint := strings.TrimRight(server, "/") + "/v1/leaks"
 	for _, f := range found {
 		where := f.path
