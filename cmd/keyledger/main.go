@@ -53,6 +53,10 @@ Usage:
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
   keyledger scan       PATH…     find keys in files and directories (exit 1 when it finds one)
+  keyledger keys       create|list|get|rotate|revoke|history [--server URL --org ORG --output table|json|yaml]
+                                 manage keys on a running server (credential: KEYLEDGER_TOKEN)
+  keyledger verify     KEY       is this key valid? (exit 0 only when it is)
+  keyledger whoami               the key KEYLEDGER_TOKEN holds
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
@@ -68,6 +72,10 @@ func main() {
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, errTampered) {
 			fmt.Fprintln(os.Stderr, "keyledger:", err)
+		}
+		var e *exitError
+		if errors.As(err, &e) {
+			os.Exit(e.code)
 		}
 		os.Exit(1)
 	}
@@ -91,6 +99,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return keygen(args[1:], stdout, stderr)
 	case "scan":
 		return scan(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return keysCmd(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return verifyCmd(ctx, args[1:], stdout, stderr)
+	case "whoami":
+		return whoamiCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildVersion())
 		return nil

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/keyledger/keyledger/domain"
+)
+
+func exitCode(err error) int {
+	var e *exec.ExitError
+	if errors.As(err, &e) {
+		return e.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// TestKeysFromTheTerminal drives keyledger keys, verify and whoami against
+// a running serve, as a pipeline would: a new key comes alone on stdout
+// (KEY=$(keyledger keys create …)), everything else on stderr; tables are
+// aligned; JSON is the server's own; exit codes say what happened (0 ok,
+// 1 failed, 2 usage, 3 not found, 4 forbidden or unauthenticated).
+func TestKeysFromTheTerminal(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	admin, stderr, err := runBinary(t, dir, []string{"KEYLEDGER_HTTP_ADDR=" + addr}, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	p := serveProcess(t, dir, addr, []string{"KEYLEDGER_HTTP_ADDR=" + addr})
+	env := []string{"KEYLEDGER_SERVER=" + p.url, "KEYLEDGER_ORG=acme", "KEYLEDGER_TOKEN=" + strings.TrimSpace(admin)}
+	cli := func(args ...string) (string, string, int) {
+		t.Helper()
+		out, errOut, err := runBinary(t, dir, env, args...)
+		return out, errOut, exitCode(err)
+	}
+
+	key, errOut, code := cli("keys", "create", "--name", "billing worker", "--expires-in", "90d")
+	key = strings.TrimSuffix(key, "\n")
+	if code != 0 || !domain.WellFormed(key) || strings.Contains(key, "\n") {
+		t.Fatalf("keys create: exit %d, stdout %q, stderr %s; want the key alone on stdout", code, key, errOut)
+	}
+	if !strings.Contains(errOut, "billing worker") || strings.Contains(errOut, key) {
+		t.Errorf("keys create's stderr: %s", errOut)
+	}
+	out, _, code := cli("keys", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "ID ") || strings.Index(lines[1], "c8k_****") != strings.Index(lines[0], "KEY") {
+		t.Errorf("keys list (a table, aligned):\n%s", out)
+	}
+	out, _, _ = cli("keys", "list", "--output", "json")
+	var listed struct {
+		Keys []struct {
+			ID, Name, Masked, Status string
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Keys) != 2 {
+		t.Fatalf("keys list --output json: %v\n%s", err, out)
+	}
+	var id string
+	for _, k := range listed.Keys {
+		if k.Name == "billing worker" {
+			id = k.ID
+		}
+	}
+	if out, _, code := cli("keys", "get", id, "--output", "yaml"); code != 0 || !strings.Contains(out, "name: billing worker") {
+		t.Errorf("keys get --output yaml: %d\n%s", code, out)
+	}
+	if out, _, code := cli("verify", key); code != 0 || !strings.Contains(out, "VALID") {
+		t.Errorf("verify a valid key: %d %s", code, out)
+	}
+	rotated, _, code := cli("keys", "rotate", id, "--grace", "1h")
+	rotated = strings.TrimSpace(rotated)
+	if code != 0 || !domain.WellFormed(rotated) || rotated == key {
+		t.Fatalf("keys rotate: %d %q", code, rotated)
+	}
+	if out, _, code := cli("verify", key); code != 0 || !strings.Contains(out, "deprecated") {
+		t.Errorf("the replaced value in its grace period: %d %s", code, out)
+	}
+	if _, errOut, code := cli("keys", "revoke", id, "--reason", "left the team"); code != 0 || !strings.Contains(errOut, "revoked") {
+		t.Errorf("keys revoke: %d %s", code, errOut)
+	}
+	if out, _, code := cli("verify", rotated); code != 1 || !strings.Contains(out, "REVOKED") {
+		t.Errorf("verify a revoked key: exit %d %s, want 1", code, out)
+	}
+	out, _, code = cli("keys", "history", id)
+	if code != 0 || !strings.Contains(out, "KeyCreated") || !strings.Contains(out, "KeyRotated") || !strings.Contains(out, "KeyRevoked") {
+		t.Errorf("keys history: %d\n%s", code, out)
+	}
+	env2 := append(env[:2:2], "KEYLEDGER_TOKEN="+rotated)
+	if _, _, code := runBinaryCode(t, dir, env2, "keys", "list"); code != 4 {
+		t.Errorf("a revoked credential: exit %d, want 4", code)
+	}
+	if _, _, code := cli("keys", "get", "key_"+strings.Repeat("0", 26)); code != 3 {
+		t.Errorf("an unknown key: exit %d, want 3", code)
+	}
+	if _, _, code := cli("keys", "create"); code != 2 {
+		t.Errorf("create without --name: exit %d, want 2", code)
+	}
+	if _, _, code := cli("keys", "list", "--output", "xml"); code != 2 {
+		t.Errorf("an unknown output: exit %d, want 2", code)
+	}
+	if out, _, code := cli("whoami"); code != 0 || !strings.Contains(out, "admin") {
+		t.Errorf("whoami: %d %s", code, out)
+	}
+}
+
+func runBinaryCode(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	out, errOut, err := runBinary(t, dir, env, args...)
+	return out, errOut, exitCode(err)
+}
