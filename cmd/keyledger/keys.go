@@ -45,12 +45,14 @@ func usageError(format string, args ...any) error {
 // remote is what every command that talks to a server shares.
 type remote struct {
 	server, org, output, token string
+	profile                    string
 	client                     *apiclient.ClientWithResponses
 	stdout, stderr             io.Writer
 }
 
 func (c *remote) flags(fs *flag.FlagSet, withOrg bool) {
-	fs.StringVar(&c.server, "server", envOr("KEYLEDGER_SERVER", "http://127.0.0.1:8080"), "the keyledger server (KEYLEDGER_SERVER)")
+	fs.StringVar(&c.server, "server", os.Getenv("KEYLEDGER_SERVER"), "the keyledger server (KEYLEDGER_SERVER; else the profile's; else http://127.0.0.1:8080)")
+	fs.StringVar(&c.profile, "profile", envOr("KEYLEDGER_PROFILE", "default"), "the profile keyledger login made (KEYLEDGER_PROFILE)")
 	if withOrg {
 		fs.StringVar(&c.org, "org", os.Getenv("KEYLEDGER_ORG"), "the org (KEYLEDGER_ORG)")
 	}
@@ -65,17 +67,36 @@ func envOr(name, def string) string {
 }
 
 // connect checks the flags and makes the client. The credential comes
-// from KEYLEDGER_TOKEN: a management key or a manager's token.
+// from KEYLEDGER_TOKEN (a management key or a manager's token, for CI),
+// else from the profile keyledger login made, whose server and org are
+// also the defaults.
 func (c *remote) connect(needOrg bool) error {
 	switch c.output {
 	case "table", "json", "yaml":
 	default:
 		return usageError("--output must be table, json or yaml")
 	}
+	all, _, err := loadProfiles()
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	p := all.Profiles[c.profile]
+	if c.server == "" {
+		c.server = p.Server
+	}
+	if c.server == "" {
+		c.server = "http://127.0.0.1:8080"
+	}
+	if c.org == "" {
+		c.org = p.Org
+	}
 	if needOrg && c.org == "" {
-		return usageError("--org (or KEYLEDGER_ORG) is needed")
+		return usageError("--org (or KEYLEDGER_ORG, or a profile's) is needed")
 	}
 	c.token = os.Getenv("KEYLEDGER_TOKEN")
+	if c.token == "" && strings.TrimRight(p.Server, "/") == strings.TrimRight(c.server, "/") {
+		c.token = p.Token // only to the server it was given for
+	}
 	client, err := apiclient.NewClientWithResponses(strings.TrimRight(c.server, "/"),
 		apiclient.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}),
 		apiclient.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {

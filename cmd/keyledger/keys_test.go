@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -115,4 +120,68 @@ func runBinaryCode(t *testing.T, dir string, env []string, args ...string) (stri
 	t.Helper()
 	out, errOut, err := runBinary(t, dir, env, args...)
 	return out, errOut, exitCode(err)
+}
+
+// TestLoginKeepsACredentialInAProfile: keyledger login reads a key from
+// standard input (without echo on a terminal), checks it with the server
+// and keeps it in the user's config directory, mode 0600, under a named
+// profile whose server and org become the defaults; the credential goes
+// only to the server it was given for; KEYLEDGER_TOKEN wins over it;
+// logout forgets it. A key the server refuses is not kept.
+func TestLoginKeepsACredentialInAProfile(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	admin, stderr, err := runBinary(t, dir, []string{"KEYLEDGER_HTTP_ADDR=" + addr}, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	admin = strings.TrimSpace(admin)
+	p := serveProcess(t, dir, addr, []string{"KEYLEDGER_HTTP_ADDR=" + addr})
+	config := t.TempDir()
+	env := []string{"XDG_CONFIG_HOME=" + config, "HOME=" + config, "KEYLEDGER_TOKEN=", "KEYLEDGER_SERVER=", "KEYLEDGER_ORG="}
+	withStdin := func(stdin string, args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Dir, cmd.Env, cmd.Stdin = dir, append(os.Environ(), env...), strings.NewReader(stdin)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		return out.String(), errOut.String(), exitCode(err)
+	}
+	if _, errOut, code := withStdin("c8k_notakey\n", "login", "--server", p.url, "--profile", "work"); code != 4 {
+		t.Errorf("login with a refused key: exit %d %s, want 4", code, errOut)
+	}
+	if _, errOut, code := withStdin(admin+"\n", "login", "--server", p.url, "--profile", "work"); code != 0 || strings.Contains(errOut, admin) {
+		t.Fatalf("login: exit %d %s", code, errOut)
+	}
+	path := filepath.Join(config, "keyledger", "profiles.json")
+	info, err := os.Stat(path)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("the profiles file: %v %v, want mode 0600", info, err)
+	}
+	if out, errOut, code := withStdin("", "keys", "list", "--profile", "work"); code != 0 || !strings.Contains(out, "admin") {
+		t.Errorf("keys list with the profile (its server, org and key): %d %s %s", code, out, errOut)
+	}
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the profile's key was sent to another server")
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer other.Close()
+	if _, _, code := withStdin("", "keys", "list", "--profile", "work", "--server", other.URL); code != 4 {
+		t.Errorf("another server: exit %d, want 4", code)
+	}
+	if _, errOut, code := withStdin("", "logout", "--profile", "work"); code != 0 {
+		t.Errorf("logout: %d %s", code, errOut)
+	}
+	if _, _, code := withStdin("", "keys", "list", "--profile", "work", "--server", p.url, "--org", "acme"); code != 4 {
+		t.Errorf("after logout: exit %d, want 4", code)
+	}
+	if raw, _ := os.ReadFile(path); strings.Contains(string(raw), admin) {
+		t.Error("the key is still in the profiles file after logout")
+	}
+	if _, _, code := withStdin("", "logout", "--profile", "work"); code != 3 {
+		t.Errorf("logout of no profile: exit %d, want 3", code)
+	}
 }

@@ -56,7 +56,8 @@ Usage:
   keyledger keys       create|list|get|rotate|revoke|history [--server URL --org ORG --output table|json|yaml]
                                  manage keys on a running server (credential: KEYLEDGER_TOKEN)
   keyledger verify     KEY       is this key valid? (exit 0 only when it is)
-  keyledger whoami               the key KEYLEDGER_TOKEN holds
+  keyledger whoami               the key KEYLEDGER_TOKEN (or the profile) holds
+  keyledger login | logout       keep (or forget) a management key for a server, in a profile
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
@@ -105,6 +106,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return verifyCmd(ctx, args[1:], stdout, stderr)
 	case "whoami":
 		return whoamiCmd(ctx, args[1:], stdout, stderr)
+	case "login":
+		return loginCmd(ctx, args[1:], stdout, stderr)
+	case "logout":
+		return logoutCmd(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildVersion())
 		return nil
