@@ -113,6 +113,11 @@ func (c *remote) connect(needOrg bool) error {
 	return nil
 }
 
+// unreachable is the error of a request that got no answer.
+func unreachable(err error) error {
+	return &exitError{code: exitFailed, err: fmt.Errorf("the server cannot be reached: %w", err)}
+}
+
 // answer turns a server's answer into an error with its exit code, or nil
 // for a 2xx.
 func answer(res *http.Response, body []byte, err error) error {
@@ -178,7 +183,11 @@ func keyRow(w io.Writer, k apiclient.Key) {
 	if k.Leak != nil {
 		status += " (leaked)"
 	}
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Id, printable(k.Name), k.Masked, status, strings.Join(k.Scopes, ","), ts(&k.CreatedAt), ts(k.LastUsedAt))
+	scopes := strings.Join(k.Scopes, ",")
+	if scopes == "" {
+		scopes = "-"
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Id, printable(k.Name), k.Masked, status, scopes, ts(&k.CreatedAt), ts(k.LastUsedAt))
 }
 
 const keyHeader = "ID\tNAME\tKEY\tSTATUS\tSCOPES\tCREATED\tLAST USED\n"
@@ -248,7 +257,10 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			body.ExpiresAt = &at
 		}
 		res, err := c.client.CreateKeyWithResponse(ctx, c.org, nil, body)
-		return c.issued(res.HTTPResponse, res.Body, err)
+		if err != nil {
+			return unreachable(err)
+		}
+		return c.issued(res.HTTPResponse, res.Body, nil)
 	case "rotate":
 		body := apiclient.RotateKeyJSONRequestBody{}
 		if grace > 0 {
@@ -256,21 +268,30 @@ func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			body.GracePeriodSeconds = &secs
 		}
 		res, err := c.client.RotateKeyWithResponse(ctx, c.org, id, nil, body)
-		return c.issued(res.HTTPResponse, res.Body, err)
+		if err != nil {
+			return unreachable(err)
+		}
+		return c.issued(res.HTTPResponse, res.Body, nil)
 	case "revoke":
 		body := apiclient.RevokeKeyJSONRequestBody{}
 		if reason != "" {
 			body.Reason = &reason
 		}
 		res, err := c.client.RevokeKeyWithResponse(ctx, c.org, id, nil, body)
-		if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+		if err != nil {
+			return unreachable(err)
+		}
+		if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "revoked %s: every value it had stops working at once\n", id)
 		return nil
 	case "get":
 		res, err := c.client.GetKeyWithResponse(ctx, c.org, id, nil)
-		if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+		if err != nil {
+			return unreachable(err)
+		}
+		if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 			return err
 		}
 		return c.print(res.Body, func(w *tabwriter.Writer) {
@@ -304,7 +325,7 @@ func (c *remote) issued(res *http.Response, body []byte, err error) error {
 	fmt.Fprint(w, keyHeader)
 	keyRow(w, out.Key)
 	_ = w.Flush()
-	fmt.Fprintln(c.stderr, "The key above is shown this once: store it now.")
+	fmt.Fprintln(c.stderr, "Its value went to standard output, this once: store it now.")
 	return nil
 }
 
@@ -320,7 +341,10 @@ func (c *remote) list(ctx context.Context, all bool) error {
 			params.Status = &st
 		}
 		res, err := c.client.ListKeysWithResponse(ctx, c.org, params)
-		if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+		if err != nil {
+			return unreachable(err)
+		}
+		if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 			return err
 		}
 		var page struct {
@@ -360,7 +384,10 @@ func (c *remote) history(ctx context.Context, id string) error {
 	for {
 		limit := 1000
 		res, err := c.client.ListKeyEventsWithResponse(ctx, c.org, id, &apiclient.ListKeyEventsParams{Limit: &limit, AfterSeq: &after})
-		if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+		if err != nil {
+			return unreachable(err)
+		}
+		if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 			return err
 		}
 		var page struct {
@@ -414,7 +441,10 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	res, err := c.client.VerifyKeyWithResponse(ctx, nil, apiclient.VerifyKeyJSONRequestBody{Key: key})
-	if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+	if err != nil {
+		return unreachable(err)
+	}
+	if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 		return err
 	}
 	v := res.JSON200
@@ -460,7 +490,10 @@ func whoamiCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return &exitError{code: exitForbidden, err: errors.New("no credential: set KEYLEDGER_TOKEN to a key")}
 	}
 	res, err := c.client.WhoamiWithResponse(ctx, nil)
-	if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+	if err != nil {
+		return unreachable(err)
+	}
+	if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 		return err
 	}
 	return c.print(res.Body, func(w *tabwriter.Writer) {

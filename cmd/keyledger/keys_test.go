@@ -114,6 +114,33 @@ func TestKeysFromTheTerminal(t *testing.T) {
 	if out, _, code := cli("whoami"); code != 0 || !strings.Contains(out, "admin") {
 		t.Errorf("whoami: %d %s", code, out)
 	}
+	// Every reading subcommand in every output format.
+	for _, args := range [][]string{{"keys", "list", "--all"}, {"keys", "get", id}, {"keys", "history", id}, {"whoami"}, {"verify", key}} {
+		for _, format := range []string{"table", "json", "yaml"} {
+			out, errOut, code := cli(append(args, "--output", format)...)
+			if args[0] == "verify" {
+				code-- // a revoked key: exit 1
+			}
+			ok := code == 0 && out != ""
+			switch format {
+			case "json":
+				ok = ok && json.Valid([]byte(out))
+			case "yaml":
+				ok = ok && !strings.HasPrefix(out, "{") && strings.Contains(out, ": ")
+			}
+			if !ok {
+				t.Errorf("%v --output %s: exit %d\n%s%s", args, format, code, out, errOut)
+			}
+		}
+	}
+	// Failures: another org, a server that is down.
+	if _, errOut, code := cli("keys", "list", "--org", "globex"); code != 4 || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("another org: exit %d %s, want 4", code, errOut)
+	}
+	down := "http://" + freeAddr(t)
+	if _, errOut, code := cli("keys", "list", "--server", down); code != 1 || !strings.Contains(errOut, "connection refused") {
+		t.Errorf("a server that is down: exit %d %s, want 1", code, errOut)
+	}
 }
 
 func runBinaryCode(t *testing.T, dir string, env []string, args ...string) (string, string, int) {

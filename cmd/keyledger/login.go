@@ -114,7 +114,10 @@ func loginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	c.token = key // this one, whatever KEYLEDGER_TOKEN or the profile holds
 	res, err := c.client.WhoamiWithResponse(ctx, nil)
-	if err := answer(res.HTTPResponse, res.Body, err); err != nil {
+	if err != nil {
+		return unreachable(err)
+	}
+	if err := answer(res.HTTPResponse, res.Body, nil); err != nil {
 		return err
 	}
 	all, path, err := loadProfiles()
