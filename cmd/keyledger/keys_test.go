@@ -212,3 +212,63 @@ func TestLoginKeepsACredentialInAProfile(t *testing.T) {
 		t.Errorf("logout of no profile: exit %d, want 3", code)
 	}
 }
+
+// TestShellCompletion sources `keyledger completion bash` in a real bash
+// and asks it what it would complete: subcommands, output formats, and
+// the key ids of the org, fetched from the running server. The zsh and
+// fish scripts are checked by their shells when those are installed.
+func TestShellCompletion(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash is not installed")
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	admin, stderr, err := runBinary(t, dir, []string{"KEYLEDGER_HTTP_ADDR=" + addr}, "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	p := serveProcess(t, dir, addr, []string{"KEYLEDGER_HTTP_ADDR=" + addr})
+	bin := t.TempDir()
+	if err := os.Symlink(binary, filepath.Join(bin, "keyledger")); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "KEYLEDGER_SERVER=" + p.url, "KEYLEDGER_ORG=acme", "KEYLEDGER_TOKEN=" + strings.TrimSpace(admin), "XDG_CONFIG_HOME=" + t.TempDir()}
+	ids, _, _ := runBinary(t, dir, env, "keys", "list", "--output", "json")
+	complete := func(words ...string) []string {
+		t.Helper()
+		script := `source <(keyledger completion bash); COMP_WORDS=(` + strings.Join(words, " ") + `); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); _keyledger; printf '%s\n' "${COMPREPLY[@]}"`
+		cmd := exec.Command(bash, "-c", script)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v\n%s", err, out)
+		}
+		return strings.Fields(string(out))
+	}
+	if got := complete("keyledger", "ke"); strings.Join(got, " ") != "keygen keys" {
+		t.Errorf("keyledger ke<TAB>: %v", got)
+	}
+	if got := complete("keyledger", "keys", "ro"); strings.Join(got, " ") != "rotate" {
+		t.Errorf("keyledger keys ro<TAB>: %v", got)
+	}
+	if got := complete("keyledger", "keys", "list", "--output", "y"); strings.Join(got, " ") != "yaml" {
+		t.Errorf("--output y<TAB>: %v", got)
+	}
+	got := complete("keyledger", "keys", "rotate", "key_")
+	if len(got) != 1 || !strings.Contains(ids, got[0]) || !strings.HasPrefix(got[0], "key_") {
+		t.Errorf("keyledger keys rotate key_<TAB>: %v (the org's keys: %s)", got, ids)
+	}
+	for shell, check := range map[string][]string{"zsh": {"-n"}, "fish": {"--no-execute"}} {
+		path, err := exec.LookPath(shell)
+		if err != nil {
+			continue
+		}
+		script, _, _ := runBinary(t, dir, env, "completion", shell)
+		cmd := exec.Command(path, check...)
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("the %s script: %v %s", shell, err, out)
+		}
+	}
+}

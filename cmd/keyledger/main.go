@@ -58,6 +58,8 @@ Usage:
   keyledger verify     KEY       is this key valid? (exit 0 only when it is)
   keyledger whoami               the key KEYLEDGER_TOKEN (or the profile) holds
   keyledger login | logout       keep (or forget) a management key for a server, in a profile
+  keyledger completion bash|zsh|fish
+                                 a shell's completion script, key ids from the server included
   keyledger version
 
 Every flag has an environment variable KEYLEDGER_<FLAG>, e.g. KEYLEDGER_HTTP_ADDR,
@@ -106,6 +108,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return verifyCmd(ctx, args[1:], stdout, stderr)
 	case "whoami":
 		return whoamiCmd(ctx, args[1:], stdout, stderr)
+	case "completion":
+		return completionCmd(args[1:], stdout)
+	case "__complete":
+		return completeCmd(ctx, args[1:], stdout, stderr)
 	case "login":
 		return loginCmd(ctx, args[1:], stdout, stderr)
 	case "logout":
