@@ -129,6 +129,9 @@ type conformance struct {
 
 func newConformance(t *testing.T, doc *openapi3.T) *conformance {
 	t.Helper()
+	// The description's servers are where users find keyledger; the
+	// tests' instances listen on ports of their own. Match on paths.
+	doc.Servers = nil
 	router, err := legacy.NewRouter(doc)
 	if err != nil {
 		t.Fatal(err)

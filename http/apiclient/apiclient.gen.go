@@ -1256,25 +1256,35 @@ type ClientInterface interface {
 
 	// GetPageAsset The manager page's script and style.
 	//
+	// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+	//
 	// Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
 	GetPageAsset(ctx context.Context, file GetPageAssetParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SignInCallback Where the provider sends the browser back: finishes the sign-in this browser started, once, and starts the session.
+	//
+	// Checks that the state is one this browser started and has not used, exchanges the code with the PKCE verifier, checks the ID token and its nonce, and starts a session behind an HttpOnly cookie.
 	//
 	// Corresponds with GET /auth/callback (the `SignInCallback` operationId).
 	SignInCallback(ctx context.Context, params *SignInCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SignIn Start a sign-in: redirects to the identity provider with state, nonce and a PKCE challenge.
 	//
+	// Keeps the sign-in's state, nonce and PKCE verifier for ten minutes, bound to this browser by a cookie, and redirects to the provider. 30 sign-ins a minute per client address.
+	//
 	// Corresponds with GET /auth/login (the `SignIn` operationId).
 	SignIn(ctx context.Context, params *SignInParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SignOut End the session, then on to the provider's end_session_endpoint when it has one.
 	//
+	// Needs `--public-url`'s origin and the session's CSRF token (header, or form field `csrf_token`). Ends the session at keyledger, then sends the browser to the provider's sign-out when it has one, with `client_id` and no token in the URL.
+	//
 	// Corresponds with POST /auth/logout (the `SignOut` operationId).
 	SignOut(ctx context.Context, params *SignOutParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Healthz Liveness: the process answers.
+	//
+	// Answers 200 as long as the process serves HTTP, whatever NATS's state: for a liveness probe. Never refused by the request limits.
 	//
 	// Corresponds with GET /healthz (the `Healthz` operationId).
 	Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1288,10 +1298,14 @@ type ClientInterface interface {
 
 	// GetOpenAPIDocument This description.
 	//
+	// This description, as the running service serves it.
+	//
 	// Corresponds with GET /openapi.json (the `GetOpenAPIDocument` operationId).
 	GetOpenAPIDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// Readyz Readiness: the projections have caught up with the stream and the event store is reachable.
+	//
+	// 200 once the projections have applied every event the stream held at start and NATS is reachable; 503 otherwise, with what it waits for. For a readiness probe: an instance that is not ready answers the routes that need its projections with 503.
 	//
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1401,6 +1415,8 @@ type ClientInterface interface {
 
 	// GetKey One key, masked, with its version as ETag.
 	//
+	// One key as the listing holds it, masked, with `ETag: "<version>"`; `If-None-Match` with the current ETag answers 304.
+	//
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 	GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1449,6 +1465,8 @@ type ClientInterface interface {
 
 	// GetSession Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
 	//
+	// For the page: with the session cookie, who is signed in; without it, `{"signed_in": false}` and where to sign in. 404 when sign-in is not configured.
+	//
 	// Corresponds with GET /v1/session (the `GetSession` operationId).
 	GetSession(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -1487,6 +1505,8 @@ type ClientInterface interface {
 
 // GetPageAsset The manager page's script and style.
 //
+// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+//
 // Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
 func (c *Client) GetPageAsset(ctx context.Context, file GetPageAssetParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetPageAssetRequest(c.Server, file)
@@ -1501,6 +1521,8 @@ func (c *Client) GetPageAsset(ctx context.Context, file GetPageAssetParamsFile, 
 }
 
 // SignInCallback Where the provider sends the browser back: finishes the sign-in this browser started, once, and starts the session.
+//
+// Checks that the state is one this browser started and has not used, exchanges the code with the PKCE verifier, checks the ID token and its nonce, and starts a session behind an HttpOnly cookie.
 //
 // Corresponds with GET /auth/callback (the `SignInCallback` operationId).
 func (c *Client) SignInCallback(ctx context.Context, params *SignInCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1517,6 +1539,8 @@ func (c *Client) SignInCallback(ctx context.Context, params *SignInCallbackParam
 
 // SignIn Start a sign-in: redirects to the identity provider with state, nonce and a PKCE challenge.
 //
+// Keeps the sign-in's state, nonce and PKCE verifier for ten minutes, bound to this browser by a cookie, and redirects to the provider. 30 sign-ins a minute per client address.
+//
 // Corresponds with GET /auth/login (the `SignIn` operationId).
 func (c *Client) SignIn(ctx context.Context, params *SignInParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSignInRequest(c.Server, params)
@@ -1532,6 +1556,8 @@ func (c *Client) SignIn(ctx context.Context, params *SignInParams, reqEditors ..
 
 // SignOut End the session, then on to the provider's end_session_endpoint when it has one.
 //
+// Needs `--public-url`'s origin and the session's CSRF token (header, or form field `csrf_token`). Ends the session at keyledger, then sends the browser to the provider's sign-out when it has one, with `client_id` and no token in the URL.
+//
 // Corresponds with POST /auth/logout (the `SignOut` operationId).
 func (c *Client) SignOut(ctx context.Context, params *SignOutParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSignOutRequest(c.Server, params)
@@ -1546,6 +1572,8 @@ func (c *Client) SignOut(ctx context.Context, params *SignOutParams, reqEditors 
 }
 
 // Healthz Liveness: the process answers.
+//
+// Answers 200 as long as the process serves HTTP, whatever NATS's state: for a liveness probe. Never refused by the request limits.
 //
 // Corresponds with GET /healthz (the `Healthz` operationId).
 func (c *Client) Healthz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1579,6 +1607,8 @@ func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) 
 
 // GetOpenAPIDocument This description.
 //
+// This description, as the running service serves it.
+//
 // Corresponds with GET /openapi.json (the `GetOpenAPIDocument` operationId).
 func (c *Client) GetOpenAPIDocument(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetOpenAPIDocumentRequest(c.Server)
@@ -1593,6 +1623,8 @@ func (c *Client) GetOpenAPIDocument(ctx context.Context, reqEditors ...RequestEd
 }
 
 // Readyz Readiness: the projections have caught up with the stream and the event store is reachable.
+//
+// 200 once the projections have applied every event the stream held at start and NATS is reachable; 503 otherwise, with what it waits for. For a readiness probe: an instance that is not ready answers the routes that need its projections with 503.
 //
 // Corresponds with GET /readyz (the `Readyz` operationId).
 func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1842,6 +1874,8 @@ func (c *Client) RevokeKey(ctx context.Context, org Org, id KeyIdPath, params *R
 
 // GetKey One key, masked, with its version as ETag.
 //
+// One key as the listing holds it, masked, with `ETag: "<version>"`; `If-None-Match` with the current ETag answers 304.
+//
 // Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
 func (c *Client) GetKey(ctx context.Context, org Org, id KeyIdPath, params *GetKeyParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetKeyRequest(c.Server, org, id, params)
@@ -1949,6 +1983,8 @@ func (c *Client) GithubSecretScanning(ctx context.Context, params *GithubSecretS
 }
 
 // GetSession Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
+//
+// For the page: with the session cookie, who is signed in; without it, `{"signed_in": false}` and where to sign in. 404 when sign-in is not configured.
 //
 // Corresponds with GET /v1/session (the `GetSession` operationId).
 func (c *Client) GetSession(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3598,12 +3634,16 @@ type ClientWithResponsesInterface interface {
 
 	// GetPageAssetWithResponse The manager page's script and style.
 	//
+	// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
 	GetPageAssetWithResponse(ctx context.Context, file GetPageAssetParamsFile, reqEditors ...RequestEditorFn) (*GetPageAssetResponse, error)
 
 	// SignInCallbackWithResponse Where the provider sends the browser back: finishes the sign-in this browser started, once, and starts the session.
+	//
+	// Checks that the state is one this browser started and has not used, exchanges the code with the PKCE verifier, checks the ID token and its nonce, and starts a session behind an HttpOnly cookie.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3612,6 +3652,8 @@ type ClientWithResponsesInterface interface {
 
 	// SignInWithResponse Start a sign-in: redirects to the identity provider with state, nonce and a PKCE challenge.
 	//
+	// Keeps the sign-in's state, nonce and PKCE verifier for ten minutes, bound to this browser by a cookie, and redirects to the provider. 30 sign-ins a minute per client address.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /auth/login (the `SignIn` operationId).
@@ -3619,12 +3661,16 @@ type ClientWithResponsesInterface interface {
 
 	// SignOutWithResponse End the session, then on to the provider's end_session_endpoint when it has one.
 	//
+	// Needs `--public-url`'s origin and the session's CSRF token (header, or form field `csrf_token`). Ends the session at keyledger, then sends the browser to the provider's sign-out when it has one, with `client_id` and no token in the URL.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /auth/logout (the `SignOut` operationId).
 	SignOutWithResponse(ctx context.Context, params *SignOutParams, reqEditors ...RequestEditorFn) (*SignOutResponse, error)
 
 	// HealthzWithResponse Liveness: the process answers.
+	//
+	// Answers 200 as long as the process serves HTTP, whatever NATS's state: for a liveness probe. Never refused by the request limits.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3642,12 +3688,16 @@ type ClientWithResponsesInterface interface {
 
 	// GetOpenAPIDocumentWithResponse This description.
 	//
+	// This description, as the running service serves it.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /openapi.json (the `GetOpenAPIDocument` operationId).
 	GetOpenAPIDocumentWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetOpenAPIDocumentResponse, error)
 
 	// ReadyzWithResponse Readiness: the projections have caught up with the stream and the event store is reachable.
+	//
+	// 200 once the projections have applied every event the stream held at start and NATS is reachable; 503 otherwise, with what it waits for. For a readiness probe: an instance that is not ready answers the routes that need its projections with 503.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3773,6 +3823,8 @@ type ClientWithResponsesInterface interface {
 
 	// GetKeyWithResponse One key, masked, with its version as ETag.
 	//
+	// One key as the listing holds it, masked, with `ETag: "<version>"`; `If-None-Match` with the current ETag answers 304.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
@@ -3824,6 +3876,8 @@ type ClientWithResponsesInterface interface {
 	GithubSecretScanningWithResponse(ctx context.Context, params *GithubSecretScanningParams, body GithubSecretScanningJSONRequestBody, reqEditors ...RequestEditorFn) (*GithubSecretScanningResponse, error)
 
 	// GetSessionWithResponse Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
+	//
+	// For the page: with the session cookie, who is signed in; without it, `{"signed_in": false}` and where to sign in. 404 when sign-in is not configured.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -7008,6 +7062,8 @@ func (r GetManagerPageResponse) ContentType() string {
 
 // GetPageAssetWithResponse The manager page's script and style.
 //
+// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
@@ -7020,6 +7076,8 @@ func (c *ClientWithResponses) GetPageAssetWithResponse(ctx context.Context, file
 }
 
 // SignInCallbackWithResponse Where the provider sends the browser back: finishes the sign-in this browser started, once, and starts the session.
+//
+// Checks that the state is one this browser started and has not used, exchanges the code with the PKCE verifier, checks the ID token and its nonce, and starts a session behind an HttpOnly cookie.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -7034,6 +7092,8 @@ func (c *ClientWithResponses) SignInCallbackWithResponse(ctx context.Context, pa
 
 // SignInWithResponse Start a sign-in: redirects to the identity provider with state, nonce and a PKCE challenge.
 //
+// Keeps the sign-in's state, nonce and PKCE verifier for ten minutes, bound to this browser by a cookie, and redirects to the provider. 30 sign-ins a minute per client address.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /auth/login (the `SignIn` operationId).
@@ -7047,6 +7107,8 @@ func (c *ClientWithResponses) SignInWithResponse(ctx context.Context, params *Si
 
 // SignOutWithResponse End the session, then on to the provider's end_session_endpoint when it has one.
 //
+// Needs `--public-url`'s origin and the session's CSRF token (header, or form field `csrf_token`). Ends the session at keyledger, then sends the browser to the provider's sign-out when it has one, with `client_id` and no token in the URL.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /auth/logout (the `SignOut` operationId).
@@ -7059,6 +7121,8 @@ func (c *ClientWithResponses) SignOutWithResponse(ctx context.Context, params *S
 }
 
 // HealthzWithResponse Liveness: the process answers.
+//
+// Answers 200 as long as the process serves HTTP, whatever NATS's state: for a liveness probe. Never refused by the request limits.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -7088,6 +7152,8 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 
 // GetOpenAPIDocumentWithResponse This description.
 //
+// This description, as the running service serves it.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /openapi.json (the `GetOpenAPIDocument` operationId).
@@ -7100,6 +7166,8 @@ func (c *ClientWithResponses) GetOpenAPIDocumentWithResponse(ctx context.Context
 }
 
 // ReadyzWithResponse Readiness: the projections have caught up with the stream and the event store is reachable.
+//
+// 200 once the projections have applied every event the stream held at start and NATS is reachable; 503 otherwise, with what it waits for. For a readiness probe: an instance that is not ready answers the routes that need its projections with 503.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -7309,6 +7377,8 @@ func (c *ClientWithResponses) RevokeKeyWithResponse(ctx context.Context, org Org
 
 // GetKeyWithResponse One key, masked, with its version as ETag.
 //
+// One key as the listing holds it, masked, with `ETag: "<version>"`; `If-None-Match` with the current ETag answers 304.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/orgs/{org}/keys/{id} (the `GetKey` operationId).
@@ -7396,6 +7466,8 @@ func (c *ClientWithResponses) GithubSecretScanningWithResponse(ctx context.Conte
 }
 
 // GetSessionWithResponse Who is signed in on the page: name, email, the orgs they manage and those they only belong to, and the CSRF token.
+//
+// For the page: with the session cookie, who is signed in; without it, `{"signed_in": false}` and where to sign in. 404 when sign-in is not configured.
 //
 // Returns a wrapper object for the known response body format(s).
 //
