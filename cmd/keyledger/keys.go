@@ -20,7 +20,7 @@ import (
 )
 
 // Exit codes of the commands that talk to a server (documented in the
-// README): 0 ok, 1 failed, 2 usage, 3 not found, 4 forbidden or
+// docs/MANAGERS.md): 0 ok, 1 failed, 2 usage, 3 not found, 4 forbidden or
 // unauthenticated.
 const (
 	exitFailed    = 1
