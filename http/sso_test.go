@@ -15,54 +15,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
-	"github.com/zitadel/oidc/v3/example/server/storage"
-	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
-	"github.com/zitadel/oidc/v3/pkg/op"
-
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/internal/oidctest"
 )
 
 // The identity provider of these tests is zitadel/oidc's example OpenID
-// Provider (github.com/zitadel/oidc/v3/example/server), run in-process: a
-// certified OpenID Connect implementation with its own login page, not a
-// stub written to agree with keyledger. Its example storage knows two
-// users (test-user@127.0.0.1 and test-user2, password verysecure); the
-// wrapper below only adds the claims a company's provider would send
-// (groups, or keyledger_roles) and lets the ID token carry email and name.
-
-// withClaims is the example storage, adding claims per user id.
-type withClaims struct {
-	*storage.Storage
-	claims map[string]map[string]any
-}
-
-func (s withClaims) SetUserinfoFromRequest(ctx context.Context, info *zoidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
-	if err := s.Storage.SetUserinfoFromRequest(ctx, info, req, scopes); err != nil {
-		return err
-	}
-	for k, v := range s.claims[req.GetSubject()] {
-		info.AppendClaims(k, v)
-	}
-	return nil
-}
-
-func (s withClaims) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
-	c, err := s.Storage.GetClientByClientID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return claimsInIDToken{c}, nil
-}
-
-// claimsInIDToken puts the profile and email claims in the ID token, as
-// most providers do.
-type claimsInIDToken struct{ op.Client }
-
-func (claimsInIDToken) IDTokenUserinfoClaimsAssertion() bool { return true }
-func (claimsInIDToken) IsScopeAllowed(scope string) bool     { return scope == "groups" }
+// Provider, run in-process by internal/oidctest (which says why).
 
 type provider struct {
 	srv *httptest.Server
@@ -70,16 +30,7 @@ type provider struct {
 
 func startProvider(t *testing.T) *provider {
 	t.Helper()
-	p := &provider{}
-	var handler http.Handler
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
-	t.Cleanup(p.srv.Close)
-	st := withClaims{Storage: storage.NewStorage(storage.NewUserStore(p.srv.URL)), claims: map[string]map[string]any{
-		"id1": {"groups": []string{"engineering", "keyledger-acme-managers"}},
-		"id2": {"keyledger_roles": map[string]string{"acme": "member"}},
-	}}
-	handler = exampleop.SetupServer(p.srv.URL, st, nil, false)
-	return p
+	return &provider{srv: oidctest.Start(t).Server}
 }
 
 // webAgent is a client with cookies that follows redirects, as a browser does.
@@ -152,7 +103,7 @@ func startSSO(t *testing.T, p *provider, dir string, scopes ...string) (*harness
 	}
 	sso.Store, sso.SignIns = sessions, signIns
 	sso.PublicURL, _ = url.Parse(h.srv.URL)
-	storage.RegisterClients(storage.WebClient("keyledger", "keyledger-secret", sso.RedirectURL()))
+	oidctest.RegisterWebClient("keyledger", "keyledger-secret", sso.RedirectURL())
 	return h, sso, h.bootstrap("acme")
 }
 
