@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +20,9 @@ import (
 type OIDCConfig struct {
 	Issuer   string // must equal the tokens' iss
 	Audience string // must be among the tokens' aud
+	// CLIClientID, when set, is the client the CLI signs in as (the device
+	// authorization grant): its tokens, whose aud names it, count too.
+	CLIClientID string
 	// JWKSURL skips discovery and fetches signing keys from here.
 	JWKSURL string
 	// RolesClaim names the claim holding {"<org>": "<role>"}; default
@@ -82,6 +86,9 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) *OIDC {
 		ctx = oidc.ClientContext(ctx, cfg.Client)
 	}
 	vcfg := &oidc.Config{ClientID: cfg.Audience, SupportedSigningAlgs: signingAlgs, Now: cfg.Now}
+	if cfg.CLIClientID != "" {
+		vcfg.SkipClientIDCheck = true // checked in verify: Audience or CLIClientID
+	}
 	if cfg.JWKSURL != "" {
 		o.verifier = oidc.NewVerifier(cfg.Issuer, oidc.NewRemoteKeySet(ctx, cfg.JWKSURL), vcfg)
 		return o
@@ -143,6 +150,9 @@ func (o *OIDC) verify(ctx context.Context, raw string) (domain.Principal, *oidc.
 	tok, err := v.Verify(ctx, raw)
 	if err != nil {
 		return domain.Principal{}, nil, domain.Wrap(domain.EUNAUTHENTICATED, err, "token is not valid")
+	}
+	if o.cfg.CLIClientID != "" && !slices.Contains(tok.Audience, o.cfg.Audience) && !slices.Contains(tok.Audience, o.cfg.CLIClientID) {
+		return domain.Principal{}, nil, domain.Errorf(domain.EUNAUTHENTICATED, "token is not valid: its audience names neither %s nor %s", o.cfg.Audience, o.cfg.CLIClientID)
 	}
 	p, err := o.principal(tok)
 	return p, tok, err
@@ -207,4 +217,19 @@ func actorName(claims map[string]json.RawMessage, subject string) string {
 		return name
 	}
 	return subject
+}
+
+// cliConfig answers GET /v1/cli/config: what keyledger login needs to
+// sign a person in from a terminal (the device authorization grant), or
+// 404 when the CLI has no client.
+func (s *Server) cliConfig(w http.ResponseWriter, r *http.Request) {
+	if s.OIDC == nil || s.OIDC.cfg.CLIClientID == "" {
+		s.fail(w, r, domain.Errorf(domain.ENOTFOUND, "this server signs no one in from a terminal: use a management key"))
+		return
+	}
+	scopes := []string{oidc.ScopeOpenID, "email", "profile", oidc.ScopeOfflineAccess}
+	if s.SSO != nil {
+		scopes = append(scopes, s.SSO.Scopes...)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"issuer": s.OIDC.cfg.Issuer, "client_id": s.OIDC.cfg.CLIClientID, "scopes": scopes})
 }

@@ -226,6 +226,7 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/v1/audit/pubkey", s.auditPubkey)
 	r.Get("/v1/audit/signers", s.auditSigners)
 	r.Get("/v1/audit/head", s.auditHead)
+	r.Get("/v1/cli/config", s.cliConfig)
 	if s.GitHubKeys != nil {
 		r.With(s.current).Post(githubScanningPath, s.githubScanning)
 	}

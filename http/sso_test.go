@@ -88,7 +88,7 @@ func (b *webAgent) signIn(p *provider, start, user string) (*http.Response, stri
 func startSSO(t *testing.T, p *provider, dir string, scopes ...string) (*harness, *khttp.SSO, string) {
 	t.Helper()
 	pattern, _ := domain.ParseGroupPattern("keyledger-{org}-managers")
-	people := khttp.NewOIDC(context.Background(), khttp.OIDCConfig{Issuer: p.srv.URL, Audience: "keyledger", ManagerGroup: pattern})
+	people := khttp.NewOIDC(context.Background(), khttp.OIDCConfig{Issuer: p.srv.URL, Audience: "keyledger", ManagerGroup: pattern, CLIClientID: oidctest.CLIClientID})
 	sso := &khttp.SSO{OIDC: people, ClientID: "keyledger", ClientSecret: "keyledger-secret", Scopes: append([]string{"groups"}, scopes...)}
 	h := startWith(t, dir, func(s *khttp.Server) {
 		s.OIDC, s.SSO = people, sso

@@ -27,6 +27,7 @@ func (h hostRouted) RoundTrip(r *http.Request) (*http.Response, error) {
 func ssoTour(t *testing.T, c *conformance) {
 	plain := c.client(t, start(t))
 	plain.do(http.StatusNotFound, "GET", "/v1/session", "", nil)
+	plain.do(http.StatusNotFound, "GET", "/v1/cli/config", "", nil)
 	plain.do(http.StatusNotFound, "GET", "/auth/login", "", nil)
 	plain.do(http.StatusNotFound, "GET", "/auth/callback?code=x&state=y", "", nil)
 	plain.do(http.StatusNotFound, "POST", "/auth/logout", "", nil)
@@ -38,6 +39,7 @@ func ssoTour(t *testing.T, c *conformance) {
 		a.client.Transport = hostRouted{host: mustURL(h.srv.URL).Host, ours: &checked{t: t, c: c, next: h.srv.Client().Transport}, rest: http.DefaultTransport}
 		return a
 	}
+	c.client(t, h).do(http.StatusOK, "GET", "/v1/cli/config", "", nil)
 	stranger := agent()
 	if res, body := stranger.get(h.srv.URL + "/v1/session"); res.StatusCode != 200 || !strings.Contains(body, `"signed_in":false`) {
 		t.Fatalf("no session: %d %s", res.StatusCode, body)

@@ -171,6 +171,7 @@ type serveFlags struct {
 	oidcRolesClaim   string
 	oidcGroupsClaim  string
 	oidcClientID     string
+	oidcCLIClientID  string
 	githubKeysURL    string
 	githubKeysFile   string
 	leakAction       string
@@ -232,6 +233,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.oidcRolesClaim, "oidc-roles-claim", "keyledger_roles", "with --oidc-issuer: the claim mapping org ids to roles")
 	fs.StringVar(&f.oidcGroupsClaim, "oidc-groups-claim", "groups", "with --oidc-manager-group: the claim listing the person's groups")
 	fs.StringVar(&f.oidcClientID, "oidc-client-id", "", "with --oidc-issuer and --public-url: sign managers in on the page, as this client of the provider (authorization code flow with PKCE)")
+	fs.StringVar(&f.oidcCLIClientID, "oidc-cli-client-id", "", "with --oidc-issuer: a public client of the provider, with the device authorization grant, that keyledger login signs people in as from a terminal")
 	fs.StringVar(&f.oidcClientSecret, "oidc-client-secret", "", "with --oidc-client-id: the client's secret, for a confidential client (KEYLEDGER_OIDC_CLIENT_SECRET keeps it out of the process list)")
 	fs.StringVar(&f.oidcScopes, "oidc-scopes", "", "with --oidc-client-id: scopes to ask for beyond openid, email and profile, comma-separated (e.g. groups)")
 	fs.StringVar(&f.githubKeysURL, "github-secret-scanning-keys-url", khttp.DefaultGitHubKeysURL, "where GitHub publishes the keys it signs secret scanning reports with (POST /v1/secret-scanning/github); \"\": the route is off")
@@ -285,6 +287,9 @@ func (f *serveFlags) check() error {
 	}
 	if f.oidcIssuer != "" && f.oidcAudience == "" {
 		return fmt.Errorf("--oidc-issuer needs --oidc-audience")
+	}
+	if f.oidcCLIClientID != "" && f.oidcIssuer == "" {
+		return fmt.Errorf("--oidc-cli-client-id needs --oidc-issuer")
 	}
 	if f.publicURL != "" {
 		u, err := url.Parse(f.publicURL)

@@ -76,7 +76,7 @@ func (c *remote) connect(needOrg bool) error {
 	default:
 		return usageError("--output must be table, json or yaml")
 	}
-	all, _, err := loadProfiles()
+	all, path, err := loadProfiles()
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -95,7 +95,10 @@ func (c *remote) connect(needOrg bool) error {
 	}
 	c.token = os.Getenv("KEYLEDGER_TOKEN")
 	if c.token == "" && strings.TrimRight(p.Server, "/") == strings.TrimRight(c.server, "/") {
-		c.token = p.Token // only to the server it was given for
+		// Only to the server it was given for; an ID token renewed first.
+		if c.token, err = renewed(context.Background(), c.profile, all, path); err != nil {
+			return &exitError{code: exitForbidden, err: err}
+		}
 	}
 	client, err := apiclient.NewClientWithResponses(strings.TrimRight(c.server, "/"),
 		apiclient.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}),

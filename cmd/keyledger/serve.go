@@ -107,7 +107,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if f.oidcIssuer != "" {
 		api.OIDC = khttp.NewOIDC(bg.ctx, khttp.OIDCConfig{
-			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, GroupsClaim: f.oidcGroupsClaim, ManagerGroup: f.managerGroup, Logger: log,
+			Issuer: f.oidcIssuer, Audience: f.oidcAudience, JWKSURL: f.oidcJWKSURL, RolesClaim: f.oidcRolesClaim, GroupsClaim: f.oidcGroupsClaim, ManagerGroup: f.managerGroup, CLIClientID: f.oidcCLIClientID, Logger: log,
 		})
 	}
 	api.LeakAction = khttp.LeakAction(f.leakAction)

@@ -1331,6 +1331,13 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
 	GetAuditSigners(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetCLIConfig What keyledger login needs to sign a person in from a terminal.
+	//
+	// The provider's issuer, the public client the CLI signs in as (`--oidc-cli-client-id`, with the OAuth 2.0 device authorization grant) and the scopes to ask for. 404 when the server signs no one in from a terminal.
+	//
+	// Corresponds with GET /v1/cli/config (the `GetCLIConfig` operationId).
+	GetCLIConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// StreamEvents The events of the bearer key's own org, as Server-Sent Events.
 	//
 	// For a key holding the scope `events:read`: the events of that key's org, never another org's. Otherwise as `streamOrgEvents`.
@@ -1680,6 +1687,23 @@ func (c *Client) GetAuditPublicKey(ctx context.Context, reqEditors ...RequestEdi
 // Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
 func (c *Client) GetAuditSigners(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetAuditSignersRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCLIConfig What keyledger login needs to sign a person in from a terminal.
+//
+// The provider's issuer, the public client the CLI signs in as (`--oidc-cli-client-id`, with the OAuth 2.0 device authorization grant) and the scopes to ask for. 404 when the server signs no one in from a terminal.
+//
+// Corresponds with GET /v1/cli/config (the `GetCLIConfig` operationId).
+func (c *Client) GetCLIConfig(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCLIConfigRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -2451,6 +2475,33 @@ func NewGetAuditSignersRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/v1/audit/signers")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetCLIConfigRequest constructs an http.Request for the GetCLIConfig method
+func NewGetCLIConfigRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/cli/config")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -3731,6 +3782,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/audit/signers (the `GetAuditSigners` operationId).
 	GetAuditSignersWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuditSignersResponse, error)
 
+	// GetCLIConfigWithResponse What keyledger login needs to sign a person in from a terminal.
+	//
+	// The provider's issuer, the public client the CLI signs in as (`--oidc-cli-client-id`, with the OAuth 2.0 device authorization grant) and the scopes to ask for. 404 when the server signs no one in from a terminal.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/cli/config (the `GetCLIConfig` operationId).
+	GetCLIConfigWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCLIConfigResponse, error)
+
 	// StreamEventsWithResponse The events of the bearer key's own org, as Server-Sent Events.
 	//
 	// For a key holding the scope `events:read`: the events of that key's org, never another org's. Otherwise as `streamOrgEvents`.
@@ -4845,6 +4905,90 @@ func (r GetAuditSignersResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetAuditSignersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetCLIConfigResponse200Headers the declared response headers of an HTTP 200 response for GetCLIConfig
+type GetCLIConfigResponse200Headers struct {
+	XRequestId string
+}
+
+// GetCLIConfigResponse404Headers the declared response headers of an HTTP 404 response for GetCLIConfig
+type GetCLIConfigResponse404Headers struct {
+	XRequestId string
+}
+
+// GetCLIConfigResponseDefaultHeaders the declared response headers of an HTTP default response for GetCLIConfig
+type GetCLIConfigResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type GetCLIConfigResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		ClientId string   `json:"client_id"`
+		Issuer   string   `json:"issuer"`
+		Scopes   []string `json:"scopes"`
+	}
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetCLIConfigResponse200Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetCLIConfigResponse404Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GetCLIConfigResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCLIConfigResponse) GetJSON200() *struct {
+	ClientId string   `json:"client_id"`
+	Issuer   string   `json:"issuer"`
+	Scopes   []string `json:"scopes"`
+} {
+	return r.JSON200
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetCLIConfigResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetCLIConfigResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCLIConfigResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCLIConfigResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCLIConfigResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCLIConfigResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7225,6 +7369,21 @@ func (c *ClientWithResponses) GetAuditSignersWithResponse(ctx context.Context, r
 	return ParseGetAuditSignersResponse(rsp)
 }
 
+// GetCLIConfigWithResponse What keyledger login needs to sign a person in from a terminal.
+//
+// The provider's issuer, the public client the CLI signs in as (`--oidc-cli-client-id`, with the OAuth 2.0 device authorization grant) and the scopes to ask for. 404 when the server signs no one in from a terminal.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/cli/config (the `GetCLIConfig` operationId).
+func (c *ClientWithResponses) GetCLIConfigWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetCLIConfigResponse, error) {
+	rsp, err := c.GetCLIConfig(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCLIConfigResponse(rsp)
+}
+
 // StreamEventsWithResponse The events of the bearer key's own org, as Server-Sent Events.
 //
 // For a key holding the scope `events:read`: the events of that key's org, never another org's. Otherwise as `streamOrgEvents`.
@@ -8604,6 +8763,83 @@ func ParseGetAuditSignersResponse(rsp *http.Response) (*GetAuditSignersResponse,
 		response.Headers503 = &headers
 	case true:
 		var headers GetAuditSignersResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetCLIConfigResponse parses an HTTP response from a GetCLIConfigWithResponse call
+func ParseGetCLIConfigResponse(rsp *http.Response) (*GetCLIConfigResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCLIConfigResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			ClientId string   `json:"client_id"`
+			Issuer   string   `json:"issuer"`
+			Scopes   []string `json:"scopes"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetCLIConfigResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetCLIConfigResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
+	case true:
+		var headers GetCLIConfigResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {

@@ -51,7 +51,8 @@ func Start(t testing.TB) *Provider {
 	var handler http.Handler
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(p.Server.Close)
-	st := withClaims{Storage: storage.NewStorage(storage.NewUserStore(p.Server.URL)), claims: Claims}
+	users := storage.NewUserStore(p.Server.URL)
+	st := withClaims{Storage: storage.NewStorage(users), users: users, claims: Claims}
 	storage.RegisterClients(storage.DeviceClient(CLIClientID, ""))
 	handler = exampleop.SetupServer(p.Server.URL, st, nil, false)
 	return p
@@ -65,7 +66,18 @@ func RegisterWebClient(id, secret, redirectURL string) {
 // withClaims is the example storage, adding claims per user id.
 type withClaims struct {
 	*storage.Storage
+	users  storage.UserStore
 	claims map[string]map[string]any
+}
+
+// CompleteDeviceAuthorization makes the person who confirmed a device
+// sign-in its subject by their id, as every other sign-in's (the example
+// stores the user name).
+func (s withClaims) CompleteDeviceAuthorization(ctx context.Context, userCode, subject string) error {
+	if u := s.users.GetUserByUsername(subject); u != nil {
+		subject = u.ID
+	}
+	return s.Storage.CompleteDeviceAuthorization(ctx, userCode, subject)
 }
 
 func (s withClaims) SetUserinfoFromRequest(ctx context.Context, info *zoidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
@@ -99,4 +111,5 @@ func (claimsInIDToken) IsScopeAllowed(scope string) bool     { return scope == "
 // publicClient authenticates with no secret, as a CLI does.
 type publicClient struct{ claimsInIDToken }
 
-func (publicClient) AuthMethod() zoidc.AuthMethod { return zoidc.AuthMethodNone }
+func (publicClient) AuthMethod() zoidc.AuthMethod        { return zoidc.AuthMethodNone }
+func (publicClient) ApplicationType() op.ApplicationType { return op.ApplicationTypeNative }
