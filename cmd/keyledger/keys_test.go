@@ -133,6 +133,22 @@ func TestKeysFromTheTerminal(t *testing.T) {
 			}
 		}
 	}
+	// The writing subcommands in the other formats: the whole answer on
+	// stdout, key included.
+	out, _, code = cli("keys", "create", "--name", "as json", "--output", "json")
+	var made struct {
+		Key    struct{ ID string }
+		Secret string
+	}
+	if err := json.Unmarshal([]byte(out), &made); code != 0 || err != nil || !domain.WellFormed(made.Secret) {
+		t.Fatalf("keys create --output json: %d %v\n%s", code, err, out)
+	}
+	if out, _, code := cli("keys", "rotate", made.Key.ID, "--output", "yaml"); code != 0 || !strings.Contains(out, "secret: c8k_") {
+		t.Errorf("keys rotate --output yaml: %d\n%s", code, out)
+	}
+	if _, errOut, code := cli("keys", "revoke", made.Key.ID, "--output", "json"); code != 0 || !strings.Contains(errOut, "revoked") {
+		t.Errorf("keys revoke --output json: %d %s", code, errOut)
+	}
 	// Failures: another org, a server that is down.
 	if _, errOut, code := cli("keys", "list", "--org", "globex"); code != 4 || !strings.Contains(errOut, "forbidden") {
 		t.Errorf("another org: exit %d %s, want 4", code, errOut)
