@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/http/apiclient"
 )
 
@@ -83,15 +84,20 @@ func completeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	switch args[0] {
+	// Only words that cannot mean anything to a shell are printed: compgen
+	// -W expands what it is given, and a server (or a profiles file) could
+	// say anything.
 	case "profiles":
 		for _, name := range sortedKeys(all.Profiles) {
-			fmt.Fprintln(stdout, name)
+			if plainWord(name) {
+				fmt.Fprintln(stdout, name)
+			}
 		}
 		return nil
 	case "orgs":
 		seen := map[string]bool{}
 		for _, p := range all.Profiles {
-			if p.Org != "" && !seen[p.Org] {
+			if domain.ValidateOrgID(p.Org) == nil && !seen[p.Org] {
 				seen[p.Org] = true
 				fmt.Fprintln(stdout, p.Org)
 			}
@@ -120,7 +126,9 @@ func completeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 		for _, k := range page.Keys {
-			fmt.Fprintln(stdout, k.Id)
+			if domain.ValidateKeyID(k.Id) == nil {
+				fmt.Fprintln(stdout, k.Id)
+			}
 		}
 		return nil
 	}
@@ -140,4 +148,17 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// plainWord: letters, digits, and . _ - only.
+func plainWord(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
