@@ -45,6 +45,7 @@ complete -F _keyledger keyledger
 `
 
 const zshCompletion = `# keyledger completion for zsh: source <(keyledger completion zsh)
+autoload -U +X compinit && compinit -C
 autoload -U +X bashcompinit && bashcompinit
 ` + bashCompletion
 

@@ -101,7 +101,9 @@ func (c *remote) connect(needOrg bool) error {
 		}
 	}
 	client, err := apiclient.NewClientWithResponses(strings.TrimRight(c.server, "/"),
-		apiclient.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}),
+		// No redirect is followed: the credential must reach only the
+		// server it was given for.
+		apiclient.WithHTTPClient(&http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}),
 		apiclient.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
 			if c.token != "" && r.Header.Get("Authorization") == "" {
 				r.Header.Set("Authorization", "Bearer "+c.token)
@@ -190,7 +192,8 @@ func keyRow(w io.Writer, k apiclient.Key) {
 	if scopes == "" {
 		scopes = "-"
 	}
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Id, printable(k.Name), k.Masked, status, scopes, ts(&k.CreatedAt), ts(k.LastUsedAt))
+	// Everything a server says is escaped before it reaches a terminal.
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Id), printable(k.Name), printable(k.Masked), printable(status), printable(scopes), ts(&k.CreatedAt), ts(k.LastUsedAt))
 }
 
 const keyHeader = "ID\tNAME\tKEY\tSTATUS\tSCOPES\tCREATED\tLAST USED\n"
@@ -413,7 +416,7 @@ func (c *remote) history(ctx context.Context, id string) error {
 	return c.print(raw, func(w *tabwriter.Writer) {
 		fmt.Fprint(w, "SEQ\tOCCURRED\tTYPE\tBY\n")
 		for _, e := range typed {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s:%s\n", e.Seq, ts(&e.OccurredAt), e.Type, e.Actor.Kind, printable(e.Actor.Name))
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s:%s\n", e.Seq, ts(&e.OccurredAt), printable(string(e.Type)), printable(string(e.Actor.Kind)), printable(e.Actor.Name))
 		}
 	})
 }
@@ -467,7 +470,7 @@ func verifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if v.Deprecated {
 			code += " (deprecated)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", code, deref(v.OrgId), deref(v.KeyId), deref(v.Name), scopes, ts(v.ExpiresAt))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(code), deref(v.OrgId), deref(v.KeyId), deref(v.Name), printable(scopes), ts(v.ExpiresAt))
 	}); err != nil {
 		return err
 	}

@@ -74,11 +74,25 @@ func (p profiles) save(path string) error {
 		return err
 	}
 	raw, _ := json.MarshalIndent(p, "", "  ")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+	// A fresh file of our own (CreateTemp: 0600, never through a symlink
+	// or into an existing file), synced, then renamed over the old one.
+	f, err := os.CreateTemp(filepath.Dir(path), ".profiles-*.json")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	defer os.Remove(f.Name())
+	if _, err := f.Write(raw); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // loginCmd runs `keyledger login`: it reads a management key (without
@@ -199,7 +213,7 @@ func (c *remote) loginSSO(ctx context.Context, name string) error {
 	if err != nil {
 		return &exitError{code: exitFailed, err: fmt.Errorf("device authorization: %w", err)}
 	}
-	fmt.Fprintf(c.stderr, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
+	fmt.Fprintf(c.stderr, "To sign in, open %s and enter the code %s\n", printable(da.VerificationURI), printable(da.UserCode))
 	tok, err := cfg.DeviceAccessToken(ctx, da)
 	if err != nil {
 		return &exitError{code: exitForbidden, err: fmt.Errorf("sign-in: %w", err)}
