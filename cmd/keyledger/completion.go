@@ -97,11 +97,23 @@ func completeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return nil
 	case "orgs":
 		seen := map[string]bool{}
-		for _, p := range all.Profiles {
-			if domain.ValidateOrgID(p.Org) == nil && !seen[p.Org] {
-				seen[p.Org] = true
-				fmt.Fprintln(stdout, p.Org)
+		say := func(org string) {
+			if domain.ValidateOrgID(org) == nil && !seen[org] {
+				seen[org] = true
+				fmt.Fprintln(stdout, org)
 			}
+		}
+		// The org of the credential in use, as the server says, then
+		// those of the profiles.
+		c := &remote{stdout: stdout, stderr: stderr, output: "json"}
+		c.flags(newFlagSet("__complete orgs", stderr), false)
+		if c.connect(false) == nil && c.token != "" {
+			if res, err := c.client.WhoamiWithResponse(ctx, nil); err == nil && res.JSON200 != nil {
+				say(res.JSON200.OrgId)
+			}
+		}
+		for _, p := range all.Profiles {
+			say(p.Org)
 		}
 		return nil
 	case "keys":

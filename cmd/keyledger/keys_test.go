@@ -271,6 +271,9 @@ func TestShellCompletion(t *testing.T) {
 	if got := complete("keyledger", "keys", "list", "--output", "y"); strings.Join(got, " ") != "yaml" {
 		t.Errorf("--output y<TAB>: %v", got)
 	}
+	if got := complete("keyledger", "keys", "list", "--org", `""`); strings.Join(got, " ") != "acme" {
+		t.Errorf("--org <TAB>: %v, want the org of the credential, from the server", got)
+	}
 	got := complete("keyledger", "keys", "rotate", "key_")
 	if len(got) != 1 || !strings.Contains(ids, got[0]) || !strings.HasPrefix(got[0], "key_") {
 		t.Errorf("keyledger keys rotate key_<TAB>: %v (the org's keys: %s)", got, ids)
