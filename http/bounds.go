@@ -55,6 +55,17 @@ func (s *Server) bound(next http.Handler) http.Handler {
 			return
 		}
 		defer s.perClient.give(client)
+		if hasBody && s.bodyLimit(r) > MaxBodyBytes {
+			// A large body is read whole before its signature can be
+			// checked: only a few at once, whoever sends them.
+			select {
+			case s.largeBodies <- struct{}{}:
+				defer func() { <-s.largeBodies }()
+			default:
+				s.fail(w, r, domain.Errorf(domain.EUNAVAILABLE, "too many large reports at once; retry shortly"))
+				return
+			}
+		}
 		if hasBody {
 			body, err := s.readBody(r)
 			if err != nil {

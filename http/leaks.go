@@ -33,6 +33,9 @@ const (
 	// MaxLeakBatchBytes bounds a report's body: 10,000 tokens with their
 	// URLs fit well within it.
 	MaxLeakBatchBytes = 8 << 20
+	// MaxLargeBodies is how many such bodies are read or served at once;
+	// past it a report answers 503 and GitHub sends it again.
+	MaxLargeBodies = 4
 	// MaxLeakBatch is the most tokens one report may hold.
 	MaxLeakBatch = 20000
 	// keysRefetchEvery bounds how often an unknown key identifier makes

@@ -153,6 +153,7 @@ type Server struct {
 	authLimiter   *addrLimiter
 	verifyLimiter *addrLimiter
 	signInLimiter *addrLimiter
+	largeBodies   chan struct{} // large bodies being read or served at once (MaxLargeBodies)
 	writeBudgets  *writeBudgets
 	inFlight      chan struct{}
 	streams       chan struct{}
@@ -186,6 +187,7 @@ func (s *Server) Handler() http.Handler {
 	s.ReadBodyTimeout = cmp.Or(s.ReadBodyTimeout, DefaultReadBodyTimeout)
 	s.inFlight, s.streams = make(chan struct{}, s.MaxInFlight), make(chan struct{}, s.MaxStreams)
 	s.waiting, s.perClient = make(chan struct{}, s.MaxWaiting), newClientCounts(s.MaxInFlightPerClient)
+	s.largeBodies = make(chan struct{}, MaxLargeBodies)
 	if s.WaitTimeout == 0 {
 		s.WaitTimeout = 5 * time.Second
 	}
