@@ -54,6 +54,18 @@ type revokedData struct {
 	Reason string `json:"reason"`
 }
 
+type webhookCreatedData struct {
+	URL          string   `json:"url"`
+	Description  string   `json:"description"`
+	EventTypes   []string `json:"event_types"`
+	SecretRef    string   `json:"secret_ref"`
+	SecretMasked string   `json:"secret_masked"`
+}
+
+type webhookDisabledData struct {
+	Reason string `json:"reason"`
+}
+
 type leakedData struct {
 	SecretHash string `json:"secret_hash"`
 	Masked     string `json:"masked"`
@@ -97,6 +109,16 @@ func ToEnvelope(e domain.Event) (Envelope, error) {
 		data = revokedData{Reason: d.Reason}
 	case domain.KeyLeakReported:
 		data = leakedData(d)
+	case domain.WebhookCreated:
+		types := make([]string, 0, len(d.EventTypes))
+		for _, t := range d.EventTypes {
+			types = append(types, string(t))
+		}
+		data = webhookCreatedData{URL: d.URL, Description: d.Description, EventTypes: types, SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}
+	case domain.WebhookDisabled:
+		data = webhookDisabledData(d)
+	case domain.WebhookEnabled, domain.WebhookDeleted:
+		data = struct{}{}
 	default:
 		return Envelope{}, fmt.Errorf("event %s: no encoding for %T", e.ID, e.Data)
 	}
@@ -180,6 +202,26 @@ func decodeData(t domain.EventType, raw json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return domain.KeyLeakReported(d), nil
+	case domain.TypeWebhookCreated:
+		var d webhookCreatedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		out := domain.WebhookCreated{URL: d.URL, Description: d.Description, SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}
+		for _, t := range d.EventTypes {
+			out.EventTypes = append(out.EventTypes, domain.EventType(t))
+		}
+		return out, nil
+	case domain.TypeWebhookDisabled:
+		var d webhookDisabledData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		return domain.WebhookDisabled(d), nil
+	case domain.TypeWebhookEnabled:
+		return domain.WebhookEnabled{}, nil
+	case domain.TypeWebhookDeleted:
+		return domain.WebhookDeleted{}, nil
 	}
 	return nil, nil
 }

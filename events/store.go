@@ -27,6 +27,14 @@ const (
 	CheckpointSubject = "keyledger.checkpoints"
 )
 
+// WebhookToken is the last subject token of every event of a webhook
+// endpoint (keyledger.events.<org>.<wh_id>.webhook): all of them are
+// selected by WebhookSubjects.
+const WebhookToken = "webhook"
+
+// WebhookSubjects matches every endpoint event of every org.
+const WebhookSubjects = SubjectRoot + ".*.*." + WebhookToken
+
 // Subject is where an event of type t about org/key is published.
 func Subject(org, key string, t domain.EventType) string {
 	return SubjectRoot + "." + org + "." + key + "." + TypeToken(t)
@@ -46,6 +54,9 @@ func TypeToken(t domain.EventType) string {
 		return "revoked"
 	case domain.TypeKeyLeakReported:
 		return "leaked"
+	}
+	if domain.IsWebhookType(t) {
+		return WebhookToken
 	}
 	return "unknown"
 }
@@ -313,7 +324,7 @@ func (s *Store) appendAll(ctx context.Context, k *domain.Key, prevHash string, e
 // stream sequence expected (zero: that the key has no event yet), and
 // returns it with its sequence and stored hash.
 func (s *Store) append(ctx context.Context, e domain.Event, expected uint64) (domain.Event, error) {
-	if domain.ValidateOrgID(e.OrgID) != nil || domain.ValidateKeyID(e.KeyID) != nil {
+	if domain.ValidateOrgID(e.OrgID) != nil || domain.ValidateAggregateID(e.KeyID) != nil {
 		return e, domain.Errorf(domain.EINVALID, "event %s names no valid org and key", e.ID)
 	}
 	signer := s.Signer()

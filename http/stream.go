@@ -92,6 +92,9 @@ func (s *Server) streamParams(r *http.Request) (after uint64, types []domain.Eve
 		}
 	}
 	types, err = eventTypes(r.URL.Query().Get("types"))
+	if types == nil {
+		types = domain.WebhookEventTypes // key events only: endpoint changes are in the history
+	}
 	return after, types, err
 }
 

@@ -35,7 +35,7 @@ func NewAsOf(org string, at time.Time) *AsOf {
 
 // Apply folds e in if it is org's and had occurred by the instant.
 func (a *AsOf) Apply(e domain.Event) error {
-	if e.Data == nil || e.OrgID != a.org || e.OccurredAt.After(a.at) {
+	if e.Data == nil || e.OrgID != a.org || e.OccurredAt.After(a.at) || domain.IsWebhookType(e.Type) {
 		return nil
 	}
 	k := a.keys[e.KeyID]

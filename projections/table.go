@@ -263,8 +263,8 @@ func (t *Table) Apply(e domain.Event) error {
 		return nil
 	}
 	defer t.mark(e.Seq)
-	if e.Data == nil && (!e.Trusted || e.Type == "") {
-		return nil // refused, or not an event
+	if e.Data == nil && (!e.Trusted || e.Type == "") || domain.IsWebhookType(e.Type) {
+		return nil // refused, or not an event, or a webhook endpoint's
 	}
 	slot, ok := t.find(e.OrgID, e.KeyID)
 	if !ok {
