@@ -269,6 +269,10 @@ func (x *exportWriter) write(e domain.Event) error {
 		row[15] = d.Reason
 	case domain.KeyLeakReported:
 		row[11], row[12], row[17], row[18], row[19] = d.Masked, d.SecretHash, d.Source, d.URL, d.Reporter
+	case domain.WebhookCreated:
+		row[9], row[11], row[18] = d.Description, d.SecretMasked, d.URL
+	case domain.WebhookDisabled:
+		row[15] = d.Reason
 	}
 	return x.csv.Write(row)
 }
