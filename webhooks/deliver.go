@@ -45,6 +45,9 @@ type Options struct {
 	Registry *Registry
 	// Judged says whether the event at seq is keyledger's (known false
 	// until this instance's projections reach it): only those are sent.
+	// It must be the Judged of the projections.Table that the runner feeds
+	// itself (a Rejecter), as serve does: a table fed only through its
+	// Listing never learns what the runner refused.
 	Judged       func(seq uint64) (trusted, known bool)
 	Client       *http.Client
 	Timeout      time.Duration   // per attempt; 15 s when zero

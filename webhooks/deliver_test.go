@@ -52,7 +52,7 @@ func startInstance(t *testing.T, env *natstest.Env, name string, allowPrivate bo
 	if err := reg.Prime(ctx, store.EachWebhookEvent); err != nil {
 		t.Fatal(err)
 	}
-	runner := projections.NewRunner(store, natstest.Quiet(), table.Listing(), reg)
+	runner := projections.NewRunner(store, natstest.Quiet(), table, reg) // as serve: the table itself, which keeps what was refused
 	store.OnAppended(runner.Offer)
 	go runner.Run(ctx)
 	key, err := webhooks.LoadKey(filepath.Join(env.Dir, "webhook-secrets.key"), true)
@@ -413,4 +413,59 @@ func testLog() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	return natstest.Quiet()
+}
+
+// A receiver's redirect is an answer, never followed: the attempt fails
+// with the 3xx, and the place it points to is never reached.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	env := natstest.Start(t)
+	in := startInstance(t, env, "a", true, fast)
+	elsewhere := newReceiver(t)
+	rc := newReceiver(t)
+	rc.status = func(int) (int, http.Header) { return 307, http.Header{"Location": {elsewhere.URL + "/stolen"}} }
+	wh := endpoint(t, in, rc)
+	elsewhere.secret = rc.secret
+	createKey(t, in, "one")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		atts, _ := in.del.Attempts(context.Background(), "acme", wh.ID, 100)
+		if len(atts) > 0 {
+			if atts[0].Result != "failed" || atts[0].ResponseCode != 307 {
+				t.Errorf("attempt: %+v", atts[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no attempt recorded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	elsewhere.mu.Lock()
+	defer elsewhere.mu.Unlock()
+	if elsewhere.received+elsewhere.bad != 0 {
+		t.Error("the redirect was followed")
+	}
+}
+
+// Someone with the service credential publishes an unsigned KeyRevoked
+// on a key's subject: the endpoint is never told of it; the next real
+// event still comes.
+func TestForgedEventsAreNotDelivered(t *testing.T) {
+	env := natstest.Start(t)
+	in := startInstance(t, env, "a", true, fast)
+	rc := newReceiver(t)
+	endpoint(t, in, rc)
+	k := createKey(t, in, "one")
+	rc.waitFor(t, 1, 10*time.Second)
+	forged := `{"event_id":"01M8DA3SKKJTHVC8T1EHEEKS8P","type":"KeyRevoked","schema_version":1,"org_id":"acme","key_id":"` + k + `","occurred_at":"2026-12-02T10:00:00.000000Z","actor":{"kind":"user","id":"x","name":"x"},"prev_hash":"","data":{"reason":"forged"}}`
+	if _, err := env.JS.Publish(context.Background(), events.Subject("acme", k, domain.TypeKeyRevoked), []byte(forged)); err != nil {
+		t.Fatal(err)
+	}
+	second := createKey(t, in, "two")
+	got := rc.waitFor(t, 2, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	got = rc.deliveries()
+	if len(got) != 2 || got[1].Env.KeyID != second {
+		t.Errorf("deliveries after a forgery: %+v", got)
+	}
 }
