@@ -271,7 +271,7 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 	}
 	body, _ := json.Marshal(env)
 	a := Attempt{ID: ulid.Make().String(), WebhookID: id, EventID: e.ID, EventType: string(e.Type), KeyID: e.KeyID, Seq: seq, Attempt: int(md.NumDelivered), Instance: d.o.Instance}
-	code, resp, dur, err := d.send(ctx, w, e.ID, body)
+	code, resp, ra, dur, err := d.send(ctx, w, e.ID, body)
 	a.At, a.DurationMS, a.ResponseCode, a.Response = events.FormatTime(time.Now()), dur.Milliseconds(), code, resp
 	if err != nil {
 		a.Error = err.Error()
@@ -295,7 +295,7 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 			_ = m.Term()
 		} else {
 			delay := jitter(d.o.Schedule[md.NumDelivered-1])
-			if ra, ok := retryAfter(code, resp); ok {
+			if ra >= 0 {
 				delay = ra
 			}
 			a.NextAt = events.FormatTime(time.Now().Add(delay))
@@ -309,21 +309,17 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 	d.record(ctx, w.OrgID, a)
 }
 
-// retryAfter reads a 429 or 503 answer's Retry-After (seconds), kept in
-// resp's header line by send; at most a day.
-func retryAfter(code int, resp string) (time.Duration, bool) {
-	if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
-		return 0, false
+// retryAfter reads a 429 or 503 answer's Retry-After, in seconds, at most
+// a day; -1 when there is none to honour.
+func retryAfter(res *http.Response) time.Duration {
+	if res.StatusCode != http.StatusTooManyRequests && res.StatusCode != http.StatusServiceUnavailable {
+		return -1
 	}
-	v, _, ok := strings.Cut(resp, "\x00")
-	if !ok {
-		return 0, false
-	}
-	s, err := strconv.Atoi(strings.TrimSpace(v))
+	s, err := strconv.Atoi(strings.TrimSpace(res.Header.Get("Retry-After")))
 	if err != nil || s < 0 {
-		return 0, false
+		return -1
 	}
-	return min(time.Duration(s)*time.Second, 24*time.Hour), true
+	return min(time.Duration(s)*time.Second, 24*time.Hour)
 }
 
 func jitter(d time.Duration) time.Duration {
@@ -331,17 +327,17 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // send posts body to w, signed; it returns the status, the first
-// ResponseKept bytes of the answer (for 429 and 503, the Retry-After value
-// and a NUL before them), and how long it took.
-func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body []byte) (int, string, time.Duration, error) {
+// ResponseKept bytes of the answer, the Retry-After to honour (-1: none),
+// and how long it took.
+func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body []byte) (int, string, time.Duration, time.Duration, error) {
 	secret, err := d.secret(ctx, w)
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", -1, 0, err
 	}
 	ts := time.Now().Unix()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, strings.NewReader(string(body)))
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", -1, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "keyledger-webhooks/1")
@@ -351,16 +347,12 @@ func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body 
 	start := time.Now()
 	res, err := d.o.Client.Do(req)
 	if err != nil {
-		return 0, "", time.Since(start), scrub(err, w.URL)
+		return 0, "", -1, time.Since(start), scrub(err, w.URL)
 	}
 	defer res.Body.Close()
 	kept, _ := io.ReadAll(io.LimitReader(res.Body, ResponseKept))
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	resp := strings.ToValidUTF8(string(kept), "�")
-	if ra := res.Header.Get("Retry-After"); ra != "" && (res.StatusCode == 429 || res.StatusCode == 503) {
-		resp = ra + "\x00" + resp
-	}
-	return res.StatusCode, resp, time.Since(start), nil
+	return res.StatusCode, strings.ToValidUTF8(string(kept), "�"), retryAfter(res), time.Since(start), nil
 }
 
 // scrub keeps an endpoint's URL (whose path or query may hold a token)

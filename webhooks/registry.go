@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -89,7 +90,7 @@ func (r *Registry) List(org string) []domain.Webhook {
 			out = append(out, *w)
 		}
 	}
-	slices.SortFunc(out, func(a, b domain.Webhook) int { return int(a.CreatedSeq) - int(b.CreatedSeq) })
+	slices.SortFunc(out, func(a, b domain.Webhook) int { return cmp.Compare(a.CreatedSeq, b.CreatedSeq) })
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,20 +36,33 @@ type Vault struct {
 func LoadKey(path string, create bool) ([]byte, error) {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && create {
+		// Written whole to a temporary file, then linked into place: an
+		// instance starting beside this one reads all of it or none.
 		key := make([]byte, 32)
 		_, _ = rand.Read(key)
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := os.CreateTemp(filepath.Dir(path), ".webhook-secrets-*")
 		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(f.Name())
+		if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		if err := os.Link(f.Name(), path); err != nil {
 			if errors.Is(err, os.ErrExist) {
 				return LoadKey(path, false) // another instance made it first
 			}
 			return nil, err
 		}
-		if _, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return key, f.Close()
+		return key, nil
 	}
 	if err != nil {
 		return nil, err
