@@ -18,12 +18,20 @@ const (
 	TypeWebhookDisabled EventType = "WebhookDisabled"
 	TypeWebhookEnabled  EventType = "WebhookEnabled"
 	TypeWebhookDeleted  EventType = "WebhookDeleted"
+	TypeWebhookUpdated  EventType = "WebhookUpdated"
+	// TypeWebhookSecretRotated replaces the signing secret; the previous
+	// one signs beside it until its grace ends.
+	TypeWebhookSecretRotated EventType = "WebhookSecretRotated"
+	// TypeWebhookReplayed sends an endpoint again every event it wants
+	// from an instant on.
+	TypeWebhookReplayed EventType = "WebhookReplayed"
 )
 
 // IsWebhookType reports whether t is an endpoint's event, not a key's.
 func IsWebhookType(t EventType) bool {
 	switch t {
-	case TypeWebhookCreated, TypeWebhookDisabled, TypeWebhookEnabled, TypeWebhookDeleted:
+	case TypeWebhookCreated, TypeWebhookDisabled, TypeWebhookEnabled, TypeWebhookDeleted,
+		TypeWebhookUpdated, TypeWebhookSecretRotated, TypeWebhookReplayed:
 		return true
 	}
 	return false
@@ -63,16 +71,43 @@ func ValidateAggregateID(id string) error {
 	return ValidateKeyID(id)
 }
 
-// WebhookCreated is the data of a TypeWebhookCreated event. The signing
-// secret is not in it: only the reference of its sealed copy and a masked
-// form.
+// WebhookCreated is the data of a TypeWebhookCreated event. Neither the
+// signing secret nor the URL is in it, only the references of their sealed
+// copies and masked forms: the stream is read by every verifier, and a
+// URL's path or query is often a bearer token (a Slack or Teams hook is).
 type WebhookCreated struct {
-	URL          string
+	URLRef       string
+	URLMasked    string
 	Description  string
 	EventTypes   []EventType // empty: all of WebhookEventTypes
 	SecretRef    string
 	SecretMasked string
 }
+
+// WebhookUpdated is the data of a TypeWebhookUpdated event: the endpoint's
+// URL, description and subscription as they now stand.
+type WebhookUpdated struct {
+	URLRef      string
+	URLMasked   string
+	Description string
+	EventTypes  []EventType
+}
+
+// WebhookSecretRotated is the data of a TypeWebhookSecretRotated event.
+type WebhookSecretRotated struct {
+	SecretRef    string
+	SecretMasked string
+	// PreviousExpiresAt is when the replaced secret stops signing; zero:
+	// at once.
+	PreviousExpiresAt time.Time
+}
+
+// WebhookReplayed is the data of a TypeWebhookReplayed event: deliveries
+// start again with the first wanted event at or after From.
+type WebhookReplayed struct{ From time.Time }
+
+// MaxWebhookSecretGrace bounds how long a replaced signing secret signs.
+const MaxWebhookSecretGrace = 7 * 24 * time.Hour
 
 // WebhookDisabled is the data of a TypeWebhookDisabled event.
 type WebhookDisabled struct{ Reason string }
@@ -86,16 +121,27 @@ type WebhookDeleted struct{}
 // Webhook is an endpoint, built by applying its events in order.
 type Webhook struct {
 	ID, OrgID    string
-	URL          string
+	URLRef       string
+	URLMasked    string
 	Description  string
 	EventTypes   []EventType
 	SecretRef    string
 	SecretMasked string
-	Disabled     bool
-	DisabledWhy  string
-	Deleted      bool
-	CreatedAt    time.Time
-	CreatedBy    Actor
+	// PreviousRef signs beside SecretRef until PreviousUntil.
+	PreviousRef   string
+	PreviousUntil time.Time
+	Disabled      bool
+	DisabledWhy   string
+	Deleted       bool
+	CreatedAt     time.Time
+	CreatedBy     Actor
+	// EnabledAt is when deliveries last started: its creation, or its
+	// last WebhookEnabled. Failures before it do not count against it.
+	EnabledAt time.Time
+	// Generation counts its replays: each has its own consumer, which
+	// starts at ReplayFrom (zero: just after CreatedSeq).
+	Generation int
+	ReplayFrom time.Time
 	// CreatedSeq is the sequence of its first event: deliveries start
 	// after it.
 	CreatedSeq uint64
@@ -121,15 +167,25 @@ func (w *Webhook) Apply(e Event) error {
 	}
 	switch d := e.Data.(type) {
 	case WebhookCreated:
-		*w = Webhook{ID: e.KeyID, OrgID: e.OrgID, URL: d.URL, Description: d.Description,
+		*w = Webhook{ID: e.KeyID, OrgID: e.OrgID, URLRef: d.URLRef, URLMasked: d.URLMasked, Description: d.Description,
 			EventTypes: d.EventTypes, SecretRef: d.SecretRef, SecretMasked: d.SecretMasked,
-			CreatedAt: e.OccurredAt, CreatedBy: e.Actor, CreatedSeq: e.Seq}
+			CreatedAt: e.OccurredAt, CreatedBy: e.Actor, CreatedSeq: e.Seq, EnabledAt: e.OccurredAt}
+	case WebhookUpdated:
+		w.URLRef, w.URLMasked, w.Description, w.EventTypes = d.URLRef, d.URLMasked, d.Description, d.EventTypes
+	case WebhookSecretRotated:
+		w.PreviousRef, w.PreviousUntil = w.SecretRef, d.PreviousExpiresAt
+		w.SecretRef, w.SecretMasked = d.SecretRef, d.SecretMasked
+	case WebhookReplayed:
+		w.Generation++
+		w.ReplayFrom = d.From
 	case WebhookDisabled:
 		w.Disabled, w.DisabledWhy = true, d.Reason
 	case WebhookEnabled:
-		w.Disabled, w.DisabledWhy = false, ""
+		w.Disabled, w.DisabledWhy, w.EnabledAt = false, "", e.OccurredAt
 	case WebhookDeleted:
 		w.Deleted = true
+	default:
+		return fmt.Errorf("event %s of type %s is no webhook endpoint's", e.ID, e.Type)
 	}
 	if e.Seq != 0 {
 		w.Version = e.Seq
@@ -138,6 +194,30 @@ func (w *Webhook) Apply(e Event) error {
 		w.LastHash = e.Hash
 	}
 	return nil
+}
+
+// Signing returns the references of the secrets that sign at now: the
+// current one, and the previous one during its grace.
+func (w *Webhook) Signing(now time.Time) []string {
+	if w.PreviousRef != "" && now.Before(w.PreviousUntil) {
+		return []string{w.SecretRef, w.PreviousRef}
+	}
+	return []string{w.SecretRef}
+}
+
+// MaskWebhookURL shows where an endpoint is without what may be a token
+// in its path or query: the scheme, the host and the first four
+// characters of the rest.
+func MaskWebhookURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "…"
+	}
+	rest := strings.TrimPrefix(u.RequestURI(), "/")
+	if len(rest) > 4 {
+		rest = rest[:4] + "…"
+	}
+	return u.Scheme + "://" + u.Host + "/" + rest
 }
 
 // Wants reports whether w is to be sent events of type t.
@@ -203,7 +283,8 @@ var refusedNets = func() (out []struct {
 		{"224.0.0.0/4", "multicast"}, {"240.0.0.0/4", "reserved"},
 		{"::/128", "unspecified"}, {"::1/128", "loopback"}, {"fc00::/7", "private"},
 		{"fe80::/10", "link-local"}, {"ff00::/8", "multicast"}, {"64:ff9b::/96", "translated"},
-		{"2002::/16", "translated"},
+		{"64:ff9b:1::/48", "translated"}, {"2002::/16", "translated"}, {"2001::/32", "translated"},
+		{"::/96", "translated"},
 	} {
 		_, n, _ := net.ParseCIDR(c.cidr)
 		out = append(out, struct {
@@ -230,6 +311,11 @@ func RefusedAddress(ip net.IP, allowPrivate bool) string {
 			return "metadata"
 		}
 	}
+	for _, v4 := range embeddedIPv4(ip) {
+		if why := RefusedAddress(v4, allowPrivate); why == "metadata" {
+			return why
+		}
+	}
 	if allowPrivate {
 		return ""
 	}
@@ -239,6 +325,33 @@ func RefusedAddress(ip net.IP, allowPrivate bool) string {
 		}
 	}
 	return ""
+}
+
+// embeddedIPv4 returns the IPv4 addresses an IPv6 address may reach
+// through a translator: NAT64 (64:ff9b::/96, and every RFC 6052 layout of
+// the local-use 64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32: its
+// server, and its client, which is stored inverted) and the deprecated
+// IPv4-compatible ::/96.
+func embeddedIPv4(ip net.IP) []net.IP {
+	ip16 := ip.To16()
+	if ip16 == nil || ip.To4() != nil {
+		return nil
+	}
+	at := func(i ...int) net.IP { return net.IPv4(ip16[i[0]], ip16[i[1]], ip16[i[2]], ip16[i[3]]) }
+	switch {
+	case ip16[0] == 0x00 && ip16[1] == 0x64 && ip16[2] == 0xff && ip16[3] == 0x9b && ip16[4] == 0 && ip16[5] == 1:
+		return []net.IP{at(6, 7, 9, 10), at(7, 9, 10, 11), at(9, 10, 11, 12), at(12, 13, 14, 15)}
+	case ip16[0] == 0x00 && ip16[1] == 0x64 && ip16[2] == 0xff && ip16[3] == 0x9b:
+		return []net.IP{at(12, 13, 14, 15)}
+	case ip16[0] == 0x20 && ip16[1] == 0x02:
+		return []net.IP{at(2, 3, 4, 5)}
+	case ip16[0] == 0x20 && ip16[1] == 0x01 && ip16[2] == 0 && ip16[3] == 0:
+		client := net.IPv4(^ip16[12], ^ip16[13], ^ip16[14], ^ip16[15])
+		return []net.IP{at(4, 5, 6, 7), client}
+	case slices.Equal(ip16[:12], make([]byte, 12)):
+		return []net.IP{at(12, 13, 14, 15)}
+	}
+	return nil
 }
 
 // ValidateWebhookEventTypes checks a subscription: each a key event type,

@@ -61,6 +61,30 @@ func TestRefusedAddress(t *testing.T) {
 	if got := RefusedAddress(net.ParseIP("169.254.169.254"), true); got != "metadata" {
 		t.Errorf("allowed private, metadata: %q", got)
 	}
+	// A translator reaches the IPv4 address inside: the metadata service
+	// stays refused however it is spelt (found by the red team: NAT64 and
+	// 6to4 forms passed with private addresses allowed, and the local-use
+	// NAT64 prefix passed even without).
+	for _, ip := range []string{
+		"64:ff9b::a9fe:a9fe",       // NAT64, well-known prefix
+		"64:ff9b:1:a9fe:a9:fe00::", // local-use NAT64, /48 layout
+		"64:ff9b:1::a9fe:a9fe",     // local-use NAT64, /96 layout
+		"2002:a9fe:a9fe::1",        // 6to4
+		"2001:0:a9fe:a9fe::1",      // Teredo server
+		"2001:0:1:2:3:4:5601:5601", // Teredo client (stored inverted)
+		"::a9fe:a9fe",              // IPv4-compatible
+		"::ffff:169.254.169.254",   // IPv4-mapped
+	} {
+		if got := RefusedAddress(net.ParseIP(ip), true); got != "metadata" {
+			t.Errorf("allowed private, %s: %q, want metadata", ip, got)
+		}
+		if got := RefusedAddress(net.ParseIP(ip), false); got == "" {
+			t.Errorf("%s: allowed", ip)
+		}
+	}
+	if got := RefusedAddress(net.ParseIP("64:ff9b:1::1"), false); got != "translated" {
+		t.Errorf("local-use NAT64: %q, want translated", got)
+	}
 }
 
 func TestMayManageWebhooks(t *testing.T) {

@@ -55,11 +55,45 @@ type revokedData struct {
 }
 
 type webhookCreatedData struct {
-	URL          string   `json:"url"`
+	URLMasked    string   `json:"url_masked"`
+	URLRef       string   `json:"url_ref"`
 	Description  string   `json:"description"`
 	EventTypes   []string `json:"event_types"`
 	SecretRef    string   `json:"secret_ref"`
 	SecretMasked string   `json:"secret_masked"`
+}
+
+type webhookUpdatedData struct {
+	URLMasked   string   `json:"url_masked"`
+	URLRef      string   `json:"url_ref"`
+	Description string   `json:"description"`
+	EventTypes  []string `json:"event_types"`
+}
+
+type webhookRotatedData struct {
+	SecretRef               string  `json:"secret_ref"`
+	SecretMasked            string  `json:"secret_masked"`
+	PreviousSecretExpiresAt *string `json:"previous_secret_expires_at"`
+}
+
+type webhookReplayedData struct {
+	From string `json:"from"`
+}
+
+func typeNames(types []domain.EventType) []string {
+	out := make([]string, 0, len(types))
+	for _, t := range types {
+		out = append(out, string(t))
+	}
+	return out
+}
+
+func eventTypes(names []string) []domain.EventType {
+	var out []domain.EventType
+	for _, t := range names {
+		out = append(out, domain.EventType(t))
+	}
+	return out
 }
 
 type webhookDisabledData struct {
@@ -110,11 +144,13 @@ func ToEnvelope(e domain.Event) (Envelope, error) {
 	case domain.KeyLeakReported:
 		data = leakedData(d)
 	case domain.WebhookCreated:
-		types := make([]string, 0, len(d.EventTypes))
-		for _, t := range d.EventTypes {
-			types = append(types, string(t))
-		}
-		data = webhookCreatedData{URL: d.URL, Description: d.Description, EventTypes: types, SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}
+		data = webhookCreatedData{URLMasked: d.URLMasked, URLRef: d.URLRef, Description: d.Description, EventTypes: typeNames(d.EventTypes), SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}
+	case domain.WebhookUpdated:
+		data = webhookUpdatedData{URLMasked: d.URLMasked, URLRef: d.URLRef, Description: d.Description, EventTypes: typeNames(d.EventTypes)}
+	case domain.WebhookSecretRotated:
+		data = webhookRotatedData{SecretRef: d.SecretRef, SecretMasked: d.SecretMasked, PreviousSecretExpiresAt: OptionalTime(d.PreviousExpiresAt)}
+	case domain.WebhookReplayed:
+		data = webhookReplayedData{From: FormatTime(d.From)}
 	case domain.WebhookDisabled:
 		data = webhookDisabledData(d)
 	case domain.WebhookEnabled, domain.WebhookDeleted:
@@ -207,11 +243,27 @@ func decodeData(t domain.EventType, raw json.RawMessage) (any, error) {
 		if err := json.Unmarshal(raw, &d); err != nil {
 			return nil, err
 		}
-		out := domain.WebhookCreated{URL: d.URL, Description: d.Description, SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}
-		for _, t := range d.EventTypes {
-			out.EventTypes = append(out.EventTypes, domain.EventType(t))
+		return domain.WebhookCreated{URLMasked: d.URLMasked, URLRef: d.URLRef, Description: d.Description, EventTypes: eventTypes(d.EventTypes), SecretRef: d.SecretRef, SecretMasked: d.SecretMasked}, nil
+	case domain.TypeWebhookUpdated:
+		var d webhookUpdatedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
 		}
-		return out, nil
+		return domain.WebhookUpdated{URLMasked: d.URLMasked, URLRef: d.URLRef, Description: d.Description, EventTypes: eventTypes(d.EventTypes)}, nil
+	case domain.TypeWebhookSecretRotated:
+		var d webhookRotatedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		exp, err := parseOptional(d.PreviousSecretExpiresAt)
+		return domain.WebhookSecretRotated{SecretRef: d.SecretRef, SecretMasked: d.SecretMasked, PreviousExpiresAt: exp}, err
+	case domain.TypeWebhookReplayed:
+		var d webhookReplayedData
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return nil, err
+		}
+		from, err := time.Parse(time.RFC3339Nano, d.From)
+		return domain.WebhookReplayed{From: from.UTC()}, err
 	case domain.TypeWebhookDisabled:
 		var d webhookDisabledData
 		if err := json.Unmarshal(raw, &d); err != nil {

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"time"
 
 	"github.com/keyledger/keyledger/domain"
 )
@@ -71,4 +72,19 @@ func (s *Store) EachWebhookEvent(ctx context.Context, fn func(domain.Event) erro
 		return fn(e)
 	})
 	return err
+}
+
+// Judge reads one message of the history as the readers beside the
+// projections do: ok is false for one keyledger did not write, which is
+// not decoded. Where the projections' verdicts are in use (UseVerdicts),
+// it first waits, until ctx ends, for them to judge seq.
+func (s *Store) Judge(ctx context.Context, m Msg) (domain.Event, bool, error) {
+	for s.unjudged(m.Seq) {
+		select {
+		case <-ctx.Done():
+			return domain.Event{}, false, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return s.read(m)
 }

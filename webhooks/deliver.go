@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,32 +45,40 @@ type Options struct {
 	Store    *events.Store
 	Vault    *Vault
 	Registry *Registry
-	// Judged says whether the event at seq is keyledger's (known false
-	// until this instance's projections reach it): only those are sent.
-	// It must be the Judged of the projections.Table that the runner feeds
-	// itself (a Rejecter), as serve does: a table fed only through its
-	// Listing never learns what the runner refused.
-	Judged       func(seq uint64) (trusted, known bool)
+	// Only events Store judges keyledger's are sent (Store.Judge): with
+	// the projections' verdicts where serve gives them (UseVerdicts), by
+	// signature otherwise.
 	Client       *http.Client
 	Timeout      time.Duration   // per attempt; 15 s when zero
 	AckWait      time.Duration   // 60 s when zero; at least Timeout+5s
 	Schedule     []time.Duration // Schedule when nil
 	DisableAfter time.Duration   // 5 days when zero
 	Replicas     int
-	Instance     string // sent in User-Agent and kept with each attempt
+	Instance     string // kept with each attempt
+	// AllowHTTP lets endpoints be http:// URLs; AllowPrivate lets them be
+	// on loopback, private and link-local addresses (never a metadata
+	// service). Both are for tests and private networks.
+	AllowHTTP    bool
+	AllowPrivate bool
 	Log          *slog.Logger
-	// OnResult, when set, is told each attempt's result: "succeeded",
-	// "failed", "gave_up", "disabled" (410), "refused" (address).
+	// OnResult, when set, is told each attempt's result (one of Results).
 	OnResult func(result string)
 }
+
+// Results are the results an attempt may have: "succeeded" (2xx),
+// "failed" (to be retried), "gave_up" (the schedule's last failure),
+// "disabled" (410 Gone), "refused" (its address).
+var Results = []string{"succeeded", "failed", "gave_up", "disabled", "refused"}
 
 // Deliverer runs every enabled endpoint's deliveries.
 type Deliverer struct {
 	o        Options
 	attempts jetstream.Stream
 	state    jetstream.KeyValue
+	events   jetstream.Stream
 	mu       sync.Mutex
-	secrets  map[string][]byte
+	opened   map[string][]byte // sealed URLs and secrets by reference
+	results  sync.Map          // result → *atomic.Uint64
 }
 
 // New returns a deliverer, creating its stream and bucket when missing.
@@ -90,12 +100,12 @@ func New(ctx context.Context, o Options) (*Deliverer, error) {
 		o.Log = slog.Default()
 	}
 	if o.Client == nil {
-		o.Client = NewClient(o.Timeout, false)
+		o.Client = NewClient(o.Timeout, o.AllowPrivate)
 	}
-	if o.OnResult == nil {
-		o.OnResult = func(string) {}
+	d := &Deliverer{o: o, opened: map[string][]byte{}}
+	for _, r := range Results {
+		d.results.Store(r, new(atomic.Uint64))
 	}
-	d := &Deliverer{o: o, secrets: map[string][]byte{}}
 	cfg := jetstream.StreamConfig{
 		Name: AttemptsStream, Subjects: []string{attemptsRoot + ".>"}, Storage: jetstream.FileStorage,
 		Replicas: max(o.Replicas, 1), MaxMsgsPerSubject: AttemptsKept, MaxAge: 30 * 24 * time.Hour,
@@ -121,40 +131,69 @@ func New(ctx context.Context, o Options) (*Deliverer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", StateBucket, err)
 	}
+	if d.events, err = d.o.JS.Stream(ctx, events.StreamName); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
 	return d, nil
+}
+
+// Counts returns how many attempts this instance made, by result.
+func (d *Deliverer) Counts() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, r := range Results {
+		v, _ := d.results.Load(r)
+		out[r] = v.(*atomic.Uint64).Load()
+	}
+	return out
+}
+
+func (d *Deliverer) count(result string) {
+	if v, ok := d.results.Load(result); ok {
+		v.(*atomic.Uint64).Add(1)
+	}
+	if d.o.OnResult != nil {
+		d.o.OnResult(result)
+	}
 }
 
 // Run keeps one worker per enabled endpoint until ctx ends.
 func (d *Deliverer) Run(ctx context.Context) {
-	workers := map[string]context.CancelFunc{}
-	gone := map[string]bool{}
+	type worker struct {
+		stop  context.CancelFunc
+		shape string // what its consumer was made for
+	}
+	workers := map[string]worker{}
+	retired := map[string]bool{} // consumers deleted, by name
 	defer func() {
-		for _, stop := range workers {
-			stop()
+		for _, wk := range workers {
+			wk.stop()
 		}
 	}()
+	retire := func(name string) {
+		if !retired[name] {
+			retired[name] = true
+			_ = d.o.JS.DeleteConsumer(ctx, events.StreamName, name)
+		}
+	}
 	for {
 		all, changed := d.o.Registry.All()
 		for _, w := range all {
-			stop, running := workers[w.ID]
+			wk, running := workers[w.ID]
+			shape := consumerShape(w)
+			if running && (w.Deleted || w.Disabled || wk.shape != shape) {
+				wk.stop()
+				delete(workers, w.ID)
+				running = false
+			}
+			for g := range w.Generation {
+				retire(d.consumerName(w.ID, g)) // replayed: the earlier consumers are done
+			}
 			switch {
 			case w.Deleted:
-				if running {
-					stop()
-					delete(workers, w.ID)
-				}
-				if !gone[w.ID] {
-					gone[w.ID] = true
-					_ = d.o.JS.DeleteConsumer(ctx, events.StreamName, d.o.Vault.ConsumerName(w.ID))
-				}
-			case w.Disabled:
-				if running {
-					stop()
-					delete(workers, w.ID)
-				}
-			case !running:
+				retire(d.consumerName(w.ID, w.Generation))
+			case !w.Disabled && !running:
 				wctx, cancel := context.WithCancel(ctx)
-				workers[w.ID] = cancel
+				workers[w.ID] = worker{stop: cancel, shape: shape}
 				go d.work(wctx, w)
 			}
 		}
@@ -167,27 +206,62 @@ func (d *Deliverer) Run(ctx context.Context) {
 	}
 }
 
-// consumerConfig is endpoint w's durable consumer: its org's key events
-// of the types it wants, from just after its creation, one in flight.
-func (d *Deliverer) consumerConfig(w domain.Webhook) jetstream.ConsumerConfig {
-	var subjects []string
+// consumerName names the consumer of an endpoint's generation g (its
+// replays count them): each replay starts a consumer of its own.
+func (d *Deliverer) consumerName(id string, g int) string {
+	if g == 0 {
+		return d.o.Vault.ConsumerName(id)
+	}
+	return d.o.Vault.ConsumerName(id + "/" + strconv.Itoa(g))
+}
+
+// subjects are the subjects of the key events of w's org that w wants:
+// never none, so that a consumer made from them never reads every org.
+func subjects(w domain.Webhook) []string {
+	var out []string
 	for _, t := range domain.WebhookEventTypes {
 		if w.Wants(t) {
-			subjects = append(subjects, events.SubjectRoot+"."+w.OrgID+".*."+events.TypeToken(t))
+			out = append(out, events.SubjectRoot+"."+w.OrgID+".*."+events.TypeToken(t))
 		}
 	}
-	return jetstream.ConsumerConfig{
-		Durable: d.o.Vault.ConsumerName(w.ID), Description: "keyledger webhook " + w.ID,
-		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.CreatedSeq + 1,
+	return out
+}
+
+// consumerShape is what w's consumer is made from: a worker whose
+// endpoint changes shape starts again on the new consumer.
+func consumerShape(w domain.Webhook) string {
+	return strconv.Itoa(w.Generation) + " " + strings.Join(subjects(w), " ")
+}
+
+// consumerConfig is endpoint w's durable consumer: its org's key events
+// of the types it wants, from just after its creation (or from the
+// instant its last replay chose), one in flight.
+func (d *Deliverer) consumerConfig(w domain.Webhook) (jetstream.ConsumerConfig, error) {
+	subs := subjects(w)
+	if len(subs) == 0 || domain.ValidateOrgID(w.OrgID) != nil {
+		return jetstream.ConsumerConfig{}, fmt.Errorf("webhook %s wants no event of its org", w.ID)
+	}
+	c := jetstream.ConsumerConfig{
+		Durable: d.consumerName(w.ID, w.Generation), Description: "keyledger webhook " + w.ID,
+		FilterSubjects: subs, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.CreatedSeq + 1,
 		AckPolicy: jetstream.AckExplicitPolicy, AckWait: d.o.AckWait, MaxAckPending: 1, MaxDeliver: -1,
 	}
+	if w.Generation > 0 {
+		from := w.ReplayFrom
+		c.DeliverPolicy, c.OptStartSeq, c.OptStartTime = jetstream.DeliverByStartTimePolicy, 0, &from
+	}
+	return c, nil
 }
 
 func (d *Deliverer) work(ctx context.Context, w domain.Webhook) {
+	cfg, err := d.consumerConfig(w)
+	if err != nil {
+		d.o.Log.Error("webhook endpoint not delivered", "webhook_id", w.ID, "err", err)
+		return
+	}
 	var cons jetstream.Consumer
 	for wait := 100 * time.Millisecond; ; wait = min(wait*2, 30*time.Second) {
-		var err error
-		if cons, err = d.o.JS.CreateOrUpdateConsumer(ctx, events.StreamName, d.consumerConfig(w)); err == nil {
+		if cons, err = d.o.JS.CreateOrUpdateConsumer(ctx, events.StreamName, cfg); err == nil {
 			break
 		}
 		d.o.Log.Warn("webhook consumer not ready; retrying", "webhook_id", w.ID, "err", err, "retry_in", wait)
@@ -232,6 +306,8 @@ type Attempt struct {
 	Error        string `json:"error,omitempty"`
 	NextAt       string `json:"next_attempt_at,omitempty"`
 	Instance     string `json:"instance,omitempty"`
+	// Manual is set on a redelivery or a test event a manager asked for.
+	Manual bool `json:"manual,omitempty"`
 }
 
 func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
@@ -249,33 +325,22 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 		_ = m.NakWithDelay(2 * time.Second) // no instance pulls for a disabled endpoint: it waits for Enable
 		return
 	}
-	trusted, known := d.o.Judged(seq)
-	for !known && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-		trusted, known = d.o.Judged(seq)
-	}
-	if !trusted {
-		d.o.Log.Error("not delivering a message no trusted keyledger instance wrote", "webhook_id", id, "seq", seq)
-		_ = m.Term()
+	if seq <= w.CreatedSeq {
+		_ = m.DoubleAck(ctx) // a replay from before the endpoint was made
 		return
 	}
-	e, err := events.Decode(m.Data(), seq)
+	e, body, err := d.judge(ctx, events.Msg{Seq: seq, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
 	if err != nil {
-		_ = m.Term()
+		if ctx.Err() == nil {
+			d.o.Log.Error("not delivering a message no trusted keyledger instance wrote", "webhook_id", id, "seq", seq, "err", err)
+			_ = m.Term()
+		}
 		return
 	}
-	env, err := events.ToEnvelope(e)
-	if err != nil {
-		_ = m.Term()
-		return
-	}
-	body, _ := json.Marshal(env)
-	a := Attempt{ID: ulid.Make().String(), WebhookID: id, EventID: e.ID, EventType: string(e.Type), KeyID: e.KeyID, Seq: seq, Attempt: int(md.NumDelivered), Instance: d.o.Instance}
-	code, resp, ra, dur, err := d.send(ctx, w, e.ID, body)
-	a.At, a.DurationMS, a.ResponseCode, a.Response = events.FormatTime(time.Now()), dur.Milliseconds(), code, resp
-	if err != nil {
-		a.Error = err.Error()
-	}
+	a := d.attempt(ctx, w, e, body)
+	a.Attempt.Attempt = int(md.NumDelivered)
+	code, ra := a.ResponseCode, a.retryAfter
+	err = a.err
 	switch {
 	case err == nil && code >= 200 && code < 300:
 		a.Result = "succeeded"
@@ -301,12 +366,48 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 			a.NextAt = events.FormatTime(time.Now().Add(delay))
 			_ = m.NakWithDelay(delay)
 		}
-		if since := d.failingSince(ctx, id); time.Since(since) >= d.o.DisableAfter {
+		if since := d.failingSince(ctx, w); time.Since(since) >= d.o.DisableAfter {
 			d.disable(ctx, w, "failing since "+since.UTC().Format(time.RFC3339))
 		}
 	}
-	d.o.OnResult(a.Result)
-	d.record(ctx, w.OrgID, a)
+	d.count(a.Result)
+	d.record(ctx, w.OrgID, a.Attempt)
+}
+
+// judge reads a message of the history to deliver: the event when
+// keyledger wrote it, and its envelope as sent.
+func (d *Deliverer) judge(ctx context.Context, m events.Msg) (domain.Event, []byte, error) {
+	e, ok, err := d.o.Store.Judge(ctx, m)
+	if err == nil && !ok {
+		err = errors.New("no trusted keyledger instance wrote it")
+	}
+	if err != nil {
+		return e, nil, err
+	}
+	env, err := events.ToEnvelope(e)
+	if err != nil {
+		return e, nil, err
+	}
+	body, err := json.Marshal(env)
+	return e, body, err
+}
+
+// sent is an attempt as made, with what deciding its next step needs.
+type sent struct {
+	Attempt
+	retryAfter time.Duration
+	err        error
+}
+
+// attempt sends body (the envelope of e) to w once.
+func (d *Deliverer) attempt(ctx context.Context, w domain.Webhook, e domain.Event, body []byte) sent {
+	a := sent{Attempt: Attempt{ID: ulid.Make().String(), WebhookID: w.ID, EventID: e.ID, EventType: string(e.Type), KeyID: e.KeyID, Seq: e.Seq, Attempt: 1, Instance: d.o.Instance}}
+	code, resp, ra, dur, err := d.send(ctx, w, e.ID, body)
+	a.At, a.DurationMS, a.ResponseCode, a.Response, a.retryAfter, a.err = events.FormatTime(time.Now()), dur.Milliseconds(), code, resp, ra, err
+	if err != nil {
+		a.Error = err.Error()
+	}
+	return a
 }
 
 // retryAfter reads a 429 or 503 answer's Retry-After, in seconds, at most
@@ -330,24 +431,32 @@ func jitter(d time.Duration) time.Duration {
 // ResponseKept bytes of the answer, the Retry-After to honour (-1: none),
 // and how long it took.
 func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body []byte) (int, string, time.Duration, time.Duration, error) {
-	secret, err := d.secret(ctx, w)
+	var secrets [][]byte
+	for _, ref := range w.Signing(time.Now()) {
+		s, err := d.open(ctx, w.ID, ref)
+		if err != nil {
+			return 0, "", -1, 0, errors.New("the signing secret cannot be opened on this instance")
+		}
+		secrets = append(secrets, s)
+	}
+	target, err := d.open(ctx, w.ID, w.URLRef)
 	if err != nil {
-		return 0, "", -1, 0, err
+		return 0, "", -1, 0, errors.New("the endpoint's URL cannot be opened on this instance")
 	}
 	ts := time.Now().Unix()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, strings.NewReader(string(body)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, string(target), strings.NewReader(string(body)))
 	if err != nil {
-		return 0, "", -1, 0, err
+		return 0, "", -1, 0, errors.New("the endpoint's URL is not one a request can be made to")
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "keyledger-webhooks/1")
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", Signature([][]byte{secret}, id, ts, body))
+	req.Header.Set("webhook-signature", Signature(secrets, id, ts, body))
 	start := time.Now()
 	res, err := d.o.Client.Do(req)
 	if err != nil {
-		return 0, "", -1, time.Since(start), scrub(err, w.URL)
+		return 0, "", -1, time.Since(start), scrub(err, w.URLMasked)
 	}
 	defer res.Body.Close()
 	kept, _ := io.ReadAll(io.LimitReader(res.Body, ResponseKept))
@@ -356,9 +465,26 @@ func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body 
 }
 
 // scrub keeps an endpoint's URL (whose path or query may hold a token)
-// out of an error that is logged and kept.
-func scrub(err error, url string) error {
-	return scrubbed{msg: strings.ReplaceAll(err.Error(), url, "<endpoint>"), err: err}
+// out of an error that is logged and kept: the client's errors name the
+// URL (quoted or not, escaped or not), so the error kept is only what
+// went wrong beneath it, said of the masked URL. Dial errors beneath name
+// the address, never the path.
+func scrub(err error, masked string) error {
+	inner := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		inner = ue.Err
+		for errors.As(inner, &ue) {
+			inner = ue.Err
+		}
+	}
+	msg := "POST " + masked
+	if ue != nil && ue.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		msg += ": timed out"
+	} else {
+		msg += ": " + inner.Error()
+	}
+	return scrubbed{msg: msg, err: inner}
 }
 
 type scrubbed struct {
@@ -369,39 +495,45 @@ type scrubbed struct {
 func (s scrubbed) Error() string { return s.msg }
 func (s scrubbed) Unwrap() error { return s.err }
 
-func (d *Deliverer) secret(ctx context.Context, w domain.Webhook) ([]byte, error) {
+// open returns what ref seals for endpoint id (its URL, a secret),
+// opened once per instance.
+func (d *Deliverer) open(ctx context.Context, id, ref string) ([]byte, error) {
 	d.mu.Lock()
-	s, ok := d.secrets[w.SecretRef]
+	s, ok := d.opened[ref]
 	d.mu.Unlock()
 	if ok {
 		return s, nil
 	}
-	s, err := d.o.Vault.Get(ctx, w.ID, w.SecretRef)
+	s, err := d.o.Vault.Get(ctx, id, ref)
 	if err != nil {
-		d.o.Log.Error("cannot open a webhook signing secret", "webhook_id", w.ID, "err", err)
-		return nil, errors.New("the signing secret cannot be opened on this instance")
+		d.o.Log.Error("cannot open what a webhook endpoint sealed", "webhook_id", id, "ref", ref, "err", err)
+		return nil, err
 	}
 	d.mu.Lock()
-	d.secrets[w.SecretRef] = s
+	if len(d.opened) > 4*domain.MaxWebhooksPerOrg*64 {
+		clear(d.opened) // refs of deleted endpoints and replaced secrets
+	}
+	d.opened[ref] = s
 	d.mu.Unlock()
 	return s, nil
 }
 
-// failingSince returns when endpoint id started failing without a success
-// since, noting now when it was not failing.
-func (d *Deliverer) failingSince(ctx context.Context, id string) time.Time {
-	if ent, err := d.state.Get(ctx, id); err == nil && len(ent.Value()) > 0 {
-		if t, err := time.Parse(time.RFC3339Nano, string(ent.Value())); err == nil {
+// failingSince returns when endpoint w started failing without a success
+// since, noting now when it was not failing, or when it failed only
+// before it was last enabled.
+func (d *Deliverer) failingSince(ctx context.Context, w domain.Webhook) time.Time {
+	if ent, err := d.state.Get(ctx, w.ID); err == nil && len(ent.Value()) > 0 {
+		if t, err := time.Parse(time.RFC3339Nano, string(ent.Value())); err == nil && !t.Before(w.EnabledAt) {
 			return t
 		}
 	}
 	now := time.Now()
-	_, _ = d.state.Put(ctx, id, []byte(now.UTC().Format(time.RFC3339Nano)))
+	_, _ = d.state.Put(ctx, w.ID, []byte(now.UTC().Format(time.RFC3339Nano)))
 	return now
 }
 
 func (d *Deliverer) disable(ctx context.Context, w domain.Webhook, reason string) {
-	err := Disable(ctx, d.o.Store, w.OrgID, w.ID, domain.Actor{Kind: domain.ActorSystem, ID: "webhooks", Name: "keyledger webhooks"}, reason)
+	_, err := d.Disable(ctx, domain.SystemPrincipal("webhooks", "keyledger webhooks"), w.OrgID, w.ID, reason)
 	if err != nil {
 		d.o.Log.Error("cannot disable a webhook endpoint", "webhook_id", w.ID, "err", err)
 		return

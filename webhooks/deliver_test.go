@@ -39,7 +39,7 @@ type instance struct {
 
 var fast = []time.Duration{200 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond}
 
-func startInstance(t *testing.T, env *natstest.Env, name string, allowPrivate bool, schedule []time.Duration) *instance {
+func startInstance(t *testing.T, env *natstest.Env, name string, allowPrivate bool, schedule []time.Duration, configure ...func(*webhooks.Options)) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -53,6 +53,7 @@ func startInstance(t *testing.T, env *natstest.Env, name string, allowPrivate bo
 		t.Fatal(err)
 	}
 	runner := projections.NewRunner(store, natstest.Quiet(), table, reg) // as serve: the table itself, which keeps what was refused
+	store.UseVerdicts(table)                                             // as serve: deliveries judge by the projections' verdicts
 	store.OnAppended(runner.Offer)
 	go runner.Run(ctx)
 	key, err := webhooks.LoadKey(filepath.Join(env.Dir, "webhook-secrets.key"), true)
@@ -63,11 +64,15 @@ func startInstance(t *testing.T, env *natstest.Env, name string, allowPrivate bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	del, err := webhooks.New(ctx, webhooks.Options{
-		JS: env.JS, Store: store, Vault: vault, Registry: reg, Judged: table.Judged,
+	o := webhooks.Options{
+		JS: env.JS, Store: store, Vault: vault, Registry: reg, AllowHTTP: true, AllowPrivate: allowPrivate,
 		Client: webhooks.NewClient(2*time.Second, allowPrivate), Timeout: 2 * time.Second, AckWait: 8 * time.Second,
 		Schedule: schedule, Instance: name, Log: testLog(),
-	})
+	}
+	for _, c := range configure {
+		c(&o)
+	}
+	del, err := webhooks.New(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,11 +155,18 @@ func (rc *receiver) waitFor(t *testing.T, n int, within time.Duration) []deliver
 	return got
 }
 
+func ptr[T any](v T) *T { return &v }
+
 var manager = domain.PersonPrincipal("u1", "Ada", map[string]string{"acme": domain.RoleManager})
 
 func endpoint(t *testing.T, in *instance, rc *receiver) domain.Webhook {
 	t.Helper()
-	w, secret, err := webhooks.Create(context.Background(), in.store, in.vault, in.reg, manager, "acme", rc.URL+"/hook", "test", nil)
+	return endpointAt(t, in, rc, rc.URL+"/hook")
+}
+
+func endpointAt(t *testing.T, in *instance, rc *receiver, url string) domain.Webhook {
+	t.Helper()
+	w, secret, err := in.del.Create(context.Background(), manager, "acme", webhooks.Spec{URL: ptr(url), Description: ptr("test")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +336,7 @@ func TestGoneDisablesTheEndpointAndEnableResumes(t *testing.T) {
 	rc.mu.Lock()
 	gone = false
 	rc.mu.Unlock()
-	if err := webhooks.Enable(context.Background(), in.store, "acme", wh.ID, manager.Actor); err != nil {
+	if _, err := in.del.Enable(context.Background(), manager, "acme", wh.ID); err != nil {
 		t.Fatal(err)
 	}
 	got := rc.waitFor(t, 1, 90*time.Second)
@@ -382,7 +394,13 @@ func TestLoopbackIsRefusedWithoutAllowPrivate(t *testing.T) {
 	env := natstest.Start(t)
 	in := startInstance(t, env, "a", false, fast)
 	rc := newReceiver(t)
-	wh := endpoint(t, in, rc)
+	// An address literal is refused at once, with a clear answer...
+	_, _, err := in.del.Create(context.Background(), manager, "acme", webhooks.Spec{URL: ptr(rc.URL + "/hook")})
+	if domain.ErrorCode(err) != domain.EINVALID || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("creating an endpoint on 127.0.0.1: %v", err)
+	}
+	// ...and a name is refused when it resolves, at connection time.
+	wh := endpointAt(t, in, rc, strings.Replace(rc.URL, "127.0.0.1", "localhost", 1)+"/hook")
 	createKey(t, in, "one")
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -18,7 +18,6 @@ type Registry struct {
 	mu      sync.RWMutex
 	byID    map[string]*domain.Webhook
 	last    atomic.Uint64 // last sequence seen
-	lastWh  uint64        // last endpoint event applied
 	changed chan struct{}
 }
 
@@ -32,8 +31,10 @@ func (r *Registry) Prime(ctx context.Context, each func(context.Context, func(do
 	return each(ctx, r.Apply)
 }
 
-// Apply folds e in when it is an endpoint's event, trusted, and after the
-// last one applied.
+// Apply folds e in when it is an endpoint's event, trusted, and after its
+// endpoint's last one applied. The check is per endpoint: events of
+// several endpoints may come in any order between them (a Create applies
+// its own event before the feed brings earlier events of others).
 func (r *Registry) Apply(e domain.Event) error {
 	if e.Seq > r.last.Load() {
 		r.last.Store(e.Seq)
@@ -43,10 +44,10 @@ func (r *Registry) Apply(e domain.Event) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e.Seq != 0 && e.Seq <= r.lastWh {
-		return nil
-	}
 	w := r.byID[e.KeyID]
+	if w != nil && e.Seq != 0 && e.Seq <= w.Version {
+		return nil // applied already
+	}
 	if w == nil {
 		if e.Type != domain.TypeWebhookCreated {
 			return nil
@@ -58,9 +59,6 @@ func (r *Registry) Apply(e domain.Event) error {
 		return nil // not in its history: a copy, or out of place
 	}
 	r.byID[e.KeyID] = &next
-	if e.Seq != 0 {
-		r.lastWh = e.Seq
-	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	return nil

@@ -270,7 +270,11 @@ func (x *exportWriter) write(e domain.Event) error {
 	case domain.KeyLeakReported:
 		row[11], row[12], row[17], row[18], row[19] = d.Masked, d.SecretHash, d.Source, d.URL, d.Reporter
 	case domain.WebhookCreated:
-		row[9], row[11], row[18] = d.Description, d.SecretMasked, d.URL
+		row[9], row[11], row[18] = d.Description, d.SecretMasked, d.URLMasked
+	case domain.WebhookUpdated:
+		row[9], row[18] = d.Description, d.URLMasked
+	case domain.WebhookSecretRotated:
+		row[11], row[14] = d.SecretMasked, opt(d.PreviousExpiresAt)
 	case domain.WebhookDisabled:
 		row[15] = d.Reason
 	}
