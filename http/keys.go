@@ -91,13 +91,19 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 // write is committed either way; a slow projection only costs the wait,
 // during which the request holds no slot.
 func (s *Server) written(w http.ResponseWriter, r *http.Request, k *domain.Key) {
-	if k.Version > s.Runner.Applied() {
-		if err := s.awaitApplied(r.Context(), k.Version, false); err != nil {
-			s.log.WarnContext(r.Context(), "answering a write before this instance applied it", "seq", k.Version, "err", err)
+	s.writtenAt(w, r, k.Version)
+}
+
+// writtenAt waits until this instance applied the event at seq that a
+// write appended, and says so in the answer's headers.
+func (s *Server) writtenAt(w http.ResponseWriter, r *http.Request, seq uint64) {
+	if seq > s.Runner.Applied() {
+		if err := s.awaitApplied(r.Context(), seq, false); err != nil {
+			s.log.WarnContext(r.Context(), "answering a write before this instance applied it", "seq", seq, "err", err)
 		}
 	}
-	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(k.Version, 10))
-	w.Header().Set("ETag", etag(k.Version))
+	w.Header().Set("X-Keyledger-Seq", strconv.FormatUint(seq, 10))
+	w.Header().Set("ETag", etag(seq))
 	w.Header()["Cache-Control"] = noStore
 }
 

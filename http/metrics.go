@@ -156,12 +156,14 @@ var (
 		"Stream sequence of the newest snapshot this instance saved or started from.", nil, nil)
 	descRejected = prometheus.NewDesc("keyledger_events_rejected_total",
 		"Events in the stream that no trusted keyledger instance wrote (forged or unsigned), refused by this instance's projections.", nil, nil)
+	descWebhookDeliveries = prometheus.NewDesc("keyledger_webhook_deliveries_total",
+		"Webhook delivery attempts this instance made, by result (succeeded, failed, gave_up, disabled, refused); no URL or endpoint in a label.", []string{"result"}, nil)
 	descCheckpointsRejected = prometheus.NewDesc("keyledger_checkpoints_rejected_total",
 		"Messages on the checkpoint subject that no trusted keyledger instance wrote, skipped by this instance's checkpointer.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected} {
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries} {
 		ch <- d
 	}
 }
@@ -184,6 +186,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCheckpointsRejected, prometheus.CounterValue, float64(s.Checkpoints.Rejected()))
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
+	if s.Webhooks != nil {
+		for result, n := range s.Webhooks.Counts() {
+			ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(n), result)
+		}
+	}
 	last := c.streamLastSeq(applied)
 	ch <- prometheus.MustNewConstMetric(descStreamSeq, prometheus.GaugeValue, float64(last))
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, float64(last-min(last, applied)))

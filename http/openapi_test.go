@@ -25,6 +25,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/webhooks"
 )
 
 // The description's bodies that are not JSON are read as text.
@@ -93,7 +94,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		}
 	}
 	served := map[string]bool{}
-	routes := (&khttp.Server{SSO: &khttp.SSO{}, GitHubKeys: &khttp.GitHubKeys{}}).Handler().(chi.Routes) // with the optional routes
+	routes := (&khttp.Server{SSO: &khttp.SSO{}, GitHubKeys: &khttp.GitHubKeys{}, Webhooks: &webhooks.Deliverer{}}).Handler().(chi.Routes) // with the optional routes
 	err := chi.Walk(routes, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		// A subrouter's root is walked as "/prefix/"; it serves "/prefix".
 		if len(route) > 1 {
@@ -408,6 +409,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	t.Run("PerClient", func(t *testing.T) { perClientTour(t, c) })
 	t.Run("SignIn", func(t *testing.T) { ssoTour(t, c) })
 	t.Run("Leaks", func(t *testing.T) { leaksTour(t, c) })
+	t.Run("Webhooks", func(t *testing.T) { webhooksTour(t, c) })
 	if t.Failed() {
 		return
 	}

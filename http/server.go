@@ -20,6 +20,7 @@ import (
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/webhooks"
 )
 
 // Trust is the instance's signing key and trust set; events.Store is one.
@@ -140,6 +141,9 @@ type Server struct {
 	// between instances, sealed, for 24 hours; nil: each instance's
 	// memory only.
 	Idempotency IdempotencyStore
+	// Webhooks manages and delivers the orgs' webhook endpoints
+	// (/v1/orgs/{org}/webhooks); nil: not served.
+	Webhooks *webhooks.Deliverer
 	// ScanBudget bounds the events one read of the history examines
 	// (DefaultScanBudget when zero): a filter that matches little answers
 	// what it found so far and where to go on, never scans the whole
@@ -245,6 +249,9 @@ func (s *Server) Handler() http.Handler {
 		r.Route("/keys", s.keyRoutes)
 		r.Get("/events", s.orgEvents)
 		r.Get("/events/stream", s.orgEventStream)
+		if s.Webhooks != nil {
+			r.Route("/webhooks", s.webhookRoutes)
+		}
 	})
 	return r
 }

@@ -337,6 +337,13 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 		}
 		return
 	}
+	if !w.Wants(e.Type) {
+		// Sent before an update narrowed what the endpoint wants: a pull
+		// left by the consumer's earlier shape hands it back once its ack
+		// wait passes, but the endpoint no longer wants it.
+		_ = m.DoubleAck(ctx)
+		return
+	}
 	a := d.attempt(ctx, w, e, body)
 	a.Attempt.Attempt = int(md.NumDelivered)
 	code, ra := a.ResponseCode, a.retryAfter

@@ -264,7 +264,7 @@ func (d *Deliverer) claimSlot(ctx context.Context, org, id string) (slotClaim, e
 			return slotClaim{k}, nil
 		}
 	}
-	return slotClaim{}, domain.Errorf(domain.EINVALID, "org %s has %d webhook endpoints, the most it may", org, domain.MaxWebhooksPerOrg)
+	return slotClaim{}, domain.Errorf(domain.ECONFLICT, "org %s has %d webhook endpoints, the most it may", org, domain.MaxWebhooksPerOrg)
 }
 
 func (d *Deliverer) releaseSlot(ctx context.Context, c slotClaim) { _ = d.state.Delete(ctx, c.key) }

@@ -221,7 +221,7 @@ func TestConcurrentCreatesStopAtTheBound(t *testing.T) {
 			switch {
 			case err == nil:
 				made = append(made, w.ID)
-			case domain.ErrorCode(err) == domain.EINVALID:
+			case domain.ErrorCode(err) == domain.ECONFLICT:
 				refused++
 			default:
 				t.Error(err)
@@ -238,7 +238,7 @@ func TestConcurrentCreatesStopAtTheBound(t *testing.T) {
 	if _, _, err := b.del.Create(context.Background(), manager, "acme", webhooks.Spec{URL: ptr(rc.URL + "/hook")}); err != nil {
 		t.Errorf("after a delete: %v", err)
 	}
-	if _, _, err := b.del.Create(context.Background(), manager, "acme", webhooks.Spec{URL: ptr(rc.URL + "/hook")}); domain.ErrorCode(err) != domain.EINVALID {
+	if _, _, err := b.del.Create(context.Background(), manager, "acme", webhooks.Spec{URL: ptr(rc.URL + "/hook")}); domain.ErrorCode(err) != domain.ECONFLICT {
 		t.Errorf("past the bound again: %v", err)
 	}
 }

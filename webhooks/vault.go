@@ -40,6 +40,9 @@ func LoadKey(path string, create bool) ([]byte, error) {
 		// instance starting beside this one reads all of it or none.
 		key := make([]byte, 32)
 		_, _ = rand.Read(key)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
 		f, err := os.CreateTemp(filepath.Dir(path), ".webhook-secrets-*")
 		if err != nil {
 			return nil, err

@@ -198,6 +198,9 @@ type serveFlags struct {
 	maxStaleness     time.Duration
 	maxWaiting       int
 	maxPerClient     int
+	webhooksHTTP     bool
+	webhooksPrivate  bool
+	webhookKey       string
 	printConfig      bool
 }
 
@@ -258,6 +261,9 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxWaiting, "max-waiting", khttp.DefaultMaxWaiting, "requests waiting at once for a sequence (?min_seq, a write for its own event), which hold no request slot; past it, 503 at once")
 	fs.IntVar(&f.maxPerClient, "max-in-flight-per-client", khttp.DefaultMaxInFlightPerClient, "requests and streams one client (IPv4 address, IPv6 /64) may have under way; past it, 429 at once (0: no limit)")
 	fs.Uint64Var(&f.snapshotEvery, "snapshot-every", 100000, "events between snapshots of the projections (a start replays only what follows the newest)")
+	fs.BoolVar(&f.webhooksHTTP, "webhooks-allow-http", false, "let webhook endpoints be http:// URLs (for tests and private networks; https otherwise)")
+	fs.BoolVar(&f.webhooksPrivate, "webhooks-allow-private", false, "let webhook deliveries connect to loopback, private and link-local addresses (for tests and private networks); metadata services stay refused")
+	fs.StringVar(&f.webhookKey, "webhook-secrets-key", "", "AES-256 key file (mode 0600) that webhook URLs and signing secrets are sealed with in NATS, created if missing; every instance of a deployment needs the same file; default <data-dir>/webhook-secrets.key on the embedded store; with --nats-url and none given, webhooks are off")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 	return fs, f
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/webhooks"
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,7 +55,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bg := newBackground()
 	defer bg.stop() // before b.close: the background work still needs NATS
 
-	listing, index, runner, snapshots, err := startProjections(ctx, bg, b, f, log)
+	listing, index, runner, snapshots, reg, err := startProjections(ctx, bg, b, f, log)
+	if err != nil {
+		return err
+	}
+	deliverer, err := startWebhooks(ctx, bg, b, f, reg, runner, log)
 	if err != nil {
 		return err
 	}
@@ -89,6 +95,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Version:          buildVersion(),
 		Trust:            b.store,
 		Checkpoints:      checkpoints,
+		Webhooks:         deliverer,
 		CommandTimeout:   f.commandTimeout,
 		MaxInFlight:      f.maxInFlight,
 		MaxStreams:       f.maxStreams,
@@ -131,25 +138,69 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // startProjections restores the listing and the verify index from the
 // newest snapshot, if one fits, and follows the stream from there.
-func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, *projections.Snapshotter, error) {
+func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, *projections.Snapshotter, *webhooks.Registry, error) {
 	table := projections.NewTable() // the listing and the index hold each key once, together
 	listing, index := table.Listing(), table.Index()
 	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, err
+	}
+	// Snapshots do not hold webhook endpoints: the registry reads theirs
+	// from the stream first (a few per org), then follows with the rest.
+	reg := webhooks.NewRegistry()
+	if err := reg.Prime(ctx, b.store.EachWebhookEvent); err != nil {
+		return nil, nil, nil, nil, nil, fmt.Errorf("webhook endpoints: %w", err)
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
-	runner := projections.NewRunner(b.store, log, table, snapshotter)
+	runner := projections.NewRunner(b.store, log, table, snapshotter, reg)
 	b.store.UseCache(listing)        // commands decide on the projections' state first
 	b.store.UseVerdicts(table)       // reads leave out what the projections refused
 	b.store.OnAppended(runner.Offer) // and apply what they append at once
 	from, err := snapshotter.Restore(ctx)
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("%w; refusing to serve. If the stream was restored on purpose, delete the snapshot bucket %s and start again", err, events.SnapshotBucket)
+		return nil, nil, nil, nil, nil, fmt.Errorf("%w; refusing to serve. If the stream was restored on purpose, delete the snapshot bucket %s and start again", err, events.SnapshotBucket)
 	}
 	runner.ResumeAfter(from)
 	bg.run(func(ctx context.Context) { _ = runner.Run(ctx) })
-	return listing, index, runner, snapshotter, nil
+	return listing, index, runner, snapshotter, reg, nil
+}
+
+// startWebhooks opens the sealed secrets and starts delivering, once the
+// projections hold the stream (deliveries are judged by their verdicts).
+func startWebhooks(ctx context.Context, bg *background, b *backend, f *serveFlags, reg *webhooks.Registry, runner *projections.Runner, log *slog.Logger) (*webhooks.Deliverer, error) {
+	path := f.webhookKey
+	if path == "" {
+		if f.natsURL != "" {
+			// Every instance must seal with the same key; one made up here
+			// would open none of the others' secrets.
+			log.Info("webhooks are off: with --nats-url, give every instance the same --webhook-secrets-key FILE (created if missing) to deliver them")
+			return nil, nil
+		}
+		path = filepath.Join(f.dataDir, "webhook-secrets.key")
+	}
+	key, err := webhooks.LoadKey(path, true)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-secrets-key: %w", err)
+	}
+	vault, err := webhooks.OpenVault(ctx, b.js, key, b.replicas)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	d, err := webhooks.New(ctx, webhooks.Options{
+		JS: b.js, Store: b.store, Vault: vault, Registry: reg, Replicas: b.replicas,
+		AllowHTTP: f.webhooksHTTP, AllowPrivate: f.webhooksPrivate,
+		Instance: fmt.Sprintf("%s/%d", host, os.Getpid()), Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	bg.run(func(ctx context.Context) {
+		if runner.WaitReady(ctx) == nil {
+			d.Run(ctx)
+		}
+	})
+	return d, nil
 }
 
 // reloadOnHangup reads the signing key and the trust set again on SIGHUP,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/webhooks"
 )
 
 // Options are optional.
@@ -32,6 +34,10 @@ type Options struct {
 	// the instance fall behind the stream, as a slow or partitioned
 	// instance does. The instance's own appends are still offered at once.
 	BeforeApply func(domain.Event)
+	// Webhooks, when set, changes the webhook deliverer's options before
+	// it starts (it allows http and private addresses, for receivers on
+	// loopback, and shares env's secrets key between instances).
+	Webhooks func(*webhooks.Options)
 }
 
 // feedHook is the store as the projections follow it, with a call before
@@ -56,6 +62,8 @@ type API struct {
 	Keys   *domain.Keys
 	Runner *projections.Runner
 	Store  *events.Store
+	// Webhooks delivers the instance's webhook endpoints.
+	Webhooks *webhooks.Deliverer
 	// Stop stops serving and following; calling it again does nothing.
 	Stop func()
 }
@@ -86,16 +94,22 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	if o.BeforeApply != nil {
 		src = feedHook{store, o.BeforeApply}
 	}
-	runner := projections.NewRunner(src, o.Logger, table)
+	reg := webhooks.NewRegistry()
+	if err := reg.Prime(context.Background(), store.EachWebhookEvent); err != nil {
+		t.Fatal(err)
+	}
+	runner := projections.NewRunner(src, o.Logger, table, reg)
 	store.UseCache(listing)
 	store.UseVerdicts(table)
 	store.OnAppended(runner.Offer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour, Counter: listing}, Runner: runner, Store: store}
+	del := startWebhooks(t, ctx, env, store, reg, o)
+	go del.Run(ctx)
+	a := &API{Keys: &domain.Keys{Store: store, MaxExpiry: 365 * 24 * time.Hour, Counter: listing}, Runner: runner, Store: store, Webhooks: del}
 	a.Server = &khttp.Server{Keys: a.Keys, Listing: listing, Index: index, Log: store, Runner: runner, Idempotency: idem, Logger: o.Logger, WaitTimeout: time.Second,
-		Trust: store, Checkpoints: &events.Checkpointer{Store: store, Logger: o.Logger}}
+		Trust: store, Checkpoints: &events.Checkpointer{Store: store, Logger: o.Logger}, Webhooks: del}
 	if o.Configure != nil {
 		o.Configure(a.Server)
 	}
@@ -115,6 +129,27 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return a
+}
+
+func startWebhooks(t testing.TB, ctx context.Context, env *natstest.Env, store *events.Store, reg *webhooks.Registry, o Options) *webhooks.Deliverer {
+	t.Helper()
+	key, err := webhooks.LoadKey(filepath.Join(env.Dir, "webhook-secrets.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, err := webhooks.OpenVault(ctx, env.JS, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wo := webhooks.Options{JS: env.JS, Store: store, Vault: vault, Registry: reg, AllowHTTP: true, AllowPrivate: true, Instance: "apitest", Log: o.Logger}
+	if o.Webhooks != nil {
+		o.Webhooks(&wo)
+	}
+	del, err := webhooks.New(ctx, wo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return del
 }
 
 // Bootstrap mints a management key of org holding scopes besides
