@@ -27,7 +27,10 @@ class APIError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
-async function api(method, path, body) {
+// api calls the service. A GET answered 403 shows the manager-only
+// message, unless opts.ownForbidden: a section that a manager may still be
+// refused (webhooks) says so itself.
+async function api(method, path, body, opts = {}) {
   const headers = authHeaders(method);
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store", credentials: "same-origin" });
@@ -40,7 +43,7 @@ async function api(method, path, body) {
       if (!credential() && sso) sso = { signed_in: false };
       signIn("Your sign-in is not valid any more (" + err.message + "). Sign in again.");
     }
-    if (res.status === 403 && e.code === "forbidden" && method === "GET") show("forbidden");
+    if (res.status === 403 && e.code === "forbidden" && method === "GET" && !opts.ownForbidden) show("forbidden");
     throw err;
   }
   return data;
@@ -48,6 +51,7 @@ async function api(method, path, body) {
 
 function show(which) {
   for (const id of ["signin", "forbidden", "keys"]) $(id).hidden = id !== which;
+  if (which !== "keys") $("webhooks").hidden = true;
   $("sign-out").hidden = which === "signin";
   const person = !credential() && sso && sso.signed_in;
   $("who").hidden = !person || which === "signin";
@@ -192,6 +196,7 @@ async function load() {
     $("error").hidden = true;
     show("keys");
     render();
+    loadWebhooks();
     follow();
   } catch (err) {
     if (err.status !== 401 && err.status !== 403) showError($("error"), err);
@@ -416,4 +421,6 @@ async function start() {
 
 $("org-name").textContent = org;
 document.title = "API keys · " + org;
-start();
+// After every deferred script has run: the sections in their own files
+// (webhooks.js) are ready when the first load calls them.
+document.addEventListener("DOMContentLoaded", start);
