@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"crypto/ed25519"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,9 @@ type trustState struct {
 	signer   atomic.Pointer[Signer]
 	signers  atomic.Pointer[Signers]
 	verdicts Verdicts
-	own      ownAppends
+	// waitVerdicts, when set, waits until verdicts has judged a sequence.
+	waitVerdicts func(ctx context.Context, seq uint64) error
+	own          ownAppends
 }
 
 // SetSigner makes s sign every event it appends (and checkpoints) with
@@ -82,6 +85,14 @@ func (s *Store) Signers() *Signers { return s.trust.signers.Load() }
 // for events they have applied instead of checking each signature again.
 // Set it before reading.
 func (s *Store) UseVerdicts(v Verdicts) { s.trust.verdicts = v }
+
+// WaitVerdicts lets Judge wait for the projections to judge an event with
+// wait (their runner's WaitFor) rather than look again every 20 ms: a
+// webhook delivery pulled before the projections applied its event then
+// goes out as soon as they have. Set it with UseVerdicts, before reading.
+func (s *Store) WaitVerdicts(wait func(ctx context.Context, seq uint64) error) {
+	s.trust.waitVerdicts = wait
+}
 
 // PublicKey is the public half of the store's signing key; nil without one.
 func (s *Store) PublicKey() ed25519.PublicKey {

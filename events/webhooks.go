@@ -79,7 +79,16 @@ func (s *Store) EachWebhookEvent(ctx context.Context, fn func(domain.Event) erro
 // not decoded. Where the projections' verdicts are in use (UseVerdicts),
 // it first waits, until ctx ends, for them to judge seq.
 func (s *Store) Judge(ctx context.Context, m Msg) (domain.Event, bool, error) {
-	for s.unjudged(m.Seq) {
+	for waited := false; s.unjudged(m.Seq); waited = true {
+		if wait := s.trust.waitVerdicts; wait != nil && !waited {
+			// Once the runner has applied seq the table has judged it,
+			// unless a change of the trust set swapped tables meanwhile:
+			// then this looks again every 20 ms, as without a runner.
+			if err := wait(ctx, m.Seq); err != nil {
+				return domain.Event{}, false, err
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return domain.Event{}, false, ctx.Err()

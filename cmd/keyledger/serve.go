@@ -153,8 +153,9 @@ func startProjections(ctx context.Context, bg *background, b *backend, f *serveF
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
 	runner := projections.NewRunner(b.store, log, table, snapshotter, reg)
-	b.store.UseCache(listing)        // commands decide on the projections' state first
-	b.store.UseVerdicts(table)       // reads leave out what the projections refused
+	b.store.UseCache(listing)  // commands decide on the projections' state first
+	b.store.UseVerdicts(table) // reads leave out what the projections refused
+	b.store.WaitVerdicts(runner.WaitFor)
 	b.store.OnAppended(runner.Offer) // and apply what they append at once
 	from, err := snapshotter.Restore(ctx)
 	if err != nil {

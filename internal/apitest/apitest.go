@@ -101,6 +101,7 @@ func Start(t testing.TB, env *natstest.Env, opts ...Options) *API {
 	runner := projections.NewRunner(src, o.Logger, table, reg)
 	store.UseCache(listing)
 	store.UseVerdicts(table)
+	store.WaitVerdicts(runner.WaitFor)
 	store.OnAppended(runner.Offer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -81,6 +81,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"verify over HTTP", true, verifyOverHTTP},
 		{"commands", false, commands},
 		{"revocation propagation", false, propagation},
+		{"revocation delivery", false, delivery},
 		{"cold start", true, coldStart},
 		{"memory", true, memory},
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/webhooks"
 )
 
 // stack is keyledger as serve runs it: an embedded nats-server syncing
@@ -31,9 +32,23 @@ type stack struct {
 	url    string
 	admin  string
 	stop   func()
+	// hooks delivers webhooks, as serve does, when newStack was asked to
+	// (withWebhooks); its admin then also holds webhooks:manage.
+	hooks *webhooks.Deliverer
+	vault *webhooks.Vault
 }
 
 func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
+	return newStackWith(ctx, dir, fsync, false)
+}
+
+// newStackWith is newStack, with webhooks delivered as serve delivers them
+// when withWebhooks is set: the endpoint registry fed by the projections'
+// runner, and the deliverer started once they hold the stream, with
+// serve's defaults except that endpoints may be http:// and on loopback
+// (--webhooks-allow-http, --webhooks-allow-private), where the bench's
+// receiver listens.
+func newStackWith(ctx context.Context, dir string, fsync, withWebhooks bool) (*stack, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: fsync, Logger: quiet})
 	if err != nil {
@@ -50,15 +65,36 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	}
 	table := projections.NewTable()
 	listing, index := table.Listing(), table.Index()
-	s.runner = projections.NewRunner(s.store, quiet, table)
+	applied := []projections.Projection{table}
+	var reg *webhooks.Registry
+	if withWebhooks {
+		reg = webhooks.NewRegistry()
+		if err := reg.Prime(ctx, s.store.EachWebhookEvent); err != nil {
+			emb.Close()
+			return nil, err
+		}
+		applied = append(applied, reg)
+	}
+	s.runner = projections.NewRunner(s.store, quiet, applied...)
 	s.store.UseCache(listing)
 	s.store.UseVerdicts(table)
+	s.store.WaitVerdicts(s.runner.WaitFor)
 	s.store.OnAppended(s.runner.Offer)
 	rctx, cancel := context.WithCancel(ctx)
 	go func() { _ = s.runner.Run(rctx) }()
 	s.keys = &domain.Keys{Store: s.store}
 	api := &khttp.Server{Keys: s.keys, Listing: listing, Index: index, Log: s.store, Runner: s.runner,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	scopes := []string{domain.ScopeManage}
+	if withWebhooks {
+		if err := s.startWebhooks(rctx, dir, reg, quiet); err != nil {
+			cancel()
+			emb.Close()
+			return nil, err
+		}
+		api.Webhooks = s.hooks
+		scopes = append(scopes, domain.ScopeWebhooks)
+	}
 	url, stopHTTP, err := serve(api.Handler())
 	if err != nil {
 		cancel()
@@ -67,13 +103,37 @@ func newStack(ctx context.Context, dir string, fsync bool) (*stack, error) {
 	}
 	s.url = url
 	s.stop = func() { stopHTTP(); cancel(); emb.Close() }
-	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: []string{domain.ScopeManage}, By: benchBy})
+	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: scopes, By: benchBy})
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
 	s.admin = admin.Secret
 	return s, s.runner.WaitFor(ctx, admin.Key.Version)
+}
+
+// startWebhooks is serve's startWebhooks on the stack.
+func (s *stack) startWebhooks(ctx context.Context, dir string, reg *webhooks.Registry, log *slog.Logger) error {
+	key, err := webhooks.LoadKey(filepath.Join(dir, "webhook-secrets.key"), true)
+	if err != nil {
+		return err
+	}
+	if s.vault, err = webhooks.OpenVault(ctx, s.js, key, 1); err != nil {
+		return err
+	}
+	s.hooks, err = webhooks.New(ctx, webhooks.Options{
+		JS: s.js, Store: s.store, Vault: s.vault, Registry: reg, Replicas: 1,
+		AllowHTTP: true, AllowPrivate: true, Instance: "bench", Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if s.runner.WaitReady(ctx) == nil {
+			s.hooks.Run(ctx)
+		}
+	}()
+	return nil
 }
 
 // call sends a manager request and decodes the answer into out.
