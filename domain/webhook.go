@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -295,9 +296,15 @@ var refusedNets = func() (out []struct {
 	return out
 }()
 
-// metadataAddrs are cloud metadata services: refused even where private
-// addresses are allowed, since no endpoint is ever there.
-var metadataAddrs = []string{"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2"}
+// metadataAddrs are cloud metadata and host services: refused even where
+// private addresses are allowed, since no endpoint is ever there. AWS,
+// Azure, Google, OpenStack and others (169.254.169.254), AWS over IPv6
+// (fd00:ec2::254) and ECS tasks (169.254.170.2), Alibaba
+// (100.100.100.200), Azure's WireServer (168.63.129.16, a public
+// address: refused even where nothing private is allowed), Google over
+// IPv6 (fd20:ce::254), Oracle (192.0.0.192) and Tencent (169.254.0.23).
+var metadataAddrs = []string{"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2",
+	"168.63.129.16", "fd20:ce::254", "192.0.0.192", "169.254.0.23"}
 
 // RefusedAddress says why a delivery may not connect to ip ("" when it
 // may): loopback, private, link-local, multicast and the like unless
@@ -377,5 +384,8 @@ func ValidateDescription(s string) (string, error) {
 	if s == "" {
 		return "", nil
 	}
-	return ValidateName(s)
+	if utf8.RuneCountInString(s) > MaxNameLen {
+		return "", Errorf(EINVALID, "description must be at most %d characters", MaxNameLen)
+	}
+	return s, printable("description", s)
 }

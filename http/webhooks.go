@@ -182,8 +182,14 @@ func (s *Server) updateWebhook(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.EINVALID, "nothing to change: give url, description or event_types"))
 		return
 	}
+	spec := req.spec()
+	var err error
+	if spec.IfVersion, err = ifMatch(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	org, id := orgAndWebhook(r)
-	wh, err := s.Webhooks.Update(r.Context(), caller(r.Context()), org, id, req.spec())
+	wh, err := s.Webhooks.Update(r.Context(), caller(r.Context()), org, id, spec)
 	s.changed(w, r, http.StatusOK, wh, err)
 }
 

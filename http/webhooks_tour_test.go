@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -86,6 +87,8 @@ func (rc *webhookReceiver) waitFor(t *testing.T, n int) []webhookDelivery {
 
 type webhookView struct {
 	ID, URL, Status, SecretMasked string
+	Description                   string
+	Version                       uint64
 	EventTypes                    []string `json:"event_types"`
 	DisabledReason                string   `json:"disabled_reason"`
 	PreviousSecretExpiresAt       string   `json:"previous_secret_expires_at"`
@@ -179,6 +182,15 @@ func webhooksTour(t *testing.T, c *conformance) {
 	cl.broken(415, "PATCH", one, admin, "description=x", "Content-Type", "text/plain")
 	cl.do(200, "PATCH", one, admin, map[string]any{"description": "a"}, "Idempotency-Key", "wh-2")
 	cl.do(409, "PATCH", one, admin, map[string]any{"description": "b"}, "Idempotency-Key", "wh-2")
+	// If-Match: an edit made against a version since changed is refused,
+	// not laid over the other manager's.
+	cur := decodeAs[webhookView](t, cl.do(200, "GET", one, admin, nil))
+	cl.do(412, "PATCH", one, admin, map[string]any{"description": "stale"}, "If-Match", fmt.Sprintf(`"%d"`, up.Version))
+	cl.do(400, "PATCH", one, admin, map[string]any{"description": "x"}, "If-Match", "v1")
+	if now := decodeAs[webhookView](t, cl.do(200, "GET", one, admin, nil)); now.Version != cur.Version || now.Description != "a" {
+		t.Errorf("a refused If-Match changed the endpoint: %+v", now)
+	}
+	cl.do(200, "PATCH", one, admin, map[string]any{"description": "siem"}, "If-Match", fmt.Sprintf(`"%d"`, cur.Version))
 
 	// Rotate the secret: during the grace a receiver holding either verifies.
 	old := iw.Secret

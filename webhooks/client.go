@@ -1,10 +1,8 @@
 package webhooks
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"syscall"
@@ -32,10 +30,10 @@ func NewClient(timeout time.Duration, allowPrivate bool) *http.Client {
 			}
 			ip := net.ParseIP(host)
 			if ip == nil {
-				return fmt.Errorf("%w: %s is no address", ErrRefusedAddress, host)
+				return &refusal{why: "no address"}
 			}
 			if why := domain.RefusedAddress(ip, allowPrivate); why != "" {
-				return fmt.Errorf("%w: %s is a %s address (--webhooks-allow-private allows private ones)", ErrRefusedAddress, ip, why)
+				return &refusal{why: why}
 			}
 			return nil
 		},
@@ -59,7 +57,22 @@ func NewClient(timeout time.Duration, allowPrivate bool) *http.Client {
 	}
 }
 
+// refusal is a dial the address policy refused. It says what kind of
+// address it was, never which: the dial error around it names the
+// address, and an attempt's error keeps only this (scrub).
+type refusal struct{ why string }
+
+func (r *refusal) Error() string {
+	switch r.why {
+	case "no address":
+		return ErrRefusedAddress.Error() + ": the host resolves to something that is no address"
+	case "metadata":
+		return ErrRefusedAddress.Error() + ": the host resolves to a metadata service's address, which webhooks may never reach"
+	}
+	return ErrRefusedAddress.Error() + ": the host resolves to a " + r.why + " address (--webhooks-allow-private allows private ones)"
+}
+
+func (r *refusal) Is(target error) bool { return target == ErrRefusedAddress }
+
 // refused reports whether err is a dial the address policy refused.
 func refused(err error) bool { return errors.Is(err, ErrRefusedAddress) }
-
-var _ = context.Background

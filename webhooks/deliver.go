@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -163,17 +164,29 @@ func (d *Deliverer) Run(ctx context.Context) {
 		shape string // what its consumer was made for
 	}
 	workers := map[string]worker{}
-	retired := map[string]bool{} // consumers deleted, by name
+	// retiredTo holds, per endpoint, the generation below which its
+	// consumers are deleted: each generation is retired once, as it is
+	// passed, and a start retires only the last retireWindow ones, not
+	// one per replay in the endpoint's life.
+	retiredTo := map[string]int{}
 	defer func() {
 		for _, wk := range workers {
 			wk.stop()
 		}
 	}()
-	retire := func(name string) {
-		if !retired[name] {
-			retired[name] = true
-			_ = d.o.JS.DeleteConsumer(ctx, events.StreamName, name)
+	retire := func(w domain.Webhook) {
+		upTo := w.Generation // replayed: the earlier consumers are done
+		if w.Deleted {
+			upTo++ // and a deleted endpoint's own
 		}
+		from, seen := retiredTo[w.ID]
+		if !seen {
+			from = max(0, upTo-retireWindow)
+		}
+		for g := from; g < upTo; g++ {
+			_ = d.o.JS.DeleteConsumer(ctx, events.StreamName, d.consumerName(w.ID, g))
+		}
+		retiredTo[w.ID] = max(from, upTo)
 	}
 	for {
 		all, changed := d.o.Registry.All()
@@ -185,13 +198,8 @@ func (d *Deliverer) Run(ctx context.Context) {
 				delete(workers, w.ID)
 				running = false
 			}
-			for g := range w.Generation {
-				retire(d.consumerName(w.ID, g)) // replayed: the earlier consumers are done
-			}
-			switch {
-			case w.Deleted:
-				retire(d.consumerName(w.ID, w.Generation))
-			case !w.Disabled && !running:
+			retire(w)
+			if !w.Deleted && !w.Disabled && !running {
 				wctx, cancel := context.WithCancel(ctx)
 				workers[w.ID] = worker{stop: cancel, shape: shape}
 				go d.work(wctx, w)
@@ -205,6 +213,12 @@ func (d *Deliverer) Run(ctx context.Context) {
 		}
 	}
 }
+
+// retireWindow is how many of an endpoint's latest generations an
+// instance that has not seen them pass retires when it starts. The
+// consumers of older ones were retired by the instances running then,
+// each as it saw the next replay.
+const retireWindow = 8
 
 // consumerName names the consumer of an endpoint's generation g (its
 // replays count them): each replay starts a consumer of its own.
@@ -366,10 +380,9 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 			a.Result = "gave_up"
 			_ = m.Term()
 		} else {
-			delay := jitter(d.o.Schedule[md.NumDelivered-1])
-			if ra >= 0 {
-				delay = ra
-			}
+			// The schedule is a floor: a receiver may ask for more time,
+			// never for its retries to come sooner and be spent at once.
+			delay := max(jitter(d.o.Schedule[md.NumDelivered-1]), ra)
 			a.NextAt = events.FormatTime(time.Now().Add(delay))
 			_ = m.NakWithDelay(delay)
 		}
@@ -417,17 +430,24 @@ func (d *Deliverer) attempt(ctx context.Context, w domain.Webhook, e domain.Even
 	return a
 }
 
+// maxRetryAfter bounds how long a receiver's Retry-After delays a retry.
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter reads a 429 or 503 answer's Retry-After, in seconds, at most
-// a day; -1 when there is none to honour.
+// a day (bounded before it becomes a Duration, which a larger number
+// would overflow); -1 when there is none to honour.
 func retryAfter(res *http.Response) time.Duration {
 	if res.StatusCode != http.StatusTooManyRequests && res.StatusCode != http.StatusServiceUnavailable {
 		return -1
 	}
-	s, err := strconv.Atoi(strings.TrimSpace(res.Header.Get("Retry-After")))
-	if err != nil || s < 0 {
+	s, err := strconv.ParseUint(strings.TrimSpace(res.Header.Get("Retry-After")), 10, 64)
+	if err != nil {
+		if errors.Is(err, strconv.ErrRange) {
+			return maxRetryAfter
+		}
 		return -1
 	}
-	return min(time.Duration(s)*time.Second, 24*time.Hour)
+	return time.Duration(min(s, uint64(maxRetryAfter/time.Second))) * time.Second
 }
 
 func jitter(d time.Duration) time.Duration {
@@ -486,12 +506,33 @@ func scrub(err error, masked string) error {
 		}
 	}
 	msg := "POST " + masked
-	if ue != nil && ue.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+	var rf *refusal
+	var dns *net.DNSError
+	switch {
+	case errors.As(inner, &rf):
+		// Not the address it resolved to (the dial error names it): a
+		// manager naming internal hosts would map the network.
+		msg += ": " + rf.Error()
+	case errors.As(inner, &dns):
+		// Nor the instance's resolver, which the lookup error names.
+		msg += ": lookup " + dns.Name + ": " + dnsReason(dns)
+	case ue != nil && ue.Timeout() || errors.Is(err, context.DeadlineExceeded):
 		msg += ": timed out"
-	} else {
+	default:
 		msg += ": " + inner.Error()
 	}
 	return scrubbed{msg: msg, err: inner}
+}
+
+// dnsReason says why a lookup failed without naming the resolver.
+func dnsReason(e *net.DNSError) string {
+	switch {
+	case e.IsNotFound:
+		return "no such host"
+	case e.IsTimeout:
+		return "timed out"
+	}
+	return "the name could not be resolved"
 }
 
 type scrubbed struct {

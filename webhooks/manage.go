@@ -21,6 +21,9 @@ type Spec struct {
 	URL         *string
 	Description *string
 	EventTypes  *[]string
+	// IfVersion, when not zero, must be the endpoint's version for an
+	// update to be made (If-Match): EPRECONDITION otherwise.
+	IfVersion uint64
 }
 
 // DefaultSecretGrace is how long a replaced signing secret signs beside
@@ -99,7 +102,7 @@ func (d *Deliverer) settle(ctx context.Context, id string, cur domain.WebhookUpd
 	if spec.Description != nil {
 		desc, err := domain.ValidateDescription(*spec.Description)
 		if err != nil {
-			return next, domain.Errorf(domain.EINVALID, "description: %s", domain.ErrorMessage(err))
+			return next, err
 		}
 		next.Description = desc
 	}
@@ -113,22 +116,32 @@ func (d *Deliverer) settle(ctx context.Context, id string, cur domain.WebhookUpd
 	return next, nil
 }
 
-// Update changes an endpoint's URL, description or subscription.
+// Update changes an endpoint's URL, description or subscription. A URL
+// replaced is forgotten, and so is every URL sealed by a try that lost
+// to a concurrent change: only the endpoint's URL stays sealed.
 func (d *Deliverer) Update(ctx context.Context, p domain.Principal, org, id string, spec Spec) (domain.Webhook, error) {
-	var sealed string
+	var sealed []string // by each try of decide, the last one's last
+	var replaced string
 	w, err := d.change(ctx, p, org, id, func(w *domain.Webhook) (any, domain.EventType, bool, error) {
+		if spec.IfVersion != 0 && spec.IfVersion != w.Version {
+			return nil, "", false, domain.Errorf(domain.EPRECONDITION, "webhook endpoint has changed since version %d (now %d)", spec.IfVersion, w.Version)
+		}
 		cur := domain.WebhookUpdated{URLRef: w.URLRef, URLMasked: w.URLMasked, Description: w.Description, EventTypes: w.EventTypes}
 		next, err := d.settle(ctx, id, cur, spec)
 		if err != nil {
 			return nil, "", false, err
 		}
+		replaced = ""
 		if next.URLRef != cur.URLRef {
-			sealed = next.URLRef
+			sealed, replaced = append(sealed, next.URLRef), cur.URLRef
 		}
 		return next, domain.TypeWebhookUpdated, true, nil
 	})
-	if err != nil && sealed != "" {
-		d.o.Vault.Forget(ctx, id, sealed)
+	switch {
+	case err != nil:
+		d.o.Vault.Forget(ctx, id, sealed...)
+	case replaced != "":
+		d.o.Vault.Forget(ctx, id, append(sealed[:len(sealed)-1], replaced)...)
 	}
 	return w, err
 }
@@ -142,8 +155,9 @@ func (d *Deliverer) RotateSecret(ctx context.Context, p domain.Principal, org, i
 		return domain.Webhook{}, "", domain.Errorf(domain.EINVALID, "grace_period_seconds must be from 0 to %d", int(domain.MaxWebhookSecretGrace.Seconds()))
 	}
 	secret, raw := NewSecret()
-	var ref string
+	var ref, dropped string
 	w, err := d.change(ctx, p, org, id, func(w *domain.Webhook) (any, domain.EventType, bool, error) {
+		dropped = w.PreviousRef // signs no more: the current secret becomes the previous one
 		if ref == "" {
 			var err error
 			if ref, err = d.o.Vault.Put(ctx, id, raw); err != nil {
@@ -162,6 +176,7 @@ func (d *Deliverer) RotateSecret(ctx context.Context, p domain.Principal, org, i
 		}
 		return w, "", err
 	}
+	d.o.Vault.Forget(ctx, id, dropped)
 	return w, secret, nil
 }
 

@@ -25,6 +25,7 @@ const SecretsBucket = "KEYLEDGER_WEBHOOK_SECRETS"
 // Vault seals endpoint secrets under a key every instance shares.
 type Vault struct {
 	kv    jetstream.KeyValue
+	kvs   jetstream.Stream // the bucket's stream, to forget without a marker
 	aead  cipher.AEAD
 	key   []byte
 	keyID string
@@ -92,6 +93,10 @@ func OpenVault(ctx context.Context, js jetstream.JetStream, key []byte, replicas
 	if err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", SecretsBucket, err)
 	}
+	kvs, err := js.Stream(ctx, "KV_"+SecretsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("key-value bucket %s: %w", SecretsBucket, err)
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -101,7 +106,7 @@ func OpenVault(ctx context.Context, js jetstream.JetStream, key []byte, replicas
 		return nil, err
 	}
 	sum := sha256.Sum256(key)
-	return &Vault{kv: kv, aead: aead, key: key, keyID: hex.EncodeToString(sum[:4])}, nil
+	return &Vault{kv: kv, kvs: kvs, aead: aead, key: key, keyID: hex.EncodeToString(sum[:4])}, nil
 }
 
 // Put seals secret for endpoint id and returns its reference.
@@ -135,10 +140,18 @@ func (v *Vault) Get(ctx context.Context, id, ref string) ([]byte, error) {
 	return v.aead.Open(nil, sealed[:n], sealed[n:], []byte(id+"."+ref))
 }
 
-// Forget removes every sealed secret of endpoint id.
+// Forget removes the sealed secrets refs of endpoint id, leaving nothing
+// of them in the bucket: a key-value purge would leave a marker per
+// reference, and an endpoint updated and rotated without end would fill
+// the bucket every org shares with them.
 func (v *Vault) Forget(ctx context.Context, id string, refs ...string) {
 	for _, ref := range refs {
-		_ = v.kv.Purge(ctx, id+"."+ref)
+		if ref == "" {
+			continue
+		}
+		if err := v.kvs.Purge(ctx, jetstream.WithPurgeSubject("$KV."+SecretsBucket+"."+id+"."+ref)); err != nil {
+			_ = v.kv.Purge(ctx, id+"."+ref)
+		}
 	}
 }
 

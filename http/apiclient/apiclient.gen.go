@@ -1426,6 +1426,9 @@ type DeleteWebhookParams struct {
 type UpdateWebhookParams struct {
 	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// IfMatch Change the key only while it is at this version (its ETag); 412 `precondition_failed` when it has moved on, and nothing is appended. `*` matches any version.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
 // ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
@@ -2162,7 +2165,7 @@ type ClientInterface interface {
 
 	// UpdateWebhookWithBody Change an endpoint's URL, description or event types.
 	//
-	// A change of event types applies to events not yet delivered.
+	// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -2171,7 +2174,7 @@ type ClientInterface interface {
 
 	// UpdateWebhook Change an endpoint's URL, description or event types.
 	//
-	// A change of event types applies to events not yet delivered.
+	// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2870,7 +2873,7 @@ func (c *Client) GetWebhook(ctx context.Context, org Org, id WebhookIdPath, reqE
 
 // UpdateWebhookWithBody Change an endpoint's URL, description or event types.
 //
-// A change of event types applies to events not yet delivered.
+// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 //
 // Takes any type of body and a specified content type.
 //
@@ -2889,7 +2892,7 @@ func (c *Client) UpdateWebhookWithBody(ctx context.Context, org Org, id WebhookI
 
 // UpdateWebhook Change an endpoint's URL, description or event types.
 //
-// A change of event types applies to events not yet delivered.
+// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -4787,6 +4790,17 @@ func NewUpdateWebhookRequestWithBody(server string, org Org, id WebhookIdPath, p
 			req.Header.Set("Idempotency-Key", headerParam0)
 		}
 
+		if params.IfMatch != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "If-Match", *params.IfMatch, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("If-Match", headerParam1)
+		}
+
 	}
 
 	return req, nil
@@ -5792,7 +5806,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateWebhookWithBodyWithResponse Change an endpoint's URL, description or event types.
 	//
-	// A change of event types applies to events not yet delivered.
+	// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -5801,7 +5815,7 @@ type ClientWithResponsesInterface interface {
 
 	// UpdateWebhookWithResponse Change an endpoint's URL, description or event types.
 	//
-	// A change of event types applies to events not yet delivered.
+	// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -9256,6 +9270,11 @@ type UpdateWebhookResponse409Headers struct {
 	XRequestId string
 }
 
+// UpdateWebhookResponse412Headers the declared response headers of an HTTP 412 response for UpdateWebhook
+type UpdateWebhookResponse412Headers struct {
+	XRequestId string
+}
+
 // UpdateWebhookResponse413Headers the declared response headers of an HTTP 413 response for UpdateWebhook
 type UpdateWebhookResponse413Headers struct {
 	XRequestId string
@@ -9300,6 +9319,8 @@ type UpdateWebhookResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON412 the response for an HTTP 412 `application/json` response
+	JSON412 *PreconditionFailed
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *TooLarge
 	// JSON415 the response for an HTTP 415 `application/json` response
@@ -9322,6 +9343,8 @@ type UpdateWebhookResponse struct {
 	Headers404 *UpdateWebhookResponse404Headers
 	// Headers409 the parsed response headers for an HTTP 409 response
 	Headers409 *UpdateWebhookResponse409Headers
+	// Headers412 the parsed response headers for an HTTP 412 response
+	Headers412 *UpdateWebhookResponse412Headers
 	// Headers413 the parsed response headers for an HTTP 413 response
 	Headers413 *UpdateWebhookResponse413Headers
 	// Headers415 the parsed response headers for an HTTP 415 response
@@ -9362,6 +9385,11 @@ func (r UpdateWebhookResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r UpdateWebhookResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON412 returns the response for an HTTP 412 `application/json` response
+func (r UpdateWebhookResponse) GetJSON412() *PreconditionFailed {
+	return r.JSON412
 }
 
 // GetJSON413 returns the response for an HTTP 413 `application/json` response
@@ -11710,7 +11738,7 @@ func (c *ClientWithResponses) GetWebhookWithResponse(ctx context.Context, org Or
 
 // UpdateWebhookWithBodyWithResponse Change an endpoint's URL, description or event types.
 //
-// A change of event types applies to events not yet delivered.
+// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -11725,7 +11753,7 @@ func (c *ClientWithResponses) UpdateWebhookWithBodyWithResponse(ctx context.Cont
 
 // UpdateWebhookWithResponse Change an endpoint's URL, description or event types.
 //
-// A change of event types applies to events not yet delivered.
+// A change of event types applies to events not yet delivered. With `If-Match: "<version>"` the change is made only while the endpoint is still at that version (412 otherwise), so two managers' edits never silently overwrite each other.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -16227,6 +16255,13 @@ func ParseUpdateWebhookResponse(rsp *http.Response) (*UpdateWebhookResponse, err
 		}
 		response.JSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 412:
+		var dest PreconditionFailed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON412 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest TooLarge
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -16360,6 +16395,16 @@ func ParseUpdateWebhookResponse(rsp *http.Response) (*UpdateWebhookResponse, err
 			headers.XRequestId = value
 		}
 		response.Headers409 = &headers
+	case rsp.StatusCode == 412:
+		var headers UpdateWebhookResponse412Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers412 = &headers
 	case rsp.StatusCode == 413:
 		var headers UpdateWebhookResponse413Headers
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
