@@ -76,6 +76,7 @@ type Deliverer struct {
 	o        Options
 	attempts jetstream.Stream
 	state    jetstream.KeyValue
+	states   jetstream.Stream // the state bucket's stream, to forget without a marker
 	events   jetstream.Stream
 	mu       sync.Mutex
 	opened   map[string][]byte // sealed URLs and secrets by reference
@@ -124,12 +125,15 @@ func New(ctx context.Context, o Options) (*Deliverer, error) {
 		return nil, fmt.Errorf("stream %s: %w", AttemptsStream, err)
 	}
 	if d.state, err = d.o.JS.KeyValue(ctx, StateBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		d.state, err = d.o.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, Replicas: max(o.Replicas, 1), MaxBytes: 16 << 20, Description: "keyledger: webhook endpoints failing since"})
+		d.state, err = d.o.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StateBucket, Replicas: max(o.Replicas, 1), MaxBytes: 16 << 20, Description: "keyledger: webhook endpoints: slots, failing since, last delivered"})
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			d.state, err = d.o.JS.KeyValue(ctx, StateBucket)
 		}
 	}
 	if err != nil {
+		return nil, fmt.Errorf("key-value bucket %s: %w", StateBucket, err)
+	}
+	if d.states, err = d.o.JS.Stream(ctx, "KV_"+StateBucket); err != nil {
 		return nil, fmt.Errorf("key-value bucket %s: %w", StateBucket, err)
 	}
 	if d.events, err = d.o.JS.Stream(ctx, events.StreamName); err != nil {
@@ -297,7 +301,7 @@ func (d *Deliverer) work(ctx context.Context, w domain.Webhook) {
 			continue
 		}
 		for m := range batch.Messages() {
-			d.handle(ctx, w.ID, m)
+			d.handle(ctx, w.ID, w.Generation, m)
 		}
 		cancel()
 	}
@@ -324,7 +328,7 @@ type Attempt struct {
 	Manual bool `json:"manual,omitempty"`
 }
 
-func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
+func (d *Deliverer) handle(ctx context.Context, id string, gen int, m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
 		_ = m.Term()
@@ -358,6 +362,13 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 		_ = m.DoubleAck(ctx)
 		return
 	}
+	mark := d.delivered(ctx, id)
+	if mark.Generation == gen && seq <= mark.Seq {
+		// Answered 2xx already: the server had not yet written the
+		// consumer's acknowledgement down when it was killed.
+		_ = m.DoubleAck(ctx)
+		return
+	}
 	a := d.attempt(ctx, w, e, body)
 	a.Attempt.Attempt = int(md.NumDelivered)
 	code, ra := a.ResponseCode, a.retryAfter
@@ -365,8 +376,11 @@ func (d *Deliverer) handle(ctx context.Context, id string, m jetstream.Msg) {
 	switch {
 	case err == nil && code >= 200 && code < 300:
 		a.Result = "succeeded"
+		if gen >= mark.Generation {
+			d.markDelivered(ctx, id, deliveredMark{Generation: gen, Seq: seq})
+		}
 		_ = m.DoubleAck(ctx)
-		_, _ = d.state.Put(ctx, id, []byte(""))
+		d.succeeded(ctx, id)
 	case err == nil && code == http.StatusGone:
 		a.Result = "disabled"
 		d.disable(ctx, w, "the endpoint answered 410 Gone")
@@ -564,6 +578,52 @@ func (d *Deliverer) open(ctx context.Context, id, ref string) ([]byte, error) {
 	d.opened[ref] = s
 	d.mu.Unlock()
 	return s, nil
+}
+
+// deliveredMark is the last event of an endpoint's generation that its
+// receiver answered 2xx, kept in the state bucket (synced like every
+// write) before the acknowledgement. A consumer's acknowledgements reach
+// the server's disk only every 100 ms or so, and an instance killed in
+// that window comes back to hand out again what was answered: the mark
+// stops it being sent twice.
+type deliveredMark struct {
+	Generation int    `json:"generation"`
+	Seq        uint64 `json:"seq"`
+}
+
+func deliveredKey(id string) string { return "delivered." + id }
+
+// delivered reads endpoint id's mark; none (and so every event sent)
+// when it cannot be read: at least once comes first.
+func (d *Deliverer) delivered(ctx context.Context, id string) deliveredMark {
+	var m deliveredMark
+	if ent, err := d.state.Get(ctx, deliveredKey(id)); err == nil {
+		_ = json.Unmarshal(ent.Value(), &m)
+	}
+	return m
+}
+
+func (d *Deliverer) markDelivered(ctx context.Context, id string, m deliveredMark) {
+	data, _ := json.Marshal(m)
+	if _, err := d.state.Put(ctx, deliveredKey(id), data); err != nil {
+		d.o.Log.Warn("cannot keep where a webhook endpoint's deliveries stand; a crash now may send one again", "webhook_id", id, "err", err)
+	}
+}
+
+// succeeded clears endpoint id's failing-since mark, when it has one.
+func (d *Deliverer) succeeded(ctx context.Context, id string) {
+	if ent, err := d.state.Get(ctx, id); err == nil && len(ent.Value()) > 0 {
+		_, _ = d.state.Put(ctx, id, []byte(""))
+	}
+}
+
+// forgetState removes what the state bucket holds of a deleted endpoint,
+// leaving no marker: endpoints made and deleted without end must not
+// fill the bucket every org shares.
+func (d *Deliverer) forgetState(ctx context.Context, id string) {
+	for _, k := range []string{id, deliveredKey(id)} {
+		_ = d.states.Purge(ctx, jetstream.WithPurgeSubject("$KV."+StateBucket+"."+k))
+	}
 }
 
 // failingSince returns when endpoint w started failing without a success

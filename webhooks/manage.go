@@ -223,6 +223,7 @@ func (d *Deliverer) Delete(ctx context.Context, p domain.Principal, org, id stri
 	})
 	if err == nil {
 		d.o.Vault.Forget(ctx, id, refs...)
+		d.forgetState(ctx, id)
 		d.releaseSlotOf(ctx, org, id)
 	}
 	return err
