@@ -79,16 +79,17 @@ func (s *Store) EachWebhookEvent(ctx context.Context, fn func(domain.Event) erro
 // not decoded. Where the projections' verdicts are in use (UseVerdicts),
 // it first waits, until ctx ends, for them to judge seq.
 func (s *Store) Judge(ctx context.Context, m Msg) (domain.Event, bool, error) {
-	for waited := false; s.unjudged(m.Seq); waited = true {
-		if wait := s.trust.waitVerdicts; wait != nil && !waited {
-			// Once the runner has applied seq the table has judged it,
-			// unless a change of the trust set swapped tables meanwhile:
-			// then this looks again every 20 ms, as without a runner.
-			if err := wait(ctx, m.Seq); err != nil {
-				return domain.Event{}, false, err
-			}
-			continue
+	if wait := s.trust.waitVerdicts; wait != nil && s.trust.verdicts != nil {
+		// Even when the table has reached seq: it marks an event judged as
+		// it applies it, and the runner refuses one of no key the table
+		// holds only after that. The runner's word is final.
+		if err := wait(ctx, m.Seq); err != nil {
+			return domain.Event{}, false, err
 		}
+	}
+	// Until the table has judged seq: it may lag the runner when a change
+	// of the trust set swapped tables meanwhile.
+	for s.unjudged(m.Seq) {
 		select {
 		case <-ctx.Done():
 			return domain.Event{}, false, ctx.Err()

@@ -60,12 +60,12 @@ func (r *Runner) Rebuild(ctx context.Context) error {
 		stop()
 		before := slices.Clone(table.rejected)
 		img, seq := fresh.image()
+		// The fresh table may be ahead of the feed: the feed goes on from
+		// where it stands, for the other projections (the webhook
+		// registry, the snapshots) as for the table, which skips what it
+		// already holds. Moving the feed to seq would have them miss the
+		// events between.
 		table.install(img, seq)
-		r.mu.Lock()
-		r.applied = seq
-		close(r.advance)
-		r.advance = make(chan struct{})
-		r.mu.Unlock()
 		r.applying.Unlock()
 		r.logRejudged(before, img.rejected)
 		r.log.Info("the projections were judged again under the new trust set", "up_to_seq", seq, "took", time.Since(start))

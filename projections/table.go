@@ -276,6 +276,7 @@ func (t *Table) Apply(e domain.Event) error {
 		case e.Data == nil:
 			return nil // a type this code does not know, of no key it knows
 		}
+		t.refuse(e.Seq) // now, not when the runner hears of it: a read between would take it for judged trusted
 		return fmt.Errorf("%w: %s for unknown key %s/%s", ErrRefused, e.Type, e.OrgID, e.KeyID)
 	}
 	r := t.rows.at(slot)

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
@@ -233,14 +234,16 @@ func (d *Deliverer) consumerName(id string, g int) string {
 	return d.o.Vault.ConsumerName(id + "/" + strconv.Itoa(g))
 }
 
-// subjects are the subjects of the key events of w's org that w wants:
-// never none, so that a consumer made from them never reads every org.
+// subjects are the subjects of every key event of w's org, whatever w
+// wants: handle skips what it does not. A consumer whose filter an update
+// narrowed or widened would move past an event that landed before the
+// change reached it, on a subject only the other filter takes; one filter
+// for the endpoint's life never does. Never none, so that a consumer made
+// from them never reads every org.
 func subjects(w domain.Webhook) []string {
-	var out []string
+	out := make([]string, 0, len(domain.WebhookEventTypes))
 	for _, t := range domain.WebhookEventTypes {
-		if w.Wants(t) {
-			out = append(out, events.SubjectRoot+"."+w.OrgID+".*."+events.TypeToken(t))
-		}
+		out = append(out, events.SubjectRoot+"."+w.OrgID+".*."+events.TypeToken(t))
 	}
 	return out
 }
@@ -251,9 +254,9 @@ func consumerShape(w domain.Webhook) string {
 	return strconv.Itoa(w.Generation) + " " + strings.Join(subjects(w), " ")
 }
 
-// consumerConfig is endpoint w's durable consumer: its org's key events
-// of the types it wants, from just after its creation (or from the
-// instant its last replay chose), one in flight.
+// consumerConfig is endpoint w's durable consumer: its org's key events,
+// from just after its creation (or from the instant its last replay
+// chose), one in flight.
 func (d *Deliverer) consumerConfig(w domain.Webhook) (jetstream.ConsumerConfig, error) {
 	subs := subjects(w)
 	if len(subs) == 0 || domain.ValidateOrgID(w.OrgID) != nil {
@@ -356,9 +359,7 @@ func (d *Deliverer) handle(ctx context.Context, id string, gen int, m jetstream.
 		return
 	}
 	if !w.Wants(e.Type) {
-		// Sent before an update narrowed what the endpoint wants: a pull
-		// left by the consumer's earlier shape hands it back once its ack
-		// wait passes, but the endpoint no longer wants it.
+		// Its consumer reads every key event of the org (subjects).
 		_ = m.DoubleAck(ctx)
 		return
 	}
@@ -439,9 +440,26 @@ func (d *Deliverer) attempt(ctx context.Context, w domain.Webhook, e domain.Even
 	code, resp, ra, dur, err := d.send(ctx, w, e.ID, body)
 	a.At, a.DurationMS, a.ResponseCode, a.Response, a.retryAfter, a.err = events.FormatTime(time.Now()), dur.Milliseconds(), code, resp, ra, err
 	if err != nil {
-		a.Error = err.Error()
+		a.Error = clip(err.Error(), ResponseKept)
 	}
 	return a
+}
+
+// clip keeps at most n bytes of s, cut at the start of a character, as
+// valid UTF-8. A receiver writes an attempt's error as well as its
+// answer (the HTTP client quotes a malformed status line whole, a
+// certificate's every name), and both are kept only so far.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > n {
+		const more = "…"
+		i := n - len(more)
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i] + more
+	}
+	return s
 }
 
 // maxRetryAfter bounds how long a receiver's Retry-After delays a retry.
@@ -502,7 +520,7 @@ func (d *Deliverer) send(ctx context.Context, w domain.Webhook, id string, body 
 	defer res.Body.Close()
 	kept, _ := io.ReadAll(io.LimitReader(res.Body, ResponseKept))
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	return res.StatusCode, strings.ToValidUTF8(string(kept), "�"), retryAfter(res), time.Since(start), nil
+	return res.StatusCode, clip(string(kept), ResponseKept), retryAfter(res), time.Since(start), nil
 }
 
 // scrub keeps an endpoint's URL (whose path or query may hold a token)

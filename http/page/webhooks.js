@@ -269,14 +269,16 @@ $("wh-create-form").addEventListener("submit", async (ev) => {
   if (types.length) body.event_types = types;
   try {
     const out = await api("POST", whBase(), body);
-    // The URL may hold a token: it leaves the page with the dialog.
-    $("wh-create-form").reset();
     $("wh-create-dialog").close();
     showWebhookSecret(out.webhook, out.secret, "");
   } catch (err) {
     showError($("wh-create-error"), err);
   }
 });
+
+// The URL may hold a token: it leaves the page with the dialog, however
+// the dialog closes (added, cancelled, Esc).
+$("wh-create-dialog").addEventListener("close", () => $("wh-create-form").reset());
 
 // The one-time display of a signing secret. Closing it removes the value
 // from the page: afterwards only the masked form exists anywhere in the DOM.
