@@ -2132,6 +2132,8 @@ type ClientInterface interface {
 
 	// ListWebhooks List the org's endpoints.
 	//
+	// Every endpoint of the org, oldest first, with its URL masked (scheme, host and four characters of the rest) and its secret masked; a manager only (a key needs `webhooks:manage` beside `keys:manage`).
+	//
 	// Corresponds with GET /v1/orgs/{org}/webhooks (the `ListWebhooks` operationId).
 	ListWebhooks(ctx context.Context, org Org, reqEditors ...RequestEditorFn) (*http.Response, error)
 
@@ -2155,10 +2157,14 @@ type ClientInterface interface {
 
 	// DeleteWebhook Delete an endpoint: its deliveries stop, its sealed URL and secrets are forgotten.
 	//
+	// Appends `WebhookDeleted`; the endpoint's consumer, its slot and its sealed URL and secrets go with it. A delivery in flight may still arrive.
+	//
 	// Corresponds with DELETE /v1/orgs/{org}/webhooks/{id} (the `DeleteWebhook` operationId).
 	DeleteWebhook(ctx context.Context, org Org, id WebhookIdPath, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetWebhook Get an endpoint.
+	//
+	// One endpoint, masked as in the listing, with `ETag: "<version>"` for a PATCH's `If-Match`.
 	//
 	// Corresponds with GET /v1/orgs/{org}/webhooks/{id} (the `GetWebhook` operationId).
 	GetWebhook(ctx context.Context, org Org, id WebhookIdPath, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2182,6 +2188,8 @@ type ClientInterface interface {
 	UpdateWebhook(ctx context.Context, org Org, id WebhookIdPath, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListWebhookDeliveries List an endpoint's delivery attempts, newest first.
+	//
+	// The endpoint's kept attempts (at most 100, for 30 days): when, the event, the attempt's number, the result, the response code, the duration and the answer's first 1 KiB. `limit` is 1 to 100, 50 by default.
 	//
 	// Corresponds with GET /v1/orgs/{org}/webhooks/{id}/deliveries (the `ListWebhookDeliveries` operationId).
 	ListWebhookDeliveries(ctx context.Context, org Org, id WebhookIdPath, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2790,6 +2798,8 @@ func (c *Client) RotateKey(ctx context.Context, org Org, id KeyIdPath, params *R
 
 // ListWebhooks List the org's endpoints.
 //
+// Every endpoint of the org, oldest first, with its URL masked (scheme, host and four characters of the rest) and its secret masked; a manager only (a key needs `webhooks:manage` beside `keys:manage`).
+//
 // Corresponds with GET /v1/orgs/{org}/webhooks (the `ListWebhooks` operationId).
 func (c *Client) ListWebhooks(ctx context.Context, org Org, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListWebhooksRequest(c.Server, org)
@@ -2843,6 +2853,8 @@ func (c *Client) CreateWebhook(ctx context.Context, org Org, params *CreateWebho
 
 // DeleteWebhook Delete an endpoint: its deliveries stop, its sealed URL and secrets are forgotten.
 //
+// Appends `WebhookDeleted`; the endpoint's consumer, its slot and its sealed URL and secrets go with it. A delivery in flight may still arrive.
+//
 // Corresponds with DELETE /v1/orgs/{org}/webhooks/{id} (the `DeleteWebhook` operationId).
 func (c *Client) DeleteWebhook(ctx context.Context, org Org, id WebhookIdPath, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeleteWebhookRequest(c.Server, org, id, params)
@@ -2857,6 +2869,8 @@ func (c *Client) DeleteWebhook(ctx context.Context, org Org, id WebhookIdPath, p
 }
 
 // GetWebhook Get an endpoint.
+//
+// One endpoint, masked as in the listing, with `ETag: "<version>"` for a PATCH's `If-Match`.
 //
 // Corresponds with GET /v1/orgs/{org}/webhooks/{id} (the `GetWebhook` operationId).
 func (c *Client) GetWebhook(ctx context.Context, org Org, id WebhookIdPath, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2910,6 +2924,8 @@ func (c *Client) UpdateWebhook(ctx context.Context, org Org, id WebhookIdPath, p
 }
 
 // ListWebhookDeliveries List an endpoint's delivery attempts, newest first.
+//
+// The endpoint's kept attempts (at most 100, for 30 days): when, the event, the attempt's number, the result, the response code, the duration and the answer's first 1 KiB. `limit` is 1 to 100, 50 by default.
 //
 // Corresponds with GET /v1/orgs/{org}/webhooks/{id}/deliveries (the `ListWebhookDeliveries` operationId).
 func (c *Client) ListWebhookDeliveries(ctx context.Context, org Org, id WebhookIdPath, params *ListWebhookDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -5767,6 +5783,8 @@ type ClientWithResponsesInterface interface {
 
 	// ListWebhooksWithResponse List the org's endpoints.
 	//
+	// Every endpoint of the org, oldest first, with its URL masked (scheme, host and four characters of the rest) and its secret masked; a manager only (a key needs `webhooks:manage` beside `keys:manage`).
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/orgs/{org}/webhooks (the `ListWebhooks` operationId).
@@ -5792,12 +5810,16 @@ type ClientWithResponsesInterface interface {
 
 	// DeleteWebhookWithResponse Delete an endpoint: its deliveries stop, its sealed URL and secrets are forgotten.
 	//
+	// Appends `WebhookDeleted`; the endpoint's consumer, its slot and its sealed URL and secrets go with it. A delivery in flight may still arrive.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/orgs/{org}/webhooks/{id} (the `DeleteWebhook` operationId).
 	DeleteWebhookWithResponse(ctx context.Context, org Org, id WebhookIdPath, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error)
 
 	// GetWebhookWithResponse Get an endpoint.
+	//
+	// One endpoint, masked as in the listing, with `ETag: "<version>"` for a PATCH's `If-Match`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -5823,6 +5845,8 @@ type ClientWithResponsesInterface interface {
 	UpdateWebhookWithResponse(ctx context.Context, org Org, id WebhookIdPath, params *UpdateWebhookParams, body UpdateWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*UpdateWebhookResponse, error)
 
 	// ListWebhookDeliveriesWithResponse List an endpoint's delivery attempts, newest first.
+	//
+	// The endpoint's kept attempts (at most 100, for 30 days): when, the event, the attempt's number, the result, the response code, the duration and the answer's first 1 KiB. `limit` is 1 to 100, 50 by default.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11669,6 +11693,8 @@ func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, org Org
 
 // ListWebhooksWithResponse List the org's endpoints.
 //
+// Every endpoint of the org, oldest first, with its URL masked (scheme, host and four characters of the rest) and its secret masked; a manager only (a key needs `webhooks:manage` beside `keys:manage`).
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/orgs/{org}/webhooks (the `ListWebhooks` operationId).
@@ -11712,6 +11738,8 @@ func (c *ClientWithResponses) CreateWebhookWithResponse(ctx context.Context, org
 
 // DeleteWebhookWithResponse Delete an endpoint: its deliveries stop, its sealed URL and secrets are forgotten.
 //
+// Appends `WebhookDeleted`; the endpoint's consumer, its slot and its sealed URL and secrets go with it. A delivery in flight may still arrive.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/orgs/{org}/webhooks/{id} (the `DeleteWebhook` operationId).
@@ -11724,6 +11752,8 @@ func (c *ClientWithResponses) DeleteWebhookWithResponse(ctx context.Context, org
 }
 
 // GetWebhookWithResponse Get an endpoint.
+//
+// One endpoint, masked as in the listing, with `ETag: "<version>"` for a PATCH's `If-Match`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -11767,6 +11797,8 @@ func (c *ClientWithResponses) UpdateWebhookWithResponse(ctx context.Context, org
 }
 
 // ListWebhookDeliveriesWithResponse List an endpoint's delivery attempts, newest first.
+//
+// The endpoint's kept attempts (at most 100, for 30 days): when, the event, the attempt's number, the result, the response code, the duration and the answer's first 1 KiB. `limit` is 1 to 100, 50 by default.
 //
 // Returns a wrapper object for the known response body format(s).
 //
