@@ -209,16 +209,22 @@ func readyIn(ctx context.Context, store *events.Store, log *slog.Logger, snaps *
 // empties its set of uses not shared yet. Beside it, the embedded
 // nats-server's heap per key measured while filling the stream.
 func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
-	n := len(f.created)
-	evs := f.events()
+	n, total := len(f.created), len(f.created)+len(f.rotated)
+	// No slice of all the events is made here: it would be garbage
+	// collected while the table is built, and leave the table looking
+	// smaller by its size.
 	base := heap()
 	table := projections.NewTable() // the listing and the verify index
-	for _, ev := range evs {
+	for i := range total {
+		ev := f.created[min(i, n-1)]
+		if i >= n {
+			ev = f.rotated[i-n]
+		}
 		body, err := events.Encode(ev)
 		if err != nil {
 			return nil, err
 		}
-		e, err := events.Decode(body, ev.Seq)
+		e, err := events.Decode(body, uint64(i+1))
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +247,7 @@ func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	afterFlush := heap()
 	perKey := func(hi, lo uint64) float64 { return float64(hi-min(lo, hi)) / float64(n) }
 	tableKey, usageKey, flushedKey := perKey(afterTable, base), perKey(afterUsage, afterTable), perKey(afterFlush, afterTable)
-	total := tableKey + usageKey
+	perKeyAll := tableKey + usageKey
 	runtime.KeepAlive(table)
 	runtime.KeepAlive(usage)
 	server := "embedded nats-server: measured by the cold start scenario"
@@ -249,10 +255,10 @@ func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 		server = fmt.Sprintf("embedded nats-server: %.0f B/key of heap", f.serverBytesPerKey)
 	}
 	return []Row{{
-		Scenario: fmt.Sprintf("memory, %s keys (%s events: 1 in %d rotated, varied scopes and actors): listing + verify index + usage", count(float64(n)), count(float64(len(evs))), rotatedShare),
-		Figure:   fmt.Sprintf("%.0f B/key (table %.0f, usage %.0f before its flush, %.0f after)", total, tableKey, usageKey, flushedKey),
+		Scenario: fmt.Sprintf("memory, %s keys (%s events: 1 in %d rotated, varied scopes and actors): listing + verify index + usage", count(float64(n)), count(float64(total)), rotatedShare),
+		Figure:   fmt.Sprintf("%.0f B/key (table %.0f, usage %.0f before its flush, %.0f after)", perKeyAll, tableKey, usageKey, flushedKey),
 		Baseline: server,
-		Ratio:    total / 300, Target: "≤ 300 B/key", Met: total <= 300,
+		Ratio:    perKeyAll / 300, Target: "≤ 300 B/key", Met: perKeyAll <= 300,
 	}}, nil
 }
 
