@@ -49,9 +49,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer trace.Stop()
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("the propagation scenario starts this binary again: %w", err)
+	}
 	rows, err := bench.Run(ctx, bench.Options{
 		Quick: *quick, Keys: *keys, Dir: *dir, Only: splitList(*only),
-		Observe: func(s string) { fmt.Fprintln(stderr, "running:", s) },
+		Follower: []string{self, "__bench-follow"},
+		Observe:  func(s string) { fmt.Fprintln(stderr, "running:", s) },
 	}, stdout)
 	if err != nil {
 		return err
@@ -65,4 +70,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return nil
+}
+
+// benchFollowCmd runs `keyledger __bench-follow`, hidden: instance B of
+// the bench's propagation scenario, in a process of its own, speaking with
+// the bench on its standard input and output (see bench.Follow).
+func benchFollowCmd(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
+	return bench.Follow(ctx, stdin, stdout)
 }

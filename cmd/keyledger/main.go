@@ -110,6 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return whoamiCmd(ctx, args[1:], stdout, stderr)
 	case "completion":
 		return completionCmd(args[1:], stdout)
+	case "__bench-follow":
+		return benchFollowCmd(ctx, os.Stdin, stdout)
 	case "__complete":
 		return completeCmd(ctx, args[1:], stdout, stderr)
 	case "login":

@@ -27,6 +27,10 @@ type Options struct {
 	Dir     string // scratch directory for the embedded stores
 	Logger  *slog.Logger
 	Observe func(scenario string) // called as each scenario starts
+	// Follower is the command line that starts instance B of the
+	// propagation scenario in a process of its own: the keyledger binary
+	// with its hidden __bench-follow command, which runs Follow.
+	Follower []string
 	// Only, when not empty, runs only the scenarios whose names hold one
 	// of these strings.
 	Only []string
@@ -130,16 +134,28 @@ func Print(w io.Writer, rows []Row, o Options) {
 	tw.Flush()
 }
 
-// fixture is the keys every scenario shares: their secrets and creation
-// events, made once.
+// fixture is the keys every scenario shares: their secrets and events,
+// made once. It is shaped like an org's keys rather than like one key
+// copied: each key has one to four scopes out of twelve, its creator is
+// one of a thousand people or its org's management key, and one key in
+// five has been rotated since (with a grace period, so that its replaced
+// secret still verifies and is still indexed).
 type fixture struct {
-	secrets []string
-	created []domain.Event
+	secrets []string       // each key's current secret
+	created []domain.Event // one creation a key
+	rotated []domain.Event // the rotations, after every creation
 	// serverBytesPerKey is measured by the cold start for the memory row.
 	serverBytesPerKey float64
 }
 
 var benchBy = domain.SystemPrincipal("bench", "keyledger bench")
+
+// fixtureScopes are what the fixture's keys hold, a few each.
+var fixtureScopes = []string{"read", "write", "deploy", "billing:read", "billing:write", "audit:read",
+	"metrics:write", "orders:read", "orders:write", "users:read", "search", "storage:write"}
+
+// rotatedShare is the part of the fixture's keys that were rotated.
+const rotatedShare = 5 // one in five
 
 // newSigner is a fresh signing key, as every instance has one.
 func newSigner() *events.Signer {
@@ -150,8 +166,31 @@ func newSigner() *events.Signer {
 	return events.NewSigner(priv)
 }
 
+// fixtureActor is who made key i of org: one of a thousand people, each a
+// manager of a few orgs, or, for one key in four, the org's own
+// management key.
+func fixtureActor(i int, org string) domain.Principal {
+	if i%4 == 3 {
+		return domain.KeyPrincipal(domain.Key{ID: "mgmt-" + org, OrgID: org, Name: "deploy bot",
+			Scopes: append([]string{domain.ScopeManage}, fixtureScopes...)})
+	}
+	p := i % 1000
+	return domain.PersonPrincipal(fmt.Sprintf("user-%d", p), fmt.Sprintf("Person %d", p), map[string]string{org: domain.RoleManager})
+}
+
+// fixtureScopeSet is key i's scopes: one to four, in some hundred sets.
+func fixtureScopeSet(i int) []string {
+	n := 1 + i%4
+	from, step := (i/4)%len(fixtureScopes), 1+(i/48)%3
+	out := make([]string, 0, n)
+	for j := range n {
+		out = append(out, fixtureScopes[(from+j*step)%len(fixtureScopes)])
+	}
+	return out
+}
+
 func newFixture(n int) (*fixture, error) {
-	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n)}
+	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n), rotated: make([]domain.Event, 0, n/rotatedShare+1)}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	for i := range n {
 		s, err := domain.GenerateSecret(domain.DefaultPrefix, nil)
@@ -159,13 +198,41 @@ func newFixture(n int) (*fixture, error) {
 			return nil, err
 		}
 		org := fmt.Sprintf("org-%d", i%100)
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: "service key", Scopes: []string{"read"}, By: benchBy}, now, 0, s)
+		by := fixtureActor(i, org)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: fmt.Sprintf("service key %d", i), Scopes: fixtureScopeSet(i), By: by}, now, 0, s)
 		if err != nil {
 			return nil, err
 		}
 		f.secrets[i], f.created[i] = s, e
+		if i%rotatedShare != 0 {
+			continue
+		}
+		e.Seq = 1 // any: Rebuild needs one
+		k, err := domain.Rebuild([]domain.Event{e})
+		if err != nil {
+			return nil, err
+		}
+		next, err := domain.GenerateSecret(domain.DefaultPrefix, nil)
+		if err != nil {
+			return nil, err
+		}
+		r, err := k.DecideRotate(domain.RotateKey{GracePeriod: 24 * time.Hour, By: fixtureActor(i+1, org)}, now.Add(time.Minute), next)
+		if err != nil {
+			return nil, err
+		}
+		f.secrets[i] = next
+		f.rotated = append(f.rotated, r)
 	}
 	return f, nil
+}
+
+// events are the fixture's events in stream order, numbered from 1.
+func (f *fixture) events() []domain.Event {
+	all := slices.Concat(f.created, f.rotated)
+	for i := range all {
+		all[i].Seq = uint64(i + 1)
+	}
+	return all
 }
 
 // percentile returns the p-th percentile (0..100) of sorted durations.

@@ -256,7 +256,7 @@ func revokeOnce(ctx context.Context, s *stack, client *http.Client, obs *observe
 // which is most of its tail); 50 ms keeps a revocation's delivery well
 // under what a receiver acting on it would notice.
 func delivery(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
-	s, err := newStackWith(ctx, filepath.Join(o.Dir, "delivery"), true, true)
+	s, err := newStackWith(ctx, filepath.Join(o.Dir, "delivery"), stackConfig{fsync: true, webhooks: true})
 	if err != nil {
 		return nil, err
 	}

@@ -6,12 +6,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyledger/keyledger/domain"
@@ -42,8 +45,7 @@ func (o Options) window() time.Duration {
 
 func (f *fixture) index() *projections.VerifyIndex {
 	idx := projections.NewVerifyIndex()
-	for i, e := range f.created {
-		e.Seq = uint64(i + 1)
+	for _, e := range f.events() {
 		_ = idx.Apply(e)
 	}
 	return idx
@@ -121,7 +123,8 @@ func httpClient(c int) *http.Client {
 	return &http.Client{Transport: &http.Transport{MaxIdleConns: c, MaxIdleConnsPerHost: c, DisableCompression: true}}
 }
 
-// postVerify sends one verification and reads the answer.
+// postVerify sends one verification and reads the answer; anything but a
+// 2xx is an error, and counted as one, not as a verification.
 func postVerify(client *http.Client, url, key string) error {
 	res, err := client.Post(url+"/v1/verify", "application/json", bytes.NewReader([]byte(`{"key":"`+key+`"}`)))
 	if err != nil {
@@ -129,7 +132,7 @@ func postVerify(client *http.Client, url, key string) error {
 	}
 	_, _ = io.Copy(io.Discard, res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
+	if res.StatusCode < 200 || res.StatusCode > 299 {
 		return errStatus(res.StatusCode)
 	}
 	return nil
@@ -168,6 +171,14 @@ func (builtSource) Follow(ctx context.Context, _ uint64, _ func(domain.Event) er
 
 func (builtSource) LastSeq(context.Context) (uint64, error) { return 0, nil }
 
+// benchVerifyRate is the bench's --verify-rate-limit: the load comes from
+// one address, 127.0.0.1, so one bucket takes all of it, and at some
+// 30,000–40,000 verifications a second on this machine a limit of a
+// million a second (in bursts of as many) never refuses one. serve's
+// default, 10,000, would refuse most of them: that is the limit doing its
+// work, not a verification measured.
+const benchVerifyRate = 1000000
+
 func verifyOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	const c = 32
 	idx := f.index()
@@ -180,7 +191,11 @@ func verifyOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	if err := runner.WaitReady(ctx); err != nil {
 		return nil, err
 	}
-	api := &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: runner, Logger: log}
+	// The verify rate limit is built as serve builds it from
+	// --verify-rate-limit and --rate-limit-clients (its default), so every
+	// verification takes a token from its address's bucket.
+	api := &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: runner, Logger: log,
+		VerifyLimit: khttp.Limit{Per: benchVerifyRate, Every: time.Second}, RateLimitClients: khttp.DefaultRateLimitClients}
 	url, stop, err := serve(api.Handler())
 	if err != nil {
 		return nil, err
@@ -195,21 +210,36 @@ func verifyOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 		return nil, err
 	}
 	defer bstop()
+	var refused sync.Map // status → count, of both sides
 	run := func(url string) loadResult {
 		client := httpClient(c)
 		defer client.CloseIdleConnections()
-		return load(c, o.window(), func(w, i int) error { return postVerify(client, url, f.secrets[(w*7919+i)%len(f.secrets)]) })
+		return load(c, o.window(), func(w, i int) error {
+			err := postVerify(client, url, f.secrets[(w*7919+i)%len(f.secrets)])
+			if s, ok := err.(errStatus); ok {
+				n, _ := refused.LoadOrStore(int(s), new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+			}
+			return err
+		})
 	}
 	got, base := alternate(o.rounds(), func() loadResult { return run(url) }, func() loadResult { return run(burl) })
-	if got.errors > 0 {
-		return nil, errStatus(http.StatusInternalServerError)
+	// Only 2xx answers are verifications: any other fails the scenario,
+	// since the limit is set never to refuse (a 429 would mean it did).
+	if got.errors > 0 || base.errors > 0 {
+		var statuses []string
+		refused.Range(func(k, v any) bool {
+			statuses = append(statuses, fmt.Sprintf("%d × %d", v.(*atomic.Int64).Load(), k))
+			return true
+		})
+		return nil, fmt.Errorf("%d verifications and %d bare requests failed (answers: %s; the rest no answer)", got.errors, base.errors, strings.Join(statuses, ", "))
 	}
 	tput := got.perSecond() / base.perSecond()
 	p99 := float64(got.p99) / float64(base.p99)
 	return []Row{
-		{Scenario: "verify over HTTP, 32 connections: throughput", Figure: count(got.perSecond()) + "/s",
-			Baseline: "bare net/http: " + count(base.perSecond()) + "/s", Ratio: tput, Target: "≥ 0.85 × bare", Met: tput >= 0.85},
-		{Scenario: "verify over HTTP, 32 connections: p50 / p99", Figure: dur(got.p50) + " / " + dur(got.p99),
+		{Scenario: "verify over HTTP, 32 connections, verify rate limit in: throughput (2xx only)", Figure: count(got.perSecond()) + "/s",
+			Baseline: "bare net/http: " + count(base.perSecond()) + "/s", Ratio: tput, Target: "≥ 0.95 × bare", Met: tput >= 0.95},
+		{Scenario: "verify over HTTP, 32 connections, verify rate limit in: p50 / p99", Figure: dur(got.p50) + " / " + dur(got.p99),
 			Baseline: "bare: " + dur(base.p50) + " / " + dur(base.p99), Ratio: p99, Target: "p99 ≤ 1.2 × bare", Met: p99 <= 1.2},
 	}, nil
 }
