@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Where instances share when keys were last used. None of it is the audit
@@ -45,7 +47,11 @@ const (
 	UsageLegacyMaxAge = 24 * time.Hour
 )
 
-const usageRollupObject = "rollup"
+// UsageRollupObject is the rollup's name in UsageRollupBucket.
+const UsageRollupObject = "rollup"
+
+// usageOriginHeader names the store that published a batch.
+const usageOriginHeader = "Keyledger-Usage-Origin"
 
 // usageRollupCovers is the rollup's metadata key holding the last stream
 // sequence it covers.
@@ -72,6 +78,7 @@ type UsageStore struct {
 	BatchBytes int
 	Window     int
 
+	origin   string // marks this store's batches, which its own watch skips
 	primed   sync.Once
 	hasMerge atomic.Bool   // the rollup was read: a rollup written here holds it
 	applied  atomic.Uint64 // the last message of the stream merged here
@@ -122,7 +129,7 @@ func OpenUsage(ctx context.Context, js jetstream.JetStream, replicas int, log *s
 	if err != nil {
 		return nil, err
 	}
-	s := &UsageStore{js: js, stream: stream, obs: obs, log: log}
+	s := &UsageStore{js: js, stream: stream, obs: obs, log: log, origin: nuid.Next()}
 	if s.legacy, err = openLegacyUsage(ctx, js, log); err != nil {
 		return nil, err
 	}
@@ -199,7 +206,7 @@ func (s *UsageStore) Flush(ctx context.Context, uses []KeyUse) (FlushStats, erro
 			}
 			pending = append(pending[:0], pending[1:]...)
 		}
-		f, err := s.js.PublishAsync(UsageSubject, data)
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: UsageSubject, Data: data, Header: nats.Header{usageOriginHeader: []string{s.origin}}})
 		if err != nil {
 			return st, fmt.Errorf("flush key usage: %w", err)
 		}
@@ -268,7 +275,9 @@ func (s *UsageStore) Watch(ctx context.Context, fn func(org, id string, at time.
 		if err != nil {
 			continue
 		}
-		if err := decodeUses(m.Data(), fn); err != nil {
+		if m.Headers().Get(usageOriginHeader) == s.origin {
+			// This instance's own: it knows them already.
+		} else if err := decodeUses(m.Data(), fn); err != nil {
 			s.log.Warn("skipping a usage batch that cannot be read", "seq", md.Sequence.Stream, "err", err)
 		}
 		s.applied.Store(md.Sequence.Stream)
@@ -307,7 +316,7 @@ func (s *UsageStore) watchLegacy(ctx context.Context, fn func(org, id string, at
 // RollupAge is how long ago the rollup was written; ok is false when there
 // is none.
 func (s *UsageStore) RollupAge(ctx context.Context) (age time.Duration, ok bool, err error) {
-	info, err := s.obs.GetInfo(ctx, usageRollupObject)
+	info, err := s.obs.GetInfo(ctx, UsageRollupObject)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return 0, false, nil
 	}
@@ -342,7 +351,7 @@ func (s *UsageStore) PutRollup(ctx context.Context, snapshot func() []KeyUse) (F
 		}
 		pw.Close()
 	}()
-	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: usageRollupObject,
+	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: UsageRollupObject,
 		Metadata: map[string]string{usageRollupCovers: strconv.FormatUint(covers, 10)}}, pr)
 	pr.CloseWithError(io.ErrClosedPipe) // ends the writer if Put stopped early
 	if err != nil {
@@ -354,7 +363,7 @@ func (s *UsageStore) PutRollup(ctx context.Context, snapshot func() []KeyUse) (F
 
 // readRollup merges the rollup, and notes the stream position it covers.
 func (s *UsageStore) readRollup(ctx context.Context, fn func(org, id string, at time.Time)) error {
-	r, err := s.obs.Get(ctx, usageRollupObject)
+	r, err := s.obs.Get(ctx, UsageRollupObject)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil
 	}

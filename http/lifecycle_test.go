@@ -154,7 +154,11 @@ func TestUsageIsNotAnEventAndIsShared(t *testing.T) {
 	env := natstest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sink, err := events.OpenUsage(ctx, env.JS, 1, nil)
+	sink, err := events.OpenUsage(ctx, env.JS, 1, nil) // B's
+	if err != nil {
+		t.Fatal(err)
+	}
+	sinkA, err := events.OpenUsage(ctx, env.JS, 1, nil) // each instance has its own
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +190,7 @@ func TestUsageIsNotAnEventAndIsShared(t *testing.T) {
 		t.Errorf("instance A: last_used_at %v, want the minute %s", here.LastUsedAt, minute)
 	}
 
-	if _, err := usageA.Flush(ctx, sink); err != nil {
+	if _, err := usageA.Flush(ctx, sinkA); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -23,7 +23,9 @@ type instance struct {
 
 func newInstance(t *testing.T, ctx context.Context, env *natstest.Env) *instance {
 	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(env.Embedded.Server))
+	nc, err := nats.Connect("", nats.InProcessServer(env.Embedded.Server), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+		t.Logf("NATS async error (%s): %v", s.Subject, err)
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
