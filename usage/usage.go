@@ -40,8 +40,8 @@ type Tracker struct {
 	}
 }
 
-// DefaultMaxPerFlush is a flush's bound: a million keys is about 33 MB in
-// some 130 messages, sent in 1–2 s on the bench's machine with every write
+// DefaultMaxPerFlush is a flush's bound: a million keys is about 31 MB in
+// 119 messages, sent in 0.7–1.3 s on the bench's machine with every write
 // synced (docs/PERFORMANCE.md), far inside the least interval, a minute.
 const DefaultMaxPerFlush = 1_000_000
 
