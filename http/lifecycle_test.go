@@ -10,7 +10,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/internal/natstest"
-	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // fakeClock is the time every boundary test sets by hand: no sleeping.
@@ -154,11 +154,15 @@ func TestUsageIsNotAnEventAndIsShared(t *testing.T) {
 	env := natstest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sink, err := events.OpenUsage(ctx, env.JS, 1)
+	sink, err := events.OpenUsage(ctx, env.JS, 1, nil) // B's
 	if err != nil {
 		t.Fatal(err)
 	}
-	usageA, usageB := projections.NewUsage(), projections.NewUsage()
+	sinkA, err := events.OpenUsage(ctx, env.JS, 1, nil) // each instance has its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	usageA, usageB := usage.New(), usage.New()
 	a := instance(t, env, func(s *khttp.Server) { s.Usage = usageA })
 	b := instance(t, env, func(s *khttp.Server) { s.Usage = usageB })
 	go usageB.Run(ctx, sink, time.Hour, natstest.Quiet()) // B only watches here
@@ -186,7 +190,7 @@ func TestUsageIsNotAnEventAndIsShared(t *testing.T) {
 		t.Errorf("instance A: last_used_at %v, want the minute %s", here.LastUsedAt, minute)
 	}
 
-	if err := usageA.Flush(ctx, sink); err != nil {
+	if _, err := usageA.Flush(ctx, sinkA); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -158,12 +158,21 @@ var (
 		"Events in the stream that no trusted keyledger instance wrote (forged or unsigned), refused by this instance's projections.", nil, nil)
 	descWebhookDeliveries = prometheus.NewDesc("keyledger_webhook_deliveries_total",
 		"Webhook delivery attempts this instance made, by result (succeeded, failed, gave_up, disabled, refused); no URL or endpoint in a label.", []string{"result"}, nil)
+	descUsageFlushed = prometheus.NewDesc("keyledger_usage_flushed_total",
+		"Key uses this instance has shared with the others.", nil, nil)
+	descUsageFlushSeconds = prometheus.NewDesc("keyledger_usage_flush_seconds",
+		"How long this instance's last flush of key uses took.", nil, nil)
+	descUsageCarried = prometheus.NewDesc("keyledger_usage_carried_uses",
+		"Key uses the last flush left for the next one (over its bound, or failed): above 0, sharing falls behind.", nil, nil)
+	descUsageCarriedTotal = prometheus.NewDesc("keyledger_usage_carried_total",
+		"Key uses left for a next flush, summed over flushes.", nil, nil)
 	descCheckpointsRejected = prometheus.NewDesc("keyledger_checkpoints_rejected_total",
 		"Messages on the checkpoint subject that no trusted keyledger instance wrote, skipped by this instance's checkpointer.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries} {
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries,
+		descUsageFlushed, descUsageFlushSeconds, descUsageCarried, descUsageCarriedTotal} {
 		ch <- d
 	}
 }
@@ -186,6 +195,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCheckpointsRejected, prometheus.CounterValue, float64(s.Checkpoints.Rejected()))
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
+	if s.Usage != nil {
+		u := s.Usage.Stats()
+		ch <- prometheus.MustNewConstMetric(descUsageFlushed, prometheus.CounterValue, float64(u.Flushed))
+		ch <- prometheus.MustNewConstMetric(descUsageFlushSeconds, prometheus.GaugeValue, u.LastTook.Seconds())
+		ch <- prometheus.MustNewConstMetric(descUsageCarried, prometheus.GaugeValue, float64(u.LastCarried))
+		ch <- prometheus.MustNewConstMetric(descUsageCarriedTotal, prometheus.CounterValue, float64(u.Carried))
+	}
 	if s.Webhooks != nil {
 		for result, n := range s.Webhooks.Counts() {
 			ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(n), result)

@@ -20,6 +20,7 @@ import (
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/usage"
 	"github.com/keyledger/keyledger/webhooks"
 )
 
@@ -59,7 +60,7 @@ type Server struct {
 	Listing *projections.Listing
 	Index   *projections.VerifyIndex
 	Log     EventLog
-	Usage   *projections.Usage
+	Usage   *usage.Tracker
 	Runner  *projections.Runner
 	// Snapshots, when set, gives /metrics the newest snapshot's age.
 	Snapshots *projections.Snapshotter
@@ -182,7 +183,7 @@ func (s *Server) Handler() http.Handler {
 		s.SlowClientTimeout = 10 * time.Second
 	}
 	if s.Usage == nil {
-		s.Usage = projections.NewUsage()
+		s.Usage = usage.New()
 	}
 	s.MaxInFlight = cmp.Or(s.MaxInFlight, DefaultMaxInFlight)
 	s.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)

@@ -20,6 +20,7 @@ import (
 	"github.com/keyledger/keyledger/events"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
+	kusage "github.com/keyledger/keyledger/usage"
 	"github.com/keyledger/keyledger/webhooks"
 )
 
@@ -63,12 +64,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	usage := projections.NewUsage()
-	usageStore, err := events.OpenUsage(ctx, b.js, b.replicas)
+	uses := kusage.New()
+	usageStore, err := events.OpenUsage(ctx, b.js, b.replicas, log)
 	if err != nil {
 		return err
 	}
-	bg.run(func(ctx context.Context) { usage.Run(ctx, usageStore, f.usageFlush, log) })
+	bg.run(func(ctx context.Context) { uses.Run(ctx, usageStore, f.usageFlush, log) })
 
 	idem, err := events.OpenIdempotency(ctx, b.js, b.replicas)
 	if err != nil {
@@ -88,7 +89,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	api := &khttp.Server{
 		Keys: &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime,
 			MaxPerOrg: f.maxKeysPerOrg, Counter: listing},
-		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner, Snapshots: snapshots,
+		Listing: listing, Index: index, Log: b.store, Usage: uses, Runner: runner, Snapshots: snapshots,
 		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
 		Logger:           log,

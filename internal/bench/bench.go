@@ -23,7 +23,7 @@ import (
 // Options size a run.
 type Options struct {
 	Quick   bool   // a small version of everything, for CI: no timing judged
-	Keys    int    // keys for verify, cold start and memory (1,000,000; quick 5,000)
+	Keys    int    // keys for verify, cold start, memory and usage (1,000,000; quick 5,000)
 	Dir     string // scratch directory for the embedded stores
 	Logger  *slog.Logger
 	Observe func(scenario string) // called as each scenario starts
@@ -86,6 +86,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"commands", false, commands},
 		{"revocation propagation", false, propagation},
 		{"revocation delivery", false, delivery},
+		{"usage flush", false, usageFlush},
 		{"cold start", true, coldStart},
 		{"memory", true, memory},
 	}
