@@ -17,6 +17,7 @@ import (
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
+	kusage "github.com/keyledger/keyledger/usage"
 )
 
 // cpuTime is the CPU time this process has used, user and system: the
@@ -231,7 +232,7 @@ func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 		_ = table.Apply(e)
 	}
 	afterTable := heap()
-	usage := projections.NewUsage()
+	usage := kusage.New()
 	index, now := table.Index(), time.Now()
 	for _, s := range f.secrets {
 		res := index.Verify(s, now)
@@ -241,7 +242,7 @@ func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 		usage.Touch(res.Key.OrgID, res.Key.ID, now)
 	}
 	afterUsage := heap()
-	if err := usage.Flush(ctx, discardUses{}); err != nil {
+	if _, err := usage.Flush(ctx, discardUses{}); err != nil {
 		return nil, err
 	}
 	afterFlush := heap()
@@ -262,11 +263,13 @@ func memory(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	}}, nil
 }
 
-// discardUses is a usage bucket that keeps nothing: the flush empties the
+// discardUses is a usage sink that keeps nothing: the flush empties the
 // set of uses not shared yet, as serve's does every minute.
 type discardUses struct{}
 
-func (discardUses) Flush(context.Context, map[string]time.Time) error { return nil }
+func (discardUses) Flush(context.Context, []events.KeyUse) (events.FlushStats, error) {
+	return events.FlushStats{}, nil
+}
 
 func (discardUses) Watch(ctx context.Context, _ func(org, id string, at time.Time)) error {
 	<-ctx.Done()
