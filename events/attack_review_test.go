@@ -590,3 +590,10 @@ func within(d time.Duration, get func() string, ok func(string) bool) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// short is a context for a call the server is expected to leave unanswered.
+func short(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,7 +1,9 @@
 // Package events holds the event envelope and its JSON codec, and the
 // JetStream event store: the stream KEYLEDGER, appends with optimistic
 // concurrency per key, reads of a key's or an org's history, following the
-// stream, signed checkpoints and their audit, and the embedded nats-server.
+// stream, and signed checkpoints and their audit. It is the client side
+// only: the embedded nats-server is events/natsembed, so that importing
+// events (or the verifier) takes on nats.go and none of nats-server.
 package events
 
 import (

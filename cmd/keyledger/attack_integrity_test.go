@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -313,7 +314,7 @@ func TestAttackRecreatedStreamFailsTheAnchor(t *testing.T) {
 
 	// The insider, with the files: copy the stream, delete it, and put back
 	// its messages up to the first checkpoint after the first event.
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: filepath.Join(dir, "data"), Logger: natstest.Quiet()})
+	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(dir, "data"), Logger: natstest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/internal/natstest"
 )
 
@@ -32,7 +33,7 @@ func TestAttackAuditPrintsTheForgersTerminalEscapes(t *testing.T) {
 	if _, stderr, err := runBinary(t, dir, nil, "bootstrap", "--org", "acme", "--name", "admin"); err != nil {
 		t.Fatalf("bootstrap: %v %s", err, stderr)
 	}
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: filepath.Join(dir, "data"), Logger: natstest.Quiet()})
+	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(dir, "data"), Logger: natstest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

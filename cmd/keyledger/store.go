@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 )
 
 // backend is an open event store and how to let go of it.
@@ -52,7 +53,7 @@ func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: c.dataDir, Fsync: c.fsync, Listen: o.natsListen, Logger: log})
+	emb, err := natsembed.Start(natsembed.Config{Dir: c.dataDir, Fsync: c.fsync, Listen: o.natsListen, Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/projections"
 	kusage "github.com/keyledger/keyledger/usage"
 )
@@ -48,7 +49,7 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := len(f.created)
 	before := heap()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: filepath.Join(o.Dir, "cold"), Logger: quiet})
+	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(o.Dir, "cold"), Logger: quiet})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	khttp "github.com/keyledger/keyledger/http"
 	"github.com/keyledger/keyledger/projections"
 	"github.com/keyledger/keyledger/webhooks"
@@ -24,7 +25,7 @@ import (
 // stack is keyledger as serve runs it: an embedded nats-server syncing
 // every write (the default), the projections, and the API on a port.
 type stack struct {
-	emb    *events.Embedded
+	emb    *natsembed.Server
 	js     jetstream.JetStream
 	store  *events.Store
 	runner *projections.Runner
@@ -64,7 +65,7 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	if cfg.listen {
 		listen = "127.0.0.1:0"
 	}
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: cfg.fsync, Listen: listen, Logger: quiet})
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: cfg.fsync, Listen: listen, Logger: quiet})
 	if err != nil {
 		return nil, err
 	}

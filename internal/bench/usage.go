@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/usage"
 )
 
@@ -23,7 +24,7 @@ type usageInstance struct {
 	uses  *usage.Tracker
 }
 
-func newUsageInstance(ctx context.Context, emb *events.Embedded) (*usageInstance, error) {
+func newUsageInstance(ctx context.Context, emb *natsembed.Server) (*usageInstance, error) {
 	nc, err := nats.Connect("", nats.InProcessServer(emb.Server))
 	if err != nil {
 		return nil, err
@@ -62,7 +63,7 @@ func (in *usageInstance) knowsAll(ctx context.Context, n int, within time.Durati
 func usageFlush(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: filepath.Join(o.Dir, "usage"), Fsync: true, Logger: o.Logger})
+	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(o.Dir, "usage"), Fsync: true, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}

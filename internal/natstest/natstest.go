@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 )
 
 // Env is a running embedded server with the store opened on it, signing
@@ -22,7 +23,7 @@ import (
 // Signer and trusts Signers).
 type Env struct {
 	Dir      string
-	Embedded *events.Embedded
+	Embedded *natsembed.Server
 	JS       jetstream.JetStream
 	Store    *events.Store
 	Signer   *events.Signer
@@ -81,7 +82,7 @@ func StartListeningIn(t testing.TB, dir string) *Env {
 
 func start(t testing.TB, dir, listen string) *Env {
 	t.Helper()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Fsync: false, Listen: listen, Logger: Quiet()})
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: false, Listen: listen, Logger: Quiet()})
 	if err != nil {
 		t.Fatalf("start embedded nats-server: %v", err)
 	}

@@ -1,4 +1,12 @@
-package events
+// Package natsembed runs keyledger's in-process nats-server: JetStream on a
+// local directory for zero set-up runs and tests, optionally with a client
+// port guarded by generated NKey credentials (a service user that may not
+// take history away, and a read-only subscriber).
+//
+// Outside tests that run servers of their own, it is the only package of
+// keyledger that imports nats-server, so that a service building in the
+// verifier (or events) takes on nats.go and none of the server.
+package natsembed
 
 import (
 	"errors"
@@ -10,10 +18,12 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/keyledger/keyledger/events"
 )
 
-// EmbeddedConfig configures the in-process nats-server of zero set-up runs.
-type EmbeddedConfig struct {
+// Config configures the in-process nats-server of zero set-up runs.
+type Config struct {
 	// Dir holds the JetStream file store (in its "jetstream" folder).
 	Dir string
 	// Fsync makes every write reach the disk before it is acknowledged, so
@@ -28,8 +38,8 @@ type EmbeddedConfig struct {
 	Logger         *slog.Logger
 }
 
-// Embedded is a running in-process nats-server and a connection to it.
-type Embedded struct {
+// Server is a running in-process nats-server and a connection to it.
+type Server struct {
 	Server *server.Server
 	Conn   *nats.Conn
 	// Credentials are the seed files of the users allowed on the client
@@ -37,9 +47,9 @@ type Embedded struct {
 	Credentials Credentials
 }
 
-// StartEmbedded starts a JetStream-enabled nats-server in this process and
+// Start starts a JetStream-enabled nats-server in this process and
 // connects to it without a network port.
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -92,42 +102,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
 	}
-	return &Embedded{Server: ns, Conn: nc, Credentials: creds}, nil
+	return &Server{Server: ns, Conn: nc, Credentials: creds}, nil
 }
 
 // Close drains the connection, then stops the server and waits for it.
-func (e *Embedded) Close() {
-	_ = DrainConn(e.Conn, 10*time.Second)
+func (e *Server) Close() {
+	_ = events.DrainConn(e.Conn, 10*time.Second)
 	e.Server.Shutdown()
 	e.Server.WaitForShutdown()
-}
-
-// Connect dials an existing NATS server or cluster (comma-separated URLs),
-// reconnecting for ever.
-func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.Name("keyledger"), nats.MaxReconnects(-1)}, opts...)
-	nc, err := nats.Connect(urls, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", urls, err)
-	}
-	return nc, nil
-}
-
-// DrainConn drains nc and waits, at most timeout, until it is closed.
-func DrainConn(nc *nats.Conn, timeout time.Duration) error {
-	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return err
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(timeout):
-		nc.Close()
-		return errors.New("NATS drain timed out")
-	}
 }
 
 // listenAddr splits host:port; port 0 asks for any free port.
@@ -148,7 +130,7 @@ func listenAddr(addr string) (string, int, error) {
 
 // ClientURL is where other processes reach the embedded server, or "" when
 // it has no client port.
-func (e *Embedded) ClientURL() string {
+func (e *Server) ClientURL() string {
 	if e.Server.Addr() == nil {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package events_test
+package natsembed_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/projections"
 )
@@ -20,7 +21,7 @@ import (
 // and checks, over TCP, what each credential may do.
 func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 	dir := t.TempDir()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: dir, Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +135,4 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 			t.Errorf("real key verifies %s, want VALID", got)
 		}
 	})
-}
-
-// short is a context for a call the server is expected to leave unanswered.
-func short(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -1,4 +1,4 @@
-package events
+package natsembed
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+
+	"github.com/keyledger/keyledger/events"
 )
 
 // Credentials are the NKey seed files of the embedded server's two users:
@@ -89,18 +91,12 @@ func ServicePermissions() *server.Permissions {
 	api := "$JS.API."
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{
-			api + "STREAM.DELETE." + StreamName, api + "STREAM.PURGE." + StreamName,
-			api + "STREAM.UPDATE." + StreamName, api + "STREAM.MSG.DELETE." + StreamName,
+			api + "STREAM.DELETE." + events.StreamName, api + "STREAM.PURGE." + events.StreamName,
+			api + "STREAM.UPDATE." + events.StreamName, api + "STREAM.MSG.DELETE." + events.StreamName,
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{">"}},
 	}
 }
-
-// SubscriberInbox is the inbox prefix of clients using the subscriber
-// credential: the one where it may receive replies (nats.go:
-// nats.CustomInboxPrefix(SubscriberInbox); the nats CLI: --inbox-prefix).
-// Replies to every other client go to _INBOX.>, which it may not read.
-const SubscriberInbox = "_INBOX_keyledger_subscriber"
 
 // SubscriberPermissions are what a verifier, or an auditor, needs to read
 // KEYLEDGER, and nothing else: read stream info and messages, make
@@ -117,15 +113,15 @@ func SubscriberPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			api + "INFO",
-			api + "STREAM.INFO." + StreamName,
-			api + "STREAM.MSG.GET." + StreamName,
-			api + "DIRECT.GET." + StreamName, api + "DIRECT.GET." + StreamName + ".>",
-			api + "CONSUMER.CREATE." + StreamName, api + "CONSUMER.CREATE." + StreamName + ".>",
-			api + "CONSUMER.INFO." + StreamName + ".>",
-			api + "CONSUMER.MSG.NEXT." + StreamName + ".>",
-			"$JS.FC." + StreamName + ".>",
+			api + "STREAM.INFO." + events.StreamName,
+			api + "STREAM.MSG.GET." + events.StreamName,
+			api + "DIRECT.GET." + events.StreamName, api + "DIRECT.GET." + events.StreamName + ".>",
+			api + "CONSUMER.CREATE." + events.StreamName, api + "CONSUMER.CREATE." + events.StreamName + ".>",
+			api + "CONSUMER.INFO." + events.StreamName + ".>",
+			api + "CONSUMER.MSG.NEXT." + events.StreamName + ".>",
+			"$JS.FC." + events.StreamName + ".>",
 		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{SubjectRoot + ".>", SubscriberInbox + ".>"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{events.SubjectRoot + ".>", events.SubscriberInbox + ".>"}},
 	}
 }
 

@@ -1,4 +1,4 @@
-package events_test
+package natsembed_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/internal/natstest"
 )
 
@@ -20,7 +21,7 @@ import (
 // delete any consumer of the stream. It now has an inbox of its own and
 // only what a verifier (and an auditor) needs.
 func TestAttackSubscriberReadsOnlyWhatAVerifierNeeds(t *testing.T) {
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
+	emb, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

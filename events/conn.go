@@ -1,0 +1,43 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// SubscriberInbox is the inbox prefix of clients using the subscriber
+// credential: the one where it may receive replies (nats.go:
+// nats.CustomInboxPrefix(SubscriberInbox); the nats CLI: --inbox-prefix).
+// Replies to every other client go to _INBOX.>, which it may not read.
+const SubscriberInbox = "_INBOX_keyledger_subscriber"
+
+// Connect dials an existing NATS server or cluster (comma-separated URLs),
+// reconnecting for ever.
+func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.Name("keyledger"), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", urls, err)
+	}
+	return nc, nil
+}
+
+// DrainConn drains nc and waits, at most timeout, until it is closed.
+func DrainConn(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("NATS drain timed out")
+	}
+}
