@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,19 +165,36 @@ func fillSigned(ctx context.Context, js jetstream.JetStream, evs []domain.Event,
 		}
 		wg.Wait()
 		for _, m := range msgs[:len(part)] {
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			_, err := js.PublishMsgAsync(m)
+			for errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				// The server is behind (a stream of ten million keys
+				// syncing every write): let it catch up, then go on.
+				if err := publishedAll(ctx, js, len(evs)); err != nil {
+					return err
+				}
+				_, err = js.PublishMsgAsync(m)
+			}
+			if err != nil {
 				return err
 			}
 		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(2 * time.Minute):
-			return fmt.Errorf("publishing %d events took too long", len(evs))
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := publishedAll(ctx, js, len(evs)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// publishedAll waits until every async publish of js was acknowledged.
+func publishedAll(ctx context.Context, js jetstream.JetStream, n int) error {
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(2 * time.Minute):
+		return fmt.Errorf("publishing %d events took too long", n)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // readyIn starts projections on store, from a snapshot when snaps is not
