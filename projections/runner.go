@@ -304,13 +304,16 @@ func (r *Runner) watch(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		// Applied before the stream is asked: read after, it may hold
+		// events appended (and offered) since the stream answered, which
+		// would look like a stream that ends before them.
+		applied := r.Applied()
 		actx, cancel := context.WithTimeout(ctx, max(every, time.Second))
 		last, err := r.src.LastSeq(actx)
 		cancel()
 		if err != nil {
 			continue // cut off: CurrentAt stays where it was
 		}
-		applied := r.Applied()
 		if !r.ready.Load() {
 			held = last // still replaying: neither current nor stalled
 			continue
