@@ -63,6 +63,7 @@ type Runner struct {
 	broken     atomic.Bool  // the stream went backwards under it
 	feedMu     sync.Mutex
 	cutFeed    context.CancelFunc
+	feed       feed // the last events applied, for the event streams (Watch, Recent)
 }
 
 // NewRunner returns a runner for projs over src. When src says so
@@ -182,6 +183,7 @@ func (r *Runner) applyLocked(e domain.Event) {
 	close(r.advance)
 	r.advance = make(chan struct{})
 	r.mu.Unlock()
+	r.feed.pass(e, r.ready.Load())
 }
 
 // reject refuses an event no keyledger instance wrote: it is counted and
@@ -212,6 +214,7 @@ func (r *Runner) ResumeAfter(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.applied = seq
+	r.feed.reset(seq)
 }
 
 // Applied returns the last sequence applied to every projection.
