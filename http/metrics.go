@@ -158,12 +158,14 @@ var (
 		"Events in the stream that no trusted keyledger instance wrote (forged or unsigned), refused by this instance's projections.", nil, nil)
 	descWebhookDeliveries = prometheus.NewDesc("keyledger_webhook_deliveries_total",
 		"Webhook delivery attempts this instance made, by result (succeeded, failed, gave_up, disabled, refused); no URL or endpoint in a label.", []string{"result"}, nil)
+	descConsumers = prometheus.NewDesc("keyledger_nats_consumers_created_total",
+		"JetStream consumers this instance asked NATS to create (the projection feed and its resets, webhook deliveries; reads of the history create none).", nil, nil)
 	descCheckpointsRejected = prometheus.NewDesc("keyledger_checkpoints_rejected_total",
 		"Messages on the checkpoint subject that no trusted keyledger instance wrote, skipped by this instance's checkpointer.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries} {
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries, descConsumers} {
 		ch <- d
 	}
 }
@@ -184,6 +186,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Runner.Rejected()))
 	if s.Checkpoints != nil {
 		ch <- prometheus.MustNewConstMetric(descCheckpointsRejected, prometheus.CounterValue, float64(s.Checkpoints.Rejected()))
+	}
+	if s.ConsumersCreated != nil {
+		ch <- prometheus.MustNewConstMetric(descConsumers, prometheus.CounterValue, float64(s.ConsumersCreated()))
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
 	if s.Webhooks != nil {

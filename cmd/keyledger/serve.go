@@ -91,6 +91,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listing: listing, Index: index, Log: b.store, Usage: usage, Runner: runner, Snapshots: snapshots,
 		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
+		ConsumersCreated: b.consumers.Created,
 		Logger:           log,
 		Version:          buildVersion(),
 		Trust:            b.store,
