@@ -198,12 +198,14 @@ func BodyHash(body []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// scanBatch bounds the memory of a scan, whatever the stream's size.
+// scanBatch bounds the memory of a scan through a consumer, whatever the
+// stream's size.
 const scanBatch = 256
 
 // Scan calls fn with every message matching filter from sequence from on,
 // as the stream stands when the scan starts, in order and in batches, so
-// that memory stays flat however long the stream. Returns EUNAVAILABLE, or
+// that memory stays flat however long the stream. It creates no consumer
+// when the stream allows direct gets (direct.go). Returns EUNAVAILABLE, or
 // fn's error.
 func (s *Store) Scan(ctx context.Context, filter string, from uint64, fn func(Msg) error) error {
 	return s.ScanCounted(ctx, filter, from, nil, fn)
@@ -224,6 +226,16 @@ func (s *Store) ScanCounted(ctx context.Context, filter string, from uint64, onT
 // overlap) from sequence from on, first telling onTotal how many there
 // are; an error from onTotal ends the scan before anything is read.
 func (s *Store) scan(ctx context.Context, filters []string, from uint64, onTotal func(uint64) error, fn func(Msg) error) error {
+	if s.direct {
+		return s.scanDirect(ctx, filters, from, onTotal, fn)
+	}
+	return s.scanConsumer(ctx, filters, from, onTotal, fn)
+}
+
+// scanConsumer is scan through an ephemeral consumer, created and deleted
+// again: for a stream that does not allow direct gets (one made by an
+// operator without allow_direct).
+func (s *Store) scanConsumer(ctx context.Context, filters []string, from uint64, onTotal func(uint64) error, fn func(Msg) error) error {
 	cfg := jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,

@@ -86,6 +86,9 @@ type Config struct {
 type Store struct {
 	js        jetstream.JetStream
 	stream    jetstream.Stream
+	api       string // where js sends API requests: $JS.API. unless a domain or prefix says otherwise
+	direct    bool   // the stream allows direct gets: scans need no consumer
+	replicas  int
 	conflicts int
 	readOnly  bool
 	log       *slog.Logger
@@ -197,7 +200,12 @@ func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Sto
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger}
+	info := stream.CachedInfo().Config
+	s := &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger,
+		api: apiPrefix(js), direct: info.AllowDirect, replicas: info.Replicas}
+	if !s.direct {
+		s.log.Warn("stream " + StreamName + " does not allow direct gets: every read of the history creates a consumer; allow them with `nats stream edit " + StreamName + " --allow-direct` (keyledger never changes an existing stream)")
+	}
 	s.trust.signers.Store(cfg.Signers)
 	if cfg.Signer != nil {
 		if err := s.SetSigner(cfg.Signer); err != nil {

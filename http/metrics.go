@@ -166,13 +166,15 @@ var (
 		"Key uses the last flush left for the next one (over its bound, or failed): above 0, sharing falls behind.", nil, nil)
 	descUsageCarriedTotal = prometheus.NewDesc("keyledger_usage_carried_total",
 		"Key uses left for a next flush, summed over flushes.", nil, nil)
+	descConsumers = prometheus.NewDesc("keyledger_nats_consumers_created_total",
+		"JetStream consumers this instance asked NATS to create (the projection feed and its resets, webhook deliveries; reads of the history create none).", nil, nil)
 	descCheckpointsRejected = prometheus.NewDesc("keyledger_checkpoints_rejected_total",
 		"Messages on the checkpoint subject that no trusted keyledger instance wrote, skipped by this instance's checkpointer.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries,
-		descUsageFlushed, descUsageFlushSeconds, descUsageCarried, descUsageCarriedTotal} {
+		descUsageFlushed, descUsageFlushSeconds, descUsageCarried, descUsageCarriedTotal, descConsumers} {
 		ch <- d
 	}
 }
@@ -193,6 +195,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Runner.Rejected()))
 	if s.Checkpoints != nil {
 		ch <- prometheus.MustNewConstMetric(descCheckpointsRejected, prometheus.CounterValue, float64(s.Checkpoints.Rejected()))
+	}
+	if s.ConsumersCreated != nil {
+		ch <- prometheus.MustNewConstMetric(descConsumers, prometheus.CounterValue, float64(s.ConsumersCreated()))
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
 	if s.Usage != nil {

@@ -69,6 +69,9 @@ type Server struct {
 	// from memory say how stale they may be (X-Keyledger-Stale-Seconds).
 	// nil: always reachable.
 	Unreachable func() time.Time
+	// ConsumersCreated, when set, gives /metrics how many JetStream
+	// consumers this instance asked for (events.ConsumerCount).
+	ConsumersCreated func() uint64
 	// MaxStaleness, when not zero, makes verifications fail closed (503)
 	// once the projections have not been current with the stream for
 	// longer (Runner.CurrentAt: NATS cut off, or the feed stalled): past

@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -98,11 +97,28 @@ func (s *Server) streamParams(r *http.Request) (after uint64, types []domain.Eve
 	return after, types, err
 }
 
+// streamBatch is how many events one write of a stream holds at most.
+const streamBatch = 100
+
+// orgEventsAfter reads a batch of org's events after seq: from the
+// runner's window of the last events applied when it reaches back that
+// far (a live stream, or one resumed a little behind), else from the
+// history in the stream, which creates no consumer either.
+func (s *Server) orgEventsAfter(ctx context.Context, org string, after uint64, types []domain.EventType) ([]domain.Event, uint64, bool, error) {
+	filter := domain.EventFilter{Types: types}
+	if evs, next, more, ok := s.Runner.Recent(org, after, streamBatch, filter.Match); ok {
+		return evs, next, more, nil
+	}
+	return s.Log.OrgEvents(ctx, org, domain.EventQuery{After: after, Limit: streamBatch, Budget: s.ScanBudget, Filter: filter})
+}
+
 // streamEvents sends org's events as Server-Sent Events, each with its
-// stream sequence as id, in order. It reads them from the history at the
-// client's pace from the stream, so nothing is buffered for a slow client: a write that
-// takes longer than SlowClientTimeout ends the stream, and the client
-// resumes with Last-Event-ID.
+// stream sequence as id, in order. It reads them at the client's pace
+// from the window of events the projections applied last (or, further
+// back, from the stream), so nothing is buffered for a slow client: a
+// write that takes longer than SlowClientTimeout ends the stream, and the
+// client resumes with Last-Event-ID. It wakes only for its own org's
+// events (Runner.Watch), and for heartbeats.
 //
 // The stream lasts as long as its credential: recheck authorizes it again
 // before every batch and heartbeat, and the stream ends at until (and at
@@ -116,6 +132,8 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		s.fail(w, r, err)
 		return
 	}
+	wake, stop := s.Runner.Watch(org) // before the first read: nothing slips between
+	defer stop()
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -150,8 +168,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		return
 	}
 	for {
-		applied := s.Runner.Applied() // before reading: nothing slips between
-		evs, next, more, err := s.Log.OrgEvents(r.Context(), org, domain.EventQuery{After: after, Limit: 100, Budget: s.ScanBudget, Filter: domain.EventFilter{Types: types}})
+		evs, next, more, err := s.orgEventsAfter(r.Context(), org, after, types)
 		if err != nil {
 			s.log.WarnContext(r.Context(), "event stream cut: the history cannot be read", "err", err)
 			return
@@ -160,14 +177,15 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		if !holds() {
 			return
 		}
-		if next > checked {
+		ahead := next > checked
+		if ahead {
 			// Read from the stream ahead of what this instance has applied:
 			// those events wait until it has, and are checked then.
 			n := 0
 			for n < len(evs) && evs[n].Seq <= checked {
 				n++
 			}
-			evs, next, more, applied = evs[:n], max(after, checked), false, checked
+			evs, next, more = evs[:n], max(after, checked), false
 		}
 		var batch strings.Builder
 		for _, e := range evs {
@@ -189,16 +207,27 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, org string
 		if !until.IsZero() {
 			wait = max(0, min(wait, until.Sub(s.Now())))
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), wait)
-		err = s.Runner.WaitFor(ctx, applied+1)
-		cancel()
-		switch {
-		case r.Context().Err() != nil:
-			return
-		case errors.Is(err, context.DeadlineExceeded):
-			if !holds() || write(": heartbeat\n\n") != nil {
+		if !s.waitForOrg(r.Context(), wake, wait, ahead, checked) {
+			if r.Context().Err() != nil || !holds() || write(": heartbeat\n\n") != nil {
 				return
 			}
 		}
+	}
+}
+
+// waitForOrg waits up to wait for an event of the stream's org (wake),
+// or, when the stream read ahead of this instance, for the next event
+// applied after checked; false when wait passed, or the request ended.
+func (s *Server) waitForOrg(ctx context.Context, wake <-chan struct{}, wait time.Duration, ahead bool, checked uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if ahead {
+		return s.Runner.WaitFor(ctx, checked+1) == nil
+	}
+	select {
+	case <-wake:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

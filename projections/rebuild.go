@@ -66,6 +66,7 @@ func (r *Runner) Rebuild(ctx context.Context) error {
 		// already holds. Moving the feed to seq would have them miss the
 		// events between.
 		table.install(img, seq)
+		r.feed.reset(r.Applied()) // what it kept was judged under the old trust set
 		r.applying.Unlock()
 		r.logRejudged(before, img.rejected)
 		r.log.Info("the projections were judged again under the new trust set", "up_to_seq", seq, "took", time.Since(start))

@@ -63,6 +63,7 @@ type Runner struct {
 	broken     atomic.Bool  // the stream went backwards under it
 	feedMu     sync.Mutex
 	cutFeed    context.CancelFunc
+	feed       feed // the last events applied, for the event streams (Watch, Recent)
 }
 
 // NewRunner returns a runner for projs over src. When src says so
@@ -182,6 +183,7 @@ func (r *Runner) applyLocked(e domain.Event) {
 	close(r.advance)
 	r.advance = make(chan struct{})
 	r.mu.Unlock()
+	r.feed.pass(e, r.ready.Load())
 }
 
 // reject refuses an event no keyledger instance wrote: it is counted and
@@ -212,6 +214,7 @@ func (r *Runner) ResumeAfter(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.applied = seq
+	r.feed.reset(seq)
 }
 
 // Applied returns the last sequence applied to every projection.
@@ -304,13 +307,16 @@ func (r *Runner) watch(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+		// Applied before the stream is asked: read after, it may hold
+		// events appended (and offered) since the stream answered, which
+		// would look like a stream that ends before them.
+		applied := r.Applied()
 		actx, cancel := context.WithTimeout(ctx, max(every, time.Second))
 		last, err := r.src.LastSeq(actx)
 		cancel()
 		if err != nil {
 			continue // cut off: CurrentAt stays where it was
 		}
-		applied := r.Applied()
 		if !r.ready.Load() {
 			held = last // still replaying: neither current nor stalled
 			continue

@@ -92,6 +92,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Listing: listing, Index: index, Log: b.store, Usage: uses, Runner: runner, Snapshots: snapshots,
 		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
+		ConsumersCreated: b.consumers.Created,
 		Logger:           log,
 		Version:          buildVersion(),
 		Trust:            b.store,

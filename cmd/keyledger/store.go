@@ -24,7 +24,9 @@ type backend struct {
 	down     atomic.Int64 // unix nanoseconds since NATS is unreachable; 0: reachable
 	js       jetstream.JetStream
 	store    *events.Store
-	close    func()
+	// consumers counts the consumers js asked for (a metric).
+	consumers *events.ConsumerCount
+	close     func()
 }
 
 // openBackend connects to --nats-url, or starts the embedded server on
@@ -88,7 +90,8 @@ type openOpts struct {
 }
 
 func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Logger, closeFn func()) (*backend, error) {
-	js, err := jetstream.New(nc)
+	consumers := &events.ConsumerCount{}
+	js, err := jetstream.New(nc, consumers.Trace())
 	if err != nil {
 		closeFn()
 		return nil, err
@@ -117,7 +120,7 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 		}
 		return nil, err
 	}
-	b := &backend{js: js, store: store, replicas: o.replicas, close: closeFn}
+	b := &backend{js: js, store: store, consumers: consumers, replicas: o.replicas, close: closeFn}
 	nc.SetDisconnectErrHandler(func(*nats.Conn, error) { b.down.CompareAndSwap(0, time.Now().UnixNano()) })
 	nc.SetReconnectHandler(func(*nats.Conn) { b.down.Store(0) })
 	return b, nil
