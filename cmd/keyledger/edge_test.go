@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -96,6 +97,7 @@ type edgeSites struct {
 	hub     jetstream.JetStream // the hub, as keyledger's user
 	edge    jetstream.JetStream // the edge's admin user
 	edgeURL string              // the edge's client port, as its verifier user
+	hubAddr string
 }
 
 // deployConf writes deploy/name with each of repl's old strings, which
@@ -200,7 +202,7 @@ func startEdgeSites(t *testing.T) *edgeSites {
 	})
 	t.Logf("both sites up in %s", time.Since(began).Round(time.Millisecond))
 	return &edgeSites{kl: kl, admin: strings.TrimSpace(admin), signers: signers, link: link, hub: hubJS, edge: js,
-		edgeURL: "nats://verifier:verifier-pw@" + edgeAddr}
+		edgeURL: "nats://verifier:verifier-pw@" + edgeAddr, hubAddr: hubAddr}
 }
 
 // waitFor polls cond until it holds, failing the test after d.
@@ -417,6 +419,57 @@ func TestEdgeMirrorTakesTheEventsAsPublished(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestEdgeLeafUserMayOnlyMakeTheMirror: the hub's user for leaf nodes,
+// whoever holds its password, may publish no event, read none, and call
+// no API but the mirror's consumer creation (and as a plain client not
+// even that: the hub maps $JS.hub.API to $JS.API for a client before it
+// checks, so only a leaf node's request passes). Without that one grant
+// the mirror copies nothing, as tried by hand.
+func TestEdgeLeafUserMayOnlyMakeTheMirror(t *testing.T) {
+	s := startEdgeSites(t)
+	denied := make(chan string, 16)
+	nc, err := nats.Connect("nats://edge:edge-pw@"+s.hubAddr, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			denied <- err.Error()
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, subject := range []string{
+		"keyledger.events.acme.key_01M8ZC4S1G49EC0DY4T8HF0EB8.revoked",
+		"keyledger.checkpoints",
+		"$JS.hub.API.STREAM.INFO.KEYLEDGER",
+		"$JS.hub.API.STREAM.DELETE.KEYLEDGER",
+		"$JS.hub.API.CONSUMER.CREATE.KEYLEDGER.keyledger-webhooks.>",
+		"$JS.API.STREAM.INFO.KEYLEDGER",
+	} {
+		if err := nc.Publish(subject, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Flush()
+		select {
+		case why := <-denied:
+			// A client's $JS.hub.API is mapped to $JS.API before the check.
+			if !strings.Contains(why, subject) && !strings.Contains(why, strings.Replace(subject, "$JS.hub.API.", "$JS.API.", 1)) {
+				t.Errorf("publish to %s: refused with %q", subject, why)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("the leaf user may publish to %s", subject)
+		}
+	}
+	if _, err := nc.SubscribeSync("keyledger.events.>"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	select {
+	case <-denied:
+	case <-time.After(5 * time.Second):
+		t.Error("the leaf user may subscribe to keyledger.events.>")
 	}
 }
 
