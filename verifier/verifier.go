@@ -59,7 +59,9 @@ type Options struct {
 	// revocation made meanwhile would not reach it. Zero (the default)
 	// keeps answering from memory through an outage: the service stays up,
 	// at the price of honouring a key revoked during the outage until the
-	// feed is back. Choose by which failure costs you more.
+	// feed is back. Choose by which failure costs you more. On a mirror
+	// (an edge site's copy of KEYLEDGER), a cut link to the main site
+	// counts as a cut-off feed: see CurrentAt.
 	MaxStaleness time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
@@ -80,6 +82,7 @@ const Unavailable = "UNAVAILABLE"
 type Verifier struct {
 	index  *projections.VerifyIndex
 	runner *projections.Runner
+	feed   *feed
 	now    func() time.Time
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -103,8 +106,12 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
-	v := &Verifier{index: projections.NewVerifyIndex(), now: opts.Now, done: make(chan struct{}), maxStaleness: opts.MaxStaleness}
-	v.runner = projections.NewRunner(store, opts.Logger, v.index, &callbacks{opts: opts})
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: open stream %s: %w", events.StreamName, err)
+	}
+	v := &Verifier{index: projections.NewVerifyIndex(), feed: &feed{Store: store, stream: stream}, now: opts.Now, done: make(chan struct{}), maxStaleness: opts.MaxStaleness}
+	v.runner = projections.NewRunner(v.feed, opts.Logger, v.index, &callbacks{opts: opts})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v.cancel = cancel
 	if v.maxStaleness > 0 {
@@ -123,7 +130,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 // has been cut off for longer than that.
 func (v *Verifier) Verify(key string) Result {
 	now := v.now()
-	if !v.runner.Ready() || v.maxStaleness > 0 && now.Sub(v.runner.CurrentAt()) > v.maxStaleness {
+	if !v.runner.Ready() || v.maxStaleness > 0 && now.Sub(v.CurrentAt()) > v.maxStaleness {
 		return Result{Verdict: domain.Verdict{Code: Unavailable}}
 	}
 	return v.index.Verify(key, now)
@@ -143,8 +150,38 @@ func (v *Verifier) Applied() uint64 { return v.runner.Applied() }
 // WaitFor returns once the event at seq has been applied.
 func (v *Verifier) WaitFor(ctx context.Context, seq uint64) error { return v.runner.WaitFor(ctx, seq) }
 
-// Behind asks the stream how many events the verifier has yet to apply.
-func (v *Verifier) Behind(ctx context.Context) (uint64, error) { return v.runner.Behind(ctx) }
+// Behind asks the stream how many events the verifier has yet to apply:
+// on a mirror, those the mirror holds and, as it last said, those it has
+// yet to copy from its origin.
+func (v *Verifier) Behind(ctx context.Context) (uint64, error) {
+	n, err := v.runner.Behind(ctx)
+	if err != nil {
+		return n, err
+	}
+	_, _, lag := v.feed.origin()
+	return n + lag, nil
+}
+
+// CurrentAt is when the verifier was last seen to hold everything the
+// stream held: what a verification now may have missed is what happened
+// since. It asks the stream every second (a few times per MaxStaleness
+// when set). On a mirror (an edge site's copy of the main site's stream,
+// across a leaf node) it is also no later than when the mirror last held
+// everything its origin held, so a cut link leaves it in the past even
+// though the mirror itself is unchanged; after a cut, and at start, the
+// mirror's word counts again once it has stayed in touch and caught up
+// for 2 s. The zero time means never.
+func (v *Verifier) CurrentAt() time.Time {
+	at := v.runner.CurrentAt()
+	if mirror, heard, _ := v.feed.origin(); mirror && heard.Before(at) {
+		at = heard
+	}
+	return at
+}
+
+// Staleness is how long ago CurrentAt was; with MaxStaleness, Verify
+// answers Unavailable once it is longer than that.
+func (v *Verifier) Staleness() time.Duration { return v.now().Sub(v.CurrentAt()) }
 
 // Close stops following the stream.
 func (v *Verifier) Close() {
