@@ -87,24 +87,66 @@ func (s *Store) directGet(ctx context.Context, filter string, from uint64, n int
 		if err != nil {
 			return nil, 0, unreachable(err)
 		}
-		if status := m.Header.Get("Status"); status != "" && len(m.Data) == 0 {
-			switch status {
+		stored, seq, subject, np, ok := fromBatch(m.Header)
+		if !ok {
+			switch status := m.Header.Get("Status"); status {
 			case "204": // end of the batch
 				return msgs, pending, nil
 			case "404": // nothing at or after from
 				return nil, 0, nil
+			default:
+				return nil, 0, unreachable(errors.New("direct get: " + status + " " + m.Header.Get("Description")))
 			}
-			return nil, 0, unreachable(errors.New("direct get: " + status + " " + m.Header.Get("Description")))
 		}
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return nil, 0, domain.Wrap(domain.EINTERNAL, err, "a stored message has no sequence")
+		if seq == 0 || seq < from || len(msgs) > 0 && seq <= msgs[len(msgs)-1].Seq {
+			return nil, 0, domain.Errorf(domain.EINTERNAL, "a stored message has no sequence in order")
 		}
 		if len(msgs) == 0 {
-			pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			pending = np
 		}
-		msgs = append(msgs, Msg{Seq: seq, Subject: m.Header.Get(jetstream.SubjectHeader), Header: m.Header, Data: m.Data})
+		msgs = append(msgs, Msg{Seq: seq, Subject: subject, Header: stored, Data: m.Data})
 	}
+}
+
+// batchHeaders are what the server adds to each stored message it
+// answers a batch direct get with, after the message's own headers.
+var batchHeaders = [...]string{jetstream.StreamHeader, jetstream.SubjectHeader, jetstream.SequenceHeader,
+	jetstream.TimeStampHeaer, "Nats-Num-Pending", "Nats-Last-Sequence"}
+
+// fromBatch separates a message of a batch direct get's answer into the
+// stored message's own headers and what the server says of it: its
+// sequence, subject and how many more match. ok is false for the
+// server's status messages (the end of the batch, an error), which carry
+// no sequence.
+//
+// A stored message's own headers come first and are whatever its
+// publisher wrote, the service credential's holder included: a "Status",
+// a "Nats-Sequence" or a "Nats-Num-Pending" among them is no word of the
+// server's. The server's come last, so only the last value of each
+// counts, and a message with a sequence is never a status.
+func fromBatch(h nats.Header) (stored nats.Header, seq uint64, subject string, pending uint64, ok bool) {
+	if len(h[jetstream.SequenceHeader]) == 0 {
+		return nil, 0, "", 0, false
+	}
+	last := func(name string) string {
+		v := h[name]
+		if len(v) == 0 {
+			return ""
+		}
+		if len(v) == 1 {
+			delete(h, name)
+		} else {
+			h[name] = v[:len(v)-1]
+		}
+		return v[len(v)-1]
+	}
+	var added [len(batchHeaders)]string
+	for i, name := range batchHeaders {
+		added[i] = last(name)
+	}
+	seq, _ = strconv.ParseUint(added[2], 10, 64)
+	pending, _ = strconv.ParseUint(added[4], 10, 64)
+	return h, seq, added[1], pending, true
 }
 
 // leaderNext asks the stream's leader for the first message matching
