@@ -160,3 +160,41 @@ func waitJudged(t *testing.T, table interface {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAttackStoredHeadersOnTheCheckpointSubject: the checkpointer reads
+// the checkpoint subject's last message by direct get, through nats.go,
+// which takes the first value of each header. Junk published there whose
+// own headers said "Nats-Sequence: 1", or "Status: 404", made every
+// checkpoint expect the wrong last message, for good.
+func TestAttackStoredHeadersOnTheCheckpointSubject(t *testing.T) {
+	for name, h := range map[string]nats.Header{
+		"Sequence": {"Nats-Sequence": {"1"}, "Nats-Stream": {events.StreamName}, "Nats-Subject": {events.CheckpointSubject}},
+		"Status":   {"Status": {"404"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := natstest.Start(t)
+			ctx := testCtx(t)
+			cp := &events.Checkpointer{Store: env.Store}
+			mustCreate(t, env.Store, "acme")
+			if wrote, _, err := cp.Once(ctx); err != nil || !wrote {
+				t.Fatalf("first checkpoint: wrote %v, %v", wrote, err)
+			}
+			var body []byte
+			if name == "Sequence" {
+				body = []byte("junk")
+			}
+			publishHeaders(t, env, events.CheckpointSubject, h, body)
+			mustCreate(t, env.Store, "acme")
+			if wrote, _, err := cp.Once(ctx); err != nil || !wrote {
+				t.Fatalf("checkpoint after junk with the server's headers: wrote %v, %v", wrote, err)
+			}
+			head, ok, err := cp.Head(ctx)
+			if err != nil || !ok {
+				t.Fatalf("Head: %v, %v", ok, err)
+			}
+			if got, want := head.Seq, env.LastSeq(t); got != want {
+				t.Errorf("head at %d, want the last message %d", got, want)
+			}
+		})
+	}
+}

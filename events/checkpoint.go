@@ -271,18 +271,18 @@ func (c *Checkpointer) log() *slog.Logger {
 func (c *Checkpointer) Head(ctx context.Context) (Head, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, err := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
+	m, found, err := c.Store.lastFor(ctx, CheckpointSubject)
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return Head{}, false, nil
 	case err != nil:
 		return Head{}, false, err
-	case m.Sequence != c.cachedAt:
-		last, err := c.Store.chainHead(ctx, m.Sequence)
+	case !found:
+		return Head{}, false, nil
+	case m.Seq != c.cachedAt:
+		last, err := c.Store.chainHead(ctx, m.Seq)
 		if err != nil {
 			return Head{}, false, err
 		}
-		c.cached, c.cachedAt = last, m.Sequence
+		c.cached, c.cachedAt = last, m.Seq
 	}
 	if c.cached == nil {
 		return Head{}, false, nil
@@ -293,15 +293,12 @@ func (c *Checkpointer) Head(ctx context.Context) (Head, bool, error) {
 // head returns the chain's last link (nil: none) and the sequence of the
 // subject's last message, whatever it is: what the next append expects.
 func (c *Checkpointer) head(ctx context.Context) (*signedCheckpoint, uint64, error) {
-	m, err := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
-	}
-	if err != nil {
+	m, found, err := c.Store.lastFor(ctx, CheckpointSubject)
+	if err != nil || !found {
 		return nil, 0, err
 	}
-	last, err := c.Store.chainHead(ctx, m.Sequence)
-	return last, m.Sequence, err
+	last, err := c.Store.chainHead(ctx, m.Seq)
+	return last, m.Seq, err
 }
 
 // Once appends one checkpoint over the events since the chain's last
@@ -380,15 +377,14 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 			// over the same link (then this one is not needed), or not a
 			// checkpoint at all. Only the subject's last message is read:
 			// however much junk came in between, this costs one look.
-			m, gerr := c.Store.stream.GetLastMsgForSubject(ctx, CheckpointSubject)
+			got, found, gerr := c.Store.lastFor(ctx, CheckpointSubject)
 			if gerr != nil {
 				return false, more, gerr
 			}
-			got := Msg{Seq: m.Sequence, Subject: m.Subject, Header: m.Header, Data: m.Data}
-			if other, rerr := readCheckpoint(got, c.Store.Signers()); rerr == nil && other.Prev == cp.PrevCheckpoint {
+			if other, rerr := readCheckpoint(got, c.Store.Signers()); found && rerr == nil && other.Prev == cp.PrevCheckpoint {
 				return false, more, nil
 			}
-			lastSeq = m.Sequence
+			lastSeq = got.Seq
 			continue
 		}
 		if err != nil {

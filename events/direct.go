@@ -37,6 +37,7 @@ const (
 type directRequest struct {
 	Seq      uint64 `json:"seq,omitempty"`
 	NextFor  string `json:"next_by_subj,omitempty"`
+	LastFor  string `json:"last_by_subj,omitempty"`
 	Batch    int    `json:"batch,omitempty"`
 	MaxBytes int    `json:"max_bytes,omitempty"`
 }
@@ -87,7 +88,7 @@ func (s *Store) directGet(ctx context.Context, filter string, from uint64, n int
 		if err != nil {
 			return nil, 0, unreachable(err)
 		}
-		stored, seq, subject, np, ok := fromBatch(m.Header)
+		stored, seq, subject, np, ok := fromDirect(m.Header, true)
 		if !ok {
 			switch status := m.Header.Get("Status"); status {
 			case "204": // end of the batch
@@ -110,10 +111,11 @@ func (s *Store) directGet(ctx context.Context, filter string, from uint64, n int
 
 // batchHeaders are what the server adds to each stored message it
 // answers a batch direct get with, after the message's own headers.
+// Of a single message's answer, only the first four.
 var batchHeaders = [...]string{jetstream.StreamHeader, jetstream.SubjectHeader, jetstream.SequenceHeader,
 	jetstream.TimeStampHeaer, "Nats-Num-Pending", "Nats-Last-Sequence"}
 
-// fromBatch separates a message of a batch direct get's answer into the
+// fromDirect separates a message of a direct get's answer (batch: of a batch) into the
 // stored message's own headers and what the server says of it: its
 // sequence, subject and how many more match. ok is false for the
 // server's status messages (the end of the batch, an error), which carry
@@ -124,7 +126,7 @@ var batchHeaders = [...]string{jetstream.StreamHeader, jetstream.SubjectHeader, 
 // a "Nats-Sequence" or a "Nats-Num-Pending" among them is no word of the
 // server's. The server's come last, so only the last value of each
 // counts, and a message with a sequence is never a status.
-func fromBatch(h nats.Header) (stored nats.Header, seq uint64, subject string, pending uint64, ok bool) {
+func fromDirect(h nats.Header, batch bool) (stored nats.Header, seq uint64, subject string, pending uint64, ok bool) {
 	if len(h[jetstream.SequenceHeader]) == 0 {
 		return nil, 0, "", 0, false
 	}
@@ -142,18 +144,55 @@ func fromBatch(h nats.Header) (stored nats.Header, seq uint64, subject string, p
 	}
 	var added [len(batchHeaders)]string
 	for i, name := range batchHeaders {
-		added[i] = last(name)
+		if batch || i < 4 {
+			added[i] = last(name)
+		}
 	}
 	seq, _ = strconv.ParseUint(added[2], 10, 64)
 	pending, _ = strconv.ParseUint(added[4], 10, 64)
 	return h, seq, added[1], pending, true
 }
 
+// lastFor returns the last message stored on subject; ok is false when
+// there is none. It reads by direct get when the stream allows it, as
+// nats.go's GetLastMsgForSubject does, but takes the sequence and the
+// subject from the server's headers only (fromDirect): nats.go takes the
+// first of each, which the message's publisher may have written.
+func (s *Store) lastFor(ctx context.Context, subject string) (m Msg, ok bool, err error) {
+	if !s.direct {
+		return s.leaderGet(ctx, directRequest{LastFor: subject})
+	}
+	req, err := json.Marshal(directRequest{LastFor: subject})
+	if err != nil {
+		return m, false, domain.Wrap(domain.EINTERNAL, err, "cannot ask for the history")
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	res, err := s.js.Conn().RequestWithContext(ctx, s.api+"DIRECT.GET."+StreamName, req)
+	if err != nil {
+		return m, false, unreachable(err)
+	}
+	stored, seq, subj, _, ok := fromDirect(res.Header, false)
+	switch status := res.Header.Get("Status"); {
+	case ok && seq > 0:
+		return Msg{Seq: seq, Subject: subj, Header: stored, Data: res.Data}, true, nil
+	case !ok && status == "404":
+		return m, false, nil
+	default:
+		return m, false, unreachable(errors.New("direct get: " + status + " " + res.Header.Get("Description")))
+	}
+}
+
 // leaderNext asks the stream's leader for the first message matching
 // filter at or after from (JetStream's message get, which only the leader
 // answers); ok is false when there is none.
 func (s *Store) leaderNext(ctx context.Context, filter string, from uint64) (m Msg, ok bool, err error) {
-	req, err := json.Marshal(directRequest{Seq: from, NextFor: filter})
+	return s.leaderGet(ctx, directRequest{Seq: from, NextFor: filter})
+}
+
+// leaderGet is JetStream's message get, answered by the stream's leader.
+func (s *Store) leaderGet(ctx context.Context, r directRequest) (m Msg, ok bool, err error) {
+	req, err := json.Marshal(r)
 	if err != nil {
 		return m, false, domain.Wrap(domain.EINTERNAL, err, "cannot ask for the history")
 	}
