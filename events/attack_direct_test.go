@@ -198,3 +198,21 @@ func TestAttackStoredHeadersOnTheCheckpointSubject(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreMsgTakesTheServersSequenceAndSubject: Store.Msg, which a
+// webhook redelivery reads its event with, names a message by the
+// server's sequence and subject, whatever the message's own headers say
+// (nats.go's GetMsg took them from those headers on this stream).
+func TestStoreMsgTakesTheServersSequenceAndSubject(t *testing.T) {
+	env := natstest.Start(t)
+	genuine := mustCreate(t, env.Store, "acme")
+	seq := publishHeaders(t, env, "keyledger.events.acme.key_x.created",
+		nats.Header{"Nats-Sequence": {strconv.FormatUint(genuine.Seq, 10)}, "Nats-Subject": {"keyledger.events.acme.other.created"}}, []byte("junk"))
+	m, ok, err := env.Store.Msg(testCtx(t), seq)
+	if err != nil || !ok {
+		t.Fatalf("Msg(%d): %v, %v", seq, ok, err)
+	}
+	if m.Seq != seq || m.Subject != "keyledger.events.acme.key_x.created" {
+		t.Errorf("Msg(%d) = seq %d on %s, want the stored message's", seq, m.Seq, m.Subject)
+	}
+}

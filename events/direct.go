@@ -183,6 +183,18 @@ func (s *Store) lastFor(ctx context.Context, subject string) (m Msg, ok bool, er
 	}
 }
 
+// Msg returns the stream's message at seq; ok is false when there is
+// none. Unlike nats.go's GetMsg on a stream that allows direct gets, its
+// sequence and subject are the server's, never headers the message's
+// publisher wrote. Returns EUNAVAILABLE.
+func (s *Store) Msg(ctx context.Context, seq uint64) (m Msg, ok bool, err error) {
+	m, ok, err = s.leaderGet(ctx, directRequest{Seq: seq})
+	if ok && m.Seq != seq {
+		return m, false, unreachable(errors.New("message get: another message than asked for"))
+	}
+	return m, ok, err
+}
+
 // leaderNext asks the stream's leader for the first message matching
 // filter at or after from (JetStream's message get, which only the leader
 // answers); ok is false when there is none.

@@ -356,17 +356,19 @@ func (d *Deliverer) Redeliver(ctx context.Context, p domain.Principal, org, id, 
 	if seq == 0 {
 		return Attempt{}, domain.Errorf(domain.ENOTFOUND, "endpoint %s kept no attempt %s of an event of the history", id, attemptID)
 	}
-	raw, err := d.events.GetMsg(ctx, seq)
+	// Read with the server's sequence and subject (Store.Msg): nats.go's
+	// GetMsg takes them from headers the message's publisher may write.
+	raw, found, err := d.o.Store.Msg(ctx, seq)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return Attempt{}, domain.Errorf(domain.ENOTFOUND, "the event of attempt %s is no longer in the history", attemptID)
-		}
 		return Attempt{}, domain.Wrap(domain.EUNAVAILABLE, err, "the event cannot be read")
+	}
+	if !found {
+		return Attempt{}, domain.Errorf(domain.ENOTFOUND, "the event of attempt %s is no longer in the history", attemptID)
 	}
 	if !strings.HasPrefix(raw.Subject, events.SubjectRoot+"."+org+".") {
 		return Attempt{}, domain.Errorf(domain.ENOTFOUND, "endpoint %s kept no attempt %s of an event of its org", id, attemptID)
 	}
-	e, body, err := d.judge(ctx, events.Msg{Seq: raw.Sequence, Subject: raw.Subject, Header: raw.Header, Data: raw.Data})
+	e, body, err := d.judge(ctx, raw)
 	if err != nil || e.OrgID != org {
 		return Attempt{}, domain.Errorf(domain.ENOTFOUND, "the event of attempt %s is not one keyledger delivers", attemptID)
 	}
