@@ -164,7 +164,9 @@ func fillSigned(ctx context.Context, js jetstream.JetStream, evs []domain.Event,
 		}
 		wg.Wait()
 		for _, m := range msgs[:len(part)] {
-			if _, err := js.PublishMsgAsync(m); err != nil {
+			// Wait for the server as long as it needs: on a busy machine
+			// the default stall of 200 ms ends the fill.
+			if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 				return err
 			}
 		}
