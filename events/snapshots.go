@@ -15,6 +15,10 @@ import (
 // the projections. It is a cache: losing it only costs a full replay.
 const SnapshotBucket = "KEYLEDGER_SNAPSHOTS"
 
+// SnapshotStream is the stream behind the snapshot bucket: reading the
+// snapshot is reading it.
+const SnapshotStream = "OBJ_" + SnapshotBucket
+
 const snapshotObject = "projections"
 
 // Snapshots stores projection snapshots in a JetStream object store,
@@ -58,8 +62,25 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 	return &Snapshots{obs: obs, stream: s.stream, store: s}, nil
 }
 
+// ReadSnapshots opens the bucket to read the snapshot, never creating or
+// changing it: what the read-only subscriber credential may do (a
+// verifier's start). No bucket is no snapshot: Get answers nil, nil.
+func ReadSnapshots(ctx context.Context, js jetstream.JetStream, s *Store) (*Snapshots, error) {
+	obs, err := js.ObjectStore(ctx, SnapshotBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return &Snapshots{stream: s.stream, store: s}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
+	}
+	return &Snapshots{obs: obs, stream: s.stream, store: s}, nil
+}
+
 // Put replaces the snapshot, and signs it.
 func (s *Snapshots) Put(ctx context.Context, r io.Reader) error {
+	if s.obs == nil {
+		return errors.New("no snapshot bucket: opened to read only")
+	}
 	signer := s.store.Signer()
 	if signer == nil {
 		return errors.New("no signing key: snapshots are not written")
@@ -78,6 +99,9 @@ func (s *Snapshots) Put(ctx context.Context, r io.Reader) error {
 // trusted signer signed it. The object store checks the digest signed as
 // the snapshot is read: read it to its end before trusting it.
 func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
+	if s.obs == nil {
+		return nil, nil
+	}
 	info, err := s.obs.GetInfo(ctx, snapshotObject)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil

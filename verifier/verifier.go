@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,6 +54,11 @@ type Options struct {
 	// where it should not be (e.Data is a domain.KeyLeakReported, with the
 	// URL). The revocation that usually follows comes to OnRevoked.
 	OnLeaked func(Event)
+	// FullReplay makes the verifier replay the stream from its first
+	// event rather than start from the newest snapshot a trusted signer
+	// signed: for a service whose callbacks must see every event of the
+	// history (from a snapshot, they run only for the events after it).
+	FullReplay bool
 	// MaxStaleness, when not zero, makes Verify fail closed (Unavailable)
 	// once the verifier has not been able to confirm for that long that it
 	// holds everything the stream holds: its feed is cut off, and a
@@ -86,12 +92,15 @@ type Verifier struct {
 	now    func() time.Time
 	cancel context.CancelFunc
 	done   chan struct{}
+	from   atomic.Uint64 // the snapshot's sequence it started after; 0: none
 
 	maxStaleness time.Duration
 }
 
-// New attaches to the KEYLEDGER stream through js and starts following it
-// from its first event. Call Close to stop.
+// New attaches to the KEYLEDGER stream through js and starts following it:
+// from the newest snapshot a key of Options.Signers signed (bucket
+// KEYLEDGER_SNAPSHOTS) and the events after it, or, when there is none to
+// trust, from the stream's first event. Call Close to stop.
 func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -120,6 +129,9 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	}
 	go func() {
 		defer close(v.done)
+		if !opts.FullReplay && !v.startFromSnapshot(runCtx, js, store, opts.Logger) {
+			return
+		}
 		_ = v.runner.Run(runCtx)
 	}()
 	return v, nil
@@ -182,6 +194,11 @@ func (v *Verifier) CurrentAt() time.Time {
 // Staleness is how long ago CurrentAt was; with MaxStaleness, Verify
 // answers Unavailable once it is longer than that.
 func (v *Verifier) Staleness() time.Duration { return v.now().Sub(v.CurrentAt()) }
+
+// StartedAfter returns the sequence of the snapshot the verifier started
+// from (it replayed only the events after it); 0 while it has not read
+// one, and for a start that replayed the whole stream.
+func (v *Verifier) StartedAfter() uint64 { return v.from.Load() }
 
 // Close stops following the stream.
 func (v *Verifier) Close() {

@@ -19,7 +19,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "a small version of every scenario (for CI); timings are shown but not judged")
-	keys := fs.Int("keys", 0, "keys for verify, cold start and memory (default 1,000,000; --quick 5,000)")
+	keys := fs.Int("keys", 0, "keys for verify, cold start, verifier start and memory (default 1,000,000; --quick 5,000)")
 	dir := fs.String("dir", "", "scratch directory (default: a temporary one, removed afterwards)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	traceFile := fs.String("trace", "", "write an execution trace of the whole run here (go tool trace; -pprof=sched for scheduling delays)")

@@ -99,10 +99,12 @@ func ServicePermissions() *server.Permissions {
 }
 
 // SubscriberPermissions are what a verifier, or an auditor, needs to read
-// KEYLEDGER, and nothing else: read stream info and messages, make
-// ephemeral consumers and pull from them, follow the events with a plain
-// subscription, and receive replies on its own inbox. Everything not
-// allowed is denied: no publish to keyledger.events.>, no stream create,
+// KEYLEDGER and the newest snapshot (the bucket KEYLEDGER_SNAPSHOTS, which
+// a verifier starts from), and nothing else: read stream info and
+// messages, make ephemeral consumers and pull from them, follow the events
+// with a plain subscription, and receive replies on its own inbox.
+// Everything not allowed is denied: no publish to keyledger.events.> nor
+// to the bucket's subjects ($O.KEYLEDGER_SNAPSHOTS.>), no stream create,
 // update, purge or delete, no message delete, no consumer deleted (its own
 // ephemeral ones expire when idle) or listed, and no other client's
 // replies. NATS grants the creation of named (durable) consumers with that
@@ -120,6 +122,18 @@ func SubscriberPermissions() *server.Permissions {
 			api + "CONSUMER.INFO." + events.StreamName + ".>",
 			api + "CONSUMER.MSG.NEXT." + events.StreamName + ".>",
 			"$JS.FC." + events.StreamName + ".>",
+			// The snapshot, read as nats.go's object store reads it: the
+			// bucket's stream info, the object's metadata (a direct get of
+			// the last message on its subject: keyledger makes the bucket
+			// with direct gets on), and its chunks through an ordered push
+			// consumer delivered to the inbox, with flow control. Its
+			// attempt to delete that consumer once read is refused (the
+			// server drops it once idle). No publish to the bucket's
+			// subjects, no purge, no delete.
+			api + "STREAM.INFO." + events.SnapshotStream,
+			api + "DIRECT.GET." + events.SnapshotStream + ".>",
+			api + "CONSUMER.CREATE." + events.SnapshotStream + ".>",
+			"$JS.FC." + events.SnapshotStream + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{events.SubjectRoot + ".>", events.SubscriberInbox + ".>"}},
 	}

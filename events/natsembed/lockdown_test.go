@@ -1,7 +1,9 @@
 package natsembed_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -115,6 +117,64 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 		}
 		if _, err := svcJS.Stream(ctx, events.StreamName); err != nil {
 			t.Errorf("the stream is gone: %v", err)
+		}
+	})
+
+	t.Run("SubscriberReadsTheSnapshotButCannotChangeIt", func(t *testing.T) {
+		snaps, err := events.OpenSnapshots(ctx, svcJS, store, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte("a snapshot, as the service signs it\n"), 20000) // several chunks
+		if err := snaps.Put(ctx, bytes.NewReader(want)); err != nil {
+			t.Fatal(err)
+		}
+		readBack := func(t *testing.T, js jetstream.JetStream) []byte {
+			t.Helper()
+			reader, err := events.Attach(ctx, js, events.Config{Logger: natstest.Quiet(), Signers: store.Signers(), ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := events.ReadSnapshots(ctx, js, reader)
+			if err != nil {
+				t.Fatalf("open the bucket to read: %v", err)
+			}
+			rc, err := rs.Get(ctx)
+			if err != nil || rc == nil {
+				t.Fatalf("get the snapshot: %v (%v)", err, rc)
+			}
+			defer rc.Close()
+			got, err := io.ReadAll(rc)
+			if err != nil {
+				t.Fatalf("read the snapshot: %v", err)
+			}
+			return got
+		}
+		if got := readBack(t, js); !bytes.Equal(got, want) {
+			t.Fatalf("the subscriber read %d bytes of the snapshot, want the %d the service wrote", len(got), len(want))
+		}
+
+		obs, err := js.ObjectStore(ctx, events.SnapshotBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := obs.PutBytes(short(t), "projections", []byte("forged")); err == nil {
+			t.Error("the subscriber put a snapshot")
+		}
+		if err := obs.UpdateMeta(short(t), "projections", jetstream.ObjectMeta{Name: "projections", Metadata: map[string]string{"keyledger-signer": "forged"}}); err == nil {
+			t.Error("the subscriber changed the snapshot's metadata")
+		}
+		if err := obs.Delete(short(t), "projections"); err == nil {
+			t.Error("the subscriber deleted the snapshot")
+		}
+		if s, err := js.Stream(short(t), events.SnapshotStream); err != nil || s.Purge(short(t)) == nil {
+			t.Errorf("the subscriber purged the snapshot bucket (or could not see it: %v)", err)
+		}
+		if err := js.DeleteObjectStore(short(t), events.SnapshotBucket); err == nil {
+			t.Error("the subscriber deleted the snapshot bucket")
+		}
+		if got := readBack(t, svcJS); !bytes.Equal(got, want) {
+			t.Errorf("the snapshot changed under the subscriber's attempts: %d bytes, want %d", len(got), len(want))
 		}
 	})
 

@@ -23,7 +23,7 @@ import (
 // Options size a run.
 type Options struct {
 	Quick   bool   // a small version of everything, for CI: no timing judged
-	Keys    int    // keys for verify, cold start, memory and usage (1,000,000; quick 5,000)
+	Keys    int    // keys for verify, cold start, verifier start, memory and usage (1,000,000; quick 5,000)
 	Dir     string // scratch directory for the embedded stores
 	Logger  *slog.Logger
 	Observe func(scenario string) // called as each scenario starts
@@ -88,6 +88,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"revocation delivery", false, delivery},
 		{"usage flush", false, usageFlush},
 		{"cold start", true, coldStart},
+		{"verifier start", true, verifierStart},
 		{"memory", true, memory},
 	}
 	got := make([][]Row, len(scenarios))
