@@ -1,7 +1,9 @@
 package events
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -29,6 +31,7 @@ const snapshotObject = "projections"
 // key can make a start trust what they wrote.
 type Snapshots struct {
 	obs    jetstream.ObjectStore
+	bucket jetstream.Stream // the bucket's stream: its chunks are read from it
 	stream jetstream.Stream
 	store  *Store
 }
@@ -59,7 +62,11 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshots{obs: obs, stream: s.stream, store: s}, nil
+	bucket, err := js.Stream(ctx, SnapshotStream)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
+	}
+	return &Snapshots{obs: obs, bucket: bucket, stream: s.stream, store: s}, nil
 }
 
 // ReadSnapshots opens the bucket to read the snapshot, never creating or
@@ -73,7 +80,11 @@ func ReadSnapshots(ctx context.Context, js jetstream.JetStream, s *Store) (*Snap
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
 	}
-	return &Snapshots{obs: obs, stream: s.stream, store: s}, nil
+	bucket, err := js.Stream(ctx, SnapshotStream)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
+	}
+	return &Snapshots{obs: obs, bucket: bucket, stream: s.stream, store: s}, nil
 }
 
 // Put replaces the snapshot, and signs it.
@@ -96,8 +107,14 @@ func (s *Snapshots) Put(ctx context.Context, r io.Reader) error {
 }
 
 // Get opens the snapshot; nil, nil when there is none, an error when no
-// trusted signer signed it. The object store checks the digest signed as
-// the snapshot is read: read it to its end before trusting it.
+// trusted signer signed it or its bytes are not the ones signed. It reads
+// the chunks itself, by direct gets, at most the signed size, and checks
+// the signed digest before it hands out a byte: nats.go's reader checks it
+// only at the end, so a decoder would first parse (and hold) whatever
+// chunks the metadata names, and its ordered push consumer needs a
+// consumer-create permission that lets a reader deliver the bucket into
+// other subjects (SECURITY.md, Scale). The snapshot is s2-compressed, so
+// the buffer is a fraction of the table it restores.
 func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
 	if s.obs == nil {
 		return nil, nil
@@ -113,16 +130,53 @@ func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
 	if err != nil || !s.store.Signers().verify(info.Metadata[snapshotSigner], 0, signedSnapshot(info), sig) {
 		return nil, fmt.Errorf("the snapshot is not signed by a trusted keyledger instance (signer %q)", info.Metadata[snapshotSigner])
 	}
-	r, err := s.obs.Get(ctx, snapshotObject)
+	body, err := s.readChunks(ctx, info)
+	if err != nil {
+		return nil, fmt.Errorf("the snapshot does not match its signed digest: %w", err)
+	}
+	return io.NopCloser(bytes.NewReader(body)), nil
+}
+
+// readChunks reads the object's chunks, refusing more than its signed size
+// or bytes of another digest.
+func (s *Snapshots) readChunks(ctx context.Context, info *jetstream.ObjectInfo) ([]byte, error) {
+	want, err := jetstream.DecodeObjectDigest(info.Digest)
 	if err != nil {
 		return nil, err
 	}
-	if got, err := r.Info(); err != nil || got.Digest != info.Digest || got.Size != info.Size {
-		r.Close()
-		return nil, errors.New("the snapshot changed while it was opened")
+	if info.Opts != nil && info.Opts.Link != nil || info.NUID == "" {
+		return nil, errors.New("the snapshot's metadata is a link, or names no chunks")
 	}
-	return r, nil
+	if info.Size > maxSnapshotSize {
+		return nil, fmt.Errorf("the snapshot's signed size %d is over %d", info.Size, uint64(maxSnapshotSize))
+	}
+	subject := "$O." + SnapshotBucket + ".C." + info.NUID
+	body := make([]byte, 0, info.Size)
+	seq := uint64(1)
+	for uint64(len(body)) < info.Size {
+		m, err := s.bucket.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return nil, fmt.Errorf("chunk after %d of %d bytes: %w", len(body), info.Size, err)
+		}
+		if uint64(len(body))+uint64(len(m.Data)) > info.Size {
+			return nil, fmt.Errorf("its chunks hold more than its signed size %d", info.Size)
+		}
+		body, seq = append(body, m.Data...), m.Sequence+1
+	}
+	// Chunks beyond the signed size were written after it was signed: the
+	// object is not the one signed, even if its first bytes are.
+	if _, err := s.bucket.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("its chunks hold more than its signed size %d (%v)", info.Size, err)
+	}
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], want) {
+		return nil, jetstream.ErrDigestMismatch
+	}
+	return body, nil
 }
+
+// maxSnapshotSize bounds the snapshot Get reads: a signed size is a trusted
+// instance's, but a bound keeps a mistake from taking the memory.
+const maxSnapshotSize = 8 << 30
 
 // MsgHash is the stored hash of the stream's message at seq.
 func (s *Snapshots) MsgHash(ctx context.Context, seq uint64) (string, error) {

@@ -273,7 +273,7 @@ func TestVerifierRefusesASnapshotItCannotTrust(t *testing.T) {
 				t.Fatal(err)
 			}
 			return seq
-		}, "snapshot ignored"},
+		}, "does not match its signed digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := natstest.StartListening(t)

@@ -122,18 +122,18 @@ func SubscriberPermissions() *server.Permissions {
 			api + "CONSUMER.INFO." + events.StreamName + ".>",
 			api + "CONSUMER.MSG.NEXT." + events.StreamName + ".>",
 			"$JS.FC." + events.StreamName + ".>",
-			// The snapshot, read as nats.go's object store reads it: the
+			// The snapshot, read as events.Snapshots.Get reads it: the
 			// bucket's stream info, the object's metadata (a direct get of
 			// the last message on its subject: keyledger makes the bucket
-			// with direct gets on), and its chunks through an ordered push
-			// consumer delivered to the inbox, with flow control. Its
-			// attempt to delete that consumer once read is refused (the
-			// server drops it once idle). No publish to the bucket's
-			// subjects, no purge, no delete.
+			// with direct gets on) and its chunks, each a direct get of the
+			// next message on the object's chunk subject. No consumer of
+			// the bucket: NATS does not check a push consumer's deliver
+			// subject against its creator's permissions, and one delivering
+			// the bucket into keyledger.events.> wrote into the event stream
+			// (SECURITY.md, Scale). No publish to the bucket's subjects, no
+			// purge, no delete.
 			api + "STREAM.INFO." + events.SnapshotStream,
-			api + "DIRECT.GET." + events.SnapshotStream + ".>",
-			api + "CONSUMER.CREATE." + events.SnapshotStream + ".>",
-			"$JS.FC." + events.SnapshotStream + ".>",
+			api + "DIRECT.GET." + events.SnapshotStream, api + "DIRECT.GET." + events.SnapshotStream + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{events.SubjectRoot + ".>", events.SubscriberInbox + ".>"}},
 	}
