@@ -61,11 +61,16 @@ func TestAttackSubscriberSnapshotConsumerCannotDeliverIntoTheStream(t *testing.T
 	}
 	defer nc.Close()
 
-	for i, deliver := range []string{
-		events.Subject("acme", k.Key.ID, domain.TypeKeyRevoked),
-		"$JS.API.STREAM.PURGE." + events.StreamName,
-		"$JS.API.STREAM.DELETE." + events.StreamName,
+	for i, c := range []struct{ stream, deliver string }{
+		{events.SnapshotStream, events.Subject("acme", k.Key.ID, domain.TypeKeyRevoked)},
+		{events.SnapshotStream, "$JS.API.STREAM.PURGE." + events.StreamName},
+		{events.SnapshotStream, "$JS.API.STREAM.DELETE." + events.StreamName},
+		// The event stream's own consumers stay allowed: NATS refuses a
+		// deliver subject inside the stream's subjects (a cycle).
+		{events.StreamName, events.Subject("acme", k.Key.ID, domain.TypeKeyRevoked)},
+		{events.StreamName, events.CheckpointSubject},
 	} {
+		deliver := c.deliver
 		// Interest in the deliver subject makes the push consumer deliver;
 		// the subscriber may listen on the event subjects.
 		if sub, err := nc.SubscribeSync(deliver); err == nil {
@@ -74,17 +79,17 @@ func TestAttackSubscriberSnapshotConsumerCannotDeliverIntoTheStream(t *testing.T
 		_ = nc.Flush()
 		before, _ := store.LastSeq(ctx)
 		name := "attack" + string(rune('a'+i))
-		req, _ := json.Marshal(map[string]any{"stream_name": events.SnapshotStream, "config": map[string]any{
+		req, _ := json.Marshal(map[string]any{"stream_name": c.stream, "config": map[string]any{
 			"name": name, "deliver_subject": deliver, "deliver_policy": "all", "ack_policy": "none",
 		}})
-		resp, err := nc.Request("$JS.API.CONSUMER.CREATE."+events.SnapshotStream+"."+name, req, 2*time.Second)
+		resp, err := nc.Request("$JS.API.CONSUMER.CREATE."+c.stream+"."+name, req, 2*time.Second)
 		if err == nil {
 			t.Logf("consumer delivering to %s: %s", deliver, resp.Data)
 		}
 		time.Sleep(500 * time.Millisecond)
 		after, err := store.LastSeq(ctx)
 		if err != nil || after != before {
-			t.Errorf("a subscriber's consumer of the snapshot bucket delivering to %s: the event stream went from %d to %d (%v)", deliver, before, after, err)
+			t.Errorf("a subscriber's consumer of %s delivering to %s: the event stream went from %d to %d (%v)", c.stream, deliver, before, after, err)
 		}
 	}
 }
