@@ -151,3 +151,42 @@ func TestAttackSnapshotBytesAreCheckedBeforeAnyIsRead(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackSnapshotSeqHashIsTheStoredMessage (held): a snapshot is tied
+// to the stream by the hash of the message at its sequence, and the
+// table's last sequence may be junk that the service credential published.
+// MsgHash reads it through nats.go's GetMsg (a direct get), whose batch
+// form took stored headers for the server's (Scale, issue 20): a stored
+// "Status: 404" would tie a snapshot to no message, "Status: 503" fail
+// every snapshot taken there. The single get takes the server's status:
+// the hash is of the body the server stored.
+func TestAttackSnapshotSeqHashIsTheStoredMessage(t *testing.T) {
+	emb, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svcJS, _ := jetstream.New(emb.Conn)
+	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet(), Signer: newSigner(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := events.OpenSnapshots(ctx, svcJS, store, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []string{"404", "503"} {
+		junk := &nats.Msg{Subject: events.Subject("acme", "key_junk", domain.TypeKeyRevoked), Data: []byte("junk " + status), Header: nats.Header{}}
+		junk.Header.Set("Status", status)
+		ack, err := svcJS.PublishMsg(ctx, junk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := snaps.MsgHash(ctx, ack.Sequence)
+		if want := events.BodyHash(junk.Data); got != want || err != nil {
+			t.Errorf("MsgHash of junk with a stored Status: %s header = %q, %v; want the hash of its body %q", status, got, err, want)
+		}
+	}
+}
