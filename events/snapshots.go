@@ -158,6 +158,12 @@ func (s *Snapshots) readChunks(ctx context.Context, info *jetstream.ObjectInfo) 
 		if err != nil {
 			return nil, fmt.Errorf("chunk after %d of %d bytes: %w", len(body), info.Size, err)
 		}
+		// nats.go takes a direct get's sequence from the first
+		// Nats-Sequence header, which a chunk's publisher may write: a
+		// read that would not move forward is refused, never repeated.
+		if m.Sequence < seq || len(m.Data) == 0 {
+			return nil, fmt.Errorf("a chunk claims sequence %d, asked from %d, with %d bytes", m.Sequence, seq, len(m.Data))
+		}
 		if uint64(len(body))+uint64(len(m.Data)) > info.Size {
 			return nil, fmt.Errorf("its chunks hold more than its signed size %d", info.Size)
 		}

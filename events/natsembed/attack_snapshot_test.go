@@ -190,3 +190,67 @@ func TestAttackSnapshotSeqHashIsTheStoredMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackSnapshotChunkHeadersCannotStallTheRead: Get reads the chunks by
+// direct gets, and nats.go takes a direct get's sequence from the first
+// Nats-Sequence header, which a chunk's publisher may write itself. An
+// empty chunk saying "Nats-Sequence: 0", under signed metadata naming it,
+// would send the read back to the same chunk for ever: the start never
+// ready. A read that makes no progress is refused.
+func TestAttackSnapshotChunkHeadersCannotStallTheRead(t *testing.T) {
+	emb, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", Logger: natstest.Quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svcJS, _ := jetstream.New(emb.Conn)
+	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet(), Signer: newSigner(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := events.OpenSnapshots(ctx, svcJS, store, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snaps.Put(ctx, bytes.NewReader(bytes.Repeat([]byte("the signed snapshot\n"), 100))); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := svcJS.ObjectStore(ctx, events.SnapshotBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := obs.GetInfo(ctx, "projections")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.NUID = nats.NewInbox()[len(nats.InboxPrefix):]
+	chunk := &nats.Msg{Subject: "$O." + events.SnapshotBucket + ".C." + info.NUID, Header: nats.Header{}}
+	chunk.Header.Set("Nats-Sequence", "0")
+	if _, err := svcJS.PublishMsg(ctx, chunk); err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := json.Marshal(info)
+	if _, err := svcJS.Publish(ctx, "$O."+events.SnapshotBucket+".M."+base64.URLEncoding.EncodeToString([]byte("projections")), meta); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	gctx, gcancel := context.WithCancel(ctx)
+	defer gcancel()
+	go func() {
+		rc, err := snaps.Get(gctx)
+		if err == nil {
+			rc.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Get handed out a snapshot of chunks nobody signed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Get still reading after 5 s: a chunk's own Nats-Sequence header sent it back to the same chunk")
+	}
+}
