@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -36,8 +37,9 @@ type Snapshots struct {
 	store  *Store
 }
 
-// snapshotSigningPrefix opens the signed bytes of a snapshot.
-const snapshotSigningPrefix = "keyledger-snapshot-v1\n"
+// snapshotSigningPrefix opens the signed bytes of a snapshot. Version 2
+// signs the trust set too: v1 snapshots are refused (a replay, once).
+const snapshotSigningPrefix = "keyledger-snapshot-v2\n"
 
 // Metadata keys of the snapshot object carrying its signature.
 const (
@@ -45,8 +47,15 @@ const (
 	snapshotSignature = "keyledger-signature"
 )
 
-func signedSnapshot(info *jetstream.ObjectInfo) []byte {
-	return []byte(snapshotSigningPrefix + info.Digest + "\n" + strconv.FormatUint(info.Size, 10))
+// signedSnapshot is what a snapshot's signature covers: its digest and
+// size, and the trust set its table was judged under. A snapshot holds
+// verdicts, not events: one taken before a key was retired holds what
+// that key signed after its retirement as trusted, so it counts only
+// where the trust set is the very one it was judged under (SECURITY.md,
+// Scale); under any other, the stream is replayed.
+func signedSnapshot(info *jetstream.ObjectInfo, trust *Signers) []byte {
+	set := sha256.Sum256(trust.PEM())
+	return []byte(snapshotSigningPrefix + info.Digest + "\n" + strconv.FormatUint(info.Size, 10) + "\n" + hex.EncodeToString(set[:]))
 }
 
 // OpenSnapshots creates the bucket when it is missing (an existing one is
@@ -96,13 +105,14 @@ func (s *Snapshots) Put(ctx context.Context, r io.Reader) error {
 	if signer == nil {
 		return errors.New("no signing key: snapshots are not written")
 	}
+	trust := s.store.Signers() // the table's: it is judged again, before this changes, on a reload
 	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: snapshotObject}, r)
 	if err != nil {
 		return err
 	}
 	return s.obs.UpdateMeta(ctx, snapshotObject, jetstream.ObjectMeta{Name: snapshotObject, Metadata: map[string]string{
 		snapshotSigner:    signer.KeyID(),
-		snapshotSignature: base64.StdEncoding.EncodeToString(signer.sign(signedSnapshot(info))),
+		snapshotSignature: base64.StdEncoding.EncodeToString(signer.sign(signedSnapshot(info, trust))),
 	}})
 }
 
@@ -127,8 +137,8 @@ func (s *Snapshots) Get(ctx context.Context) (io.ReadCloser, error) {
 		return nil, err
 	}
 	sig, err := base64.StdEncoding.DecodeString(info.Metadata[snapshotSignature])
-	if err != nil || !s.store.Signers().verify(info.Metadata[snapshotSigner], 0, signedSnapshot(info), sig) {
-		return nil, fmt.Errorf("the snapshot is not signed by a trusted keyledger instance (signer %q)", info.Metadata[snapshotSigner])
+	if trust := s.store.Signers(); err != nil || !trust.verify(info.Metadata[snapshotSigner], 0, signedSnapshot(info, trust), sig) {
+		return nil, fmt.Errorf("the snapshot is not signed by a trusted keyledger instance under this trust set (signer %q; one taken under another trust set holds its verdicts)", info.Metadata[snapshotSigner])
 	}
 	body, err := s.readChunks(ctx, info)
 	if err != nil {
