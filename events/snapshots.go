@@ -33,7 +33,6 @@ const snapshotObject = "projections"
 type Snapshots struct {
 	obs    jetstream.ObjectStore
 	bucket jetstream.Stream // the bucket's stream: its chunks are read from it
-	stream jetstream.Stream
 	store  *Store
 }
 
@@ -75,7 +74,7 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
 	}
-	return &Snapshots{obs: obs, bucket: bucket, stream: s.stream, store: s}, nil
+	return &Snapshots{obs: obs, bucket: bucket, store: s}, nil
 }
 
 // ReadSnapshots opens the bucket to read the snapshot, never creating or
@@ -84,7 +83,7 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 func ReadSnapshots(ctx context.Context, js jetstream.JetStream, s *Store) (*Snapshots, error) {
 	obs, err := js.ObjectStore(ctx, SnapshotBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return &Snapshots{stream: s.stream, store: s}, nil
+		return &Snapshots{store: s}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
@@ -93,7 +92,7 @@ func ReadSnapshots(ctx context.Context, js jetstream.JetStream, s *Store) (*Snap
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
 	}
-	return &Snapshots{obs: obs, bucket: bucket, stream: s.stream, store: s}, nil
+	return &Snapshots{obs: obs, bucket: bucket, store: s}, nil
 }
 
 // Put replaces the snapshot, and signs it.
@@ -194,13 +193,14 @@ func (s *Snapshots) readChunks(ctx context.Context, info *jetstream.ObjectInfo) 
 // instance's, but a bound keeps a mistake from taking the memory.
 const maxSnapshotSize = 8 << 30
 
-// MsgHash is the stored hash of the stream's message at seq.
+// MsgHash is the stored hash of the stream's message at seq, "" when the
+// stream holds none there. It asks the stream's leader: any replica
+// answers a direct get, and a follower that has not yet stored the event
+// a snapshot was just taken at would answer "none", which a start takes
+// for a rewritten stream.
 func (s *Snapshots) MsgHash(ctx context.Context, seq uint64) (string, error) {
-	m, err := s.stream.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return "", nil
-	}
-	if err != nil {
+	m, ok, err := s.store.Msg(ctx, seq)
+	if err != nil || !ok {
 		return "", err
 	}
 	return BodyHash(m.Data), nil
