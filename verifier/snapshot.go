@@ -13,10 +13,11 @@ import (
 // startFromSnapshot loads the newest snapshot into the index, as a
 // keyledger instance restores one at start, and has the runner resume
 // after it. The snapshot counts only once its signature, by a key of the
-// trust set, holds over its digest, and the object store has checked the
-// digest over every byte read; a snapshot that is missing, unsigned,
-// signed by anyone else, corrupt or of another version is logged and the
-// whole stream is replayed instead: it is never trusted. It returns false
+// trust set, holds over its digest, its size and this very trust set, and
+// the digest has been checked over the whole snapshot before it is
+// decoded; a snapshot that is missing, unsigned, signed by anyone else or
+// under another trust set, corrupt or of another version is logged and
+// the whole stream is replayed instead: it is never trusted. It returns false
 // when the verifier must not start at all: a snapshot that a trusted
 // signer took at an event the stream no longer holds means the stream was
 // truncated or written again, and a replay would answer from the shorter
