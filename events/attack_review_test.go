@@ -422,9 +422,7 @@ func TestAttackRecreatedStreamWithoutARevocationIsServed(t *testing.T) {
 			keep = append(keep, m)
 		}
 	}
-	if err := env.JS.DeleteStream(ctx, events.StreamName); err != nil {
-		t.Fatal(err)
-	}
+	natstest.Recreate(t, ctx, env.JS, streamConfig(t, env))
 	store, err := events.Open(ctx, env.JS, env.Config(natstest.Quiet()))
 	if err != nil {
 		t.Fatal(err)
@@ -596,4 +594,14 @@ func short(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// streamConfig is the configuration of the running stream.
+func streamConfig(t *testing.T, env *natstest.Env) jetstream.StreamConfig {
+	t.Helper()
+	stream, err := env.JS.Stream(testCtx(t), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream.CachedInfo().Config
 }

@@ -342,12 +342,7 @@ func TestAttackRecreatedStreamFailsTheAnchor(t *testing.T) {
 			break
 		}
 	}
-	if err := js.DeleteStream(ctx, events.StreamName); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	natstest.Recreate(t, ctx, js, cfg)
 	for _, m := range keep {
 		if _, err := js.PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)

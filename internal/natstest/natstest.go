@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -127,3 +128,26 @@ func (e *Env) LastSeq(t testing.TB) uint64 {
 
 // Quiet is a logger that drops everything.
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Recreate deletes the stream named in cfg and creates it again, empty,
+// with cfg. A create straight after a delete can meet the old stream's
+// files still being removed and fail with "error creating store for
+// stream" (10049); that one error is tried again for up to 10 s.
+func Recreate(t testing.TB, ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) {
+	t.Helper()
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatalf("delete stream %s: %v", cfg.Name, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := js.CreateStream(ctx, cfg)
+		var apiErr *jetstream.APIError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.ErrorCode(10049) || time.Now().After(deadline) {
+			t.Fatalf("create stream %s again: %v", cfg.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
