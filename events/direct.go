@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -272,6 +273,14 @@ type cursor struct {
 	upTo   uint64 // reading from the leader: up to this sequence
 	done   bool
 	first  int // how many the first batch asks for
+	// wire is the filter sent with each batch: none for one that takes
+	// (nearly) the whole stream, as a subject filter with a wildcard costs
+	// the server a walk of every subject it stores on every message it
+	// answers (minutes for a scan of a million keys' events); keep then
+	// drops, here, what the filter would not have matched. total and left
+	// count what the server sends, those dropped here included.
+	wire string
+	keep func(subject string) bool
 }
 
 // newCursor starts a cursor; of several read side by side, each asks for
@@ -280,7 +289,15 @@ func newCursor(s *Store, filter string, from uint64, of int) *cursor {
 	if filter == "" {
 		filter = ">"
 	}
-	return &cursor{s: s, filter: filter, from: max(from, 1), first: max(8, directBatch/of)}
+	c := &cursor{s: s, filter: filter, from: max(from, 1), first: max(8, directBatch/of), wire: filter}
+	switch filter {
+	case ">":
+		c.wire = ""
+	case SubjectRoot + ".>": // every event: all but the checkpoints
+		c.wire = ""
+		c.keep = func(subject string) bool { return strings.HasPrefix(subject, SubjectRoot+".") }
+	}
+	return c
 }
 
 // peek returns the cursor's next message; ok is false at its end.
@@ -325,7 +342,7 @@ func (c *cursor) fetch(ctx context.Context) error {
 	if c.begun {
 		n = int(min(c.left, directBatch))
 	}
-	msgs, pending, err := c.s.directGet(ctx, c.filter, c.from, n)
+	msgs, pending, err := c.s.directGet(ctx, c.wire, c.from, n)
 	if err != nil {
 		return err
 	}
@@ -341,9 +358,12 @@ func (c *cursor) fetch(ctx context.Context) error {
 	}
 	msgs = msgs[:min(uint64(len(msgs)), c.left)] // those stored since the scan began wait for the next
 	c.left -= uint64(len(msgs))
-	c.buf = msgs
 	if len(msgs) > 0 {
 		c.from = msgs[len(msgs)-1].Seq + 1
+	}
+	c.buf = msgs
+	if c.keep != nil {
+		c.buf = slices.DeleteFunc(msgs, func(m Msg) bool { return !c.keep(m.Subject) })
 	}
 	return nil
 }

@@ -2,9 +2,12 @@ package events_test
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/domain"
@@ -128,5 +131,60 @@ func TestStreamWithoutDirectGetsIsStillRead(t *testing.T) {
 	}
 	if after.CachedInfo().Config.AllowDirect {
 		t.Error("opening the store changed the stream")
+	}
+}
+
+// TestScanOfEveryEventAsksForNoSubjectFilter: a scan of every event (the
+// checkpointer's) asks the server for messages by sequence alone and
+// drops the checkpoints itself. A wildcard subject filter would cost the
+// server a walk of every subject it stores for each message it answers:
+// on a stream of a million keys, minutes for one catch-up.
+func TestScanOfEveryEventAsksForNoSubjectFilter(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := testCtx(t)
+	for range 3 {
+		for range 5 {
+			mustCreate(t, env.Store, "acme")
+		}
+		if _, _, err := (&events.Checkpointer{Store: env.Store}).Once(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCreate(t, env.Store, "acme")
+
+	asked := make(chan []byte, 100)
+	sub, err := env.Embedded.Conn.Subscribe("$JS.API.DIRECT.GET."+events.StreamName, func(m *nats.Msg) { asked <- m.Data })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := env.Embedded.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	err = env.Store.Scan(ctx, events.SubjectRoot+".>", 1, func(m events.Msg) error {
+		if !m.IsEvent() {
+			t.Errorf("the scan of events gave the checkpoint at %d", m.Seq)
+		}
+		seqs = append(seqs, m.Seq)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 16 || !slices.IsSorted(seqs) {
+		t.Errorf("scanned %v, want the 16 events in order", seqs)
+	}
+	if len(asked) == 0 {
+		t.Fatal("no direct get was seen")
+	}
+	for len(asked) > 0 {
+		var req map[string]any
+		if err := json.Unmarshal(<-asked, &req); err != nil {
+			t.Fatal(err)
+		}
+		if f, ok := req["next_by_subj"]; ok {
+			t.Errorf("a scan of every event asked with the subject filter %v", f)
+		}
 	}
 }
