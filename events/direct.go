@@ -69,6 +69,12 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 // the first message returned, when the replica answered (the first
 // message's Nats-Num-Pending); none returned: nothing matches.
 func (s *Store) directGet(ctx context.Context, filter string, from uint64, n int) (msgs []Msg, pending uint64, err error) {
+	return s.directGetIn(ctx, StreamName, filter, from, n)
+}
+
+// directGetIn is directGet on another stream of the same account (the
+// snapshot bucket's).
+func (s *Store) directGetIn(ctx context.Context, stream, filter string, from uint64, n int) (msgs []Msg, pending uint64, err error) {
 	req, err := json.Marshal(directRequest{Seq: from, NextFor: filter, Batch: n, MaxBytes: directMaxBytes})
 	if err != nil {
 		return nil, 0, domain.Wrap(domain.EINTERNAL, err, "cannot ask for the history")
@@ -79,7 +85,7 @@ func (s *Store) directGet(ctx context.Context, filter string, from uint64, n int
 		return nil, 0, unreachable(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(s.api+"DIRECT.GET."+StreamName, sub.Subject, req); err != nil {
+	if err := nc.PublishRequest(s.api+"DIRECT.GET."+stream, sub.Subject, req); err != nil {
 		return nil, 0, unreachable(err)
 	}
 	ctx, cancel := withTimeout(ctx)

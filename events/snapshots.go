@@ -32,7 +32,6 @@ const snapshotObject = "projections"
 // key can make a start trust what they wrote.
 type Snapshots struct {
 	obs    jetstream.ObjectStore
-	bucket jetstream.Stream // the bucket's stream: its chunks are read from it
 	store  *Store
 }
 
@@ -70,11 +69,7 @@ func OpenSnapshots(ctx context.Context, js jetstream.JetStream, s *Store, replic
 	if err != nil {
 		return nil, err
 	}
-	bucket, err := js.Stream(ctx, SnapshotStream)
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
-	}
-	return &Snapshots{obs: obs, bucket: bucket, store: s}, nil
+	return &Snapshots{obs: obs, store: s}, nil
 }
 
 // ReadSnapshots opens the bucket to read the snapshot, never creating or
@@ -88,11 +83,7 @@ func ReadSnapshots(ctx context.Context, js jetstream.JetStream, s *Store) (*Snap
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
 	}
-	bucket, err := js.Stream(ctx, SnapshotStream)
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", SnapshotBucket, err)
-	}
-	return &Snapshots{obs: obs, bucket: bucket, store: s}, nil
+	return &Snapshots{obs: obs, store: s}, nil
 }
 
 // Put replaces the snapshot, and signs it.
@@ -162,25 +153,31 @@ func (s *Snapshots) readChunks(ctx context.Context, info *jetstream.ObjectInfo) 
 	subject := "$O." + SnapshotBucket + ".C." + info.NUID
 	body := make([]byte, 0, info.Size)
 	seq := uint64(1)
+	// The chunks are read in batches (a request a few MB, not one a
+	// chunk), with the server's own sequences (directGetIn takes the
+	// server's headers, never a chunk publisher's, and refuses a batch
+	// out of order).
 	for uint64(len(body)) < info.Size {
-		m, err := s.bucket.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		msgs, _, err := s.store.directGetIn(ctx, SnapshotStream, subject, seq, snapshotBatch)
+		if err == nil && len(msgs) == 0 {
+			err = errors.New("no more chunks")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("chunk after %d of %d bytes: %w", len(body), info.Size, err)
 		}
-		// nats.go takes a direct get's sequence from the first
-		// Nats-Sequence header, which a chunk's publisher may write: a
-		// read that would not move forward is refused, never repeated.
-		if m.Sequence < seq || len(m.Data) == 0 {
-			return nil, fmt.Errorf("a chunk claims sequence %d, asked from %d, with %d bytes", m.Sequence, seq, len(m.Data))
+		for _, m := range msgs {
+			if len(m.Data) == 0 {
+				return nil, fmt.Errorf("an empty chunk at sequence %d", m.Seq)
+			}
+			if uint64(len(body))+uint64(len(m.Data)) > info.Size {
+				return nil, fmt.Errorf("its chunks hold more than its signed size %d", info.Size)
+			}
+			body, seq = append(body, m.Data...), m.Seq+1
 		}
-		if uint64(len(body))+uint64(len(m.Data)) > info.Size {
-			return nil, fmt.Errorf("its chunks hold more than its signed size %d", info.Size)
-		}
-		body, seq = append(body, m.Data...), m.Sequence+1
 	}
 	// Chunks beyond the signed size were written after it was signed: the
 	// object is not the one signed, even if its first bytes are.
-	if _, err := s.bucket.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if more, _, err := s.store.directGetIn(ctx, SnapshotStream, subject, seq, 1); err != nil || len(more) > 0 {
 		return nil, fmt.Errorf("its chunks hold more than its signed size %d (%v)", info.Size, err)
 	}
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], want) {
@@ -188,6 +185,10 @@ func (s *Snapshots) readChunks(ctx context.Context, info *jetstream.ObjectInfo) 
 	}
 	return body, nil
 }
+
+// snapshotBatch is how many chunks one direct get asks for (128 KiB
+// each; the answer stops at directMaxBytes).
+const snapshotBatch = 64
 
 // maxSnapshotSize bounds the snapshot Get reads: a signed size is a trusted
 // instance's, but a bound keeps a mistake from taking the memory.

@@ -84,6 +84,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"verify in-process", true, verifyInProcess},
 		{"verify over HTTP", true, verifyOverHTTP},
 		{"commands", false, commands},
+		{"replicated commands", false, replicatedCommands},
 		{"revocation propagation", false, propagation},
 		{"revocation delivery", false, delivery},
 		{"usage flush", false, usageFlush},
