@@ -85,6 +85,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"verify over HTTP", true, verifyOverHTTP},
 		{"commands", false, commands},
 		{"revocation propagation", false, propagation},
+		{"edge verifier", false, edgePropagation},
 		{"revocation delivery", false, delivery},
 		{"usage flush", false, usageFlush},
 		{"cold start", true, coldStart},

@@ -59,23 +59,37 @@ type stackConfig struct {
 
 // newStackWith is newStack, with what cfg adds.
 func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	withWebhooks := cfg.webhooks
 	listen := ""
 	if cfg.listen {
 		listen = "127.0.0.1:0"
 	}
-	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: cfg.fsync, Listen: listen, Logger: quiet})
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: cfg.fsync, Listen: listen,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, err
 	}
-	s := &stack{emb: emb}
-	if s.js, err = jetstream.New(emb.Conn); err != nil {
+	s, err := newStackOn(ctx, emb.Conn, dir, cfg.webhooks)
+	if err != nil {
 		emb.Close()
 		return nil, err
 	}
+	s.emb = emb
+	stop := s.stop
+	s.stop = func() { stop(); emb.Close() }
+	return s, nil
+}
+
+// newStackOn runs keyledger as serve does on a NATS connection it does
+// not own (stop leaves nc to its owner): a server of the caller's making,
+// such as the edge scenario's hub.
+func newStackOn(ctx context.Context, nc *nats.Conn, dir string, withWebhooks bool) (*stack, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := &stack{}
+	var err error
+	if s.js, err = jetstream.New(nc); err != nil {
+		return nil, err
+	}
 	if s.store, err = events.Open(ctx, s.js, events.Config{Logger: quiet, Signer: newSigner()}); err != nil {
-		emb.Close()
 		return nil, err
 	}
 	table := projections.NewTable()
@@ -85,7 +99,6 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	if withWebhooks {
 		reg = webhooks.NewRegistry()
 		if err := reg.Prime(ctx, s.store.EachWebhookEvent); err != nil {
-			emb.Close()
 			return nil, err
 		}
 		applied = append(applied, reg)
@@ -104,7 +117,6 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	if withWebhooks {
 		if err := s.startWebhooks(rctx, dir, reg, quiet); err != nil {
 			cancel()
-			emb.Close()
 			return nil, err
 		}
 		api.Webhooks = s.hooks
@@ -113,18 +125,21 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	url, stopHTTP, err := serve(api.Handler())
 	if err != nil {
 		cancel()
-		emb.Close()
 		return nil, err
 	}
 	s.url = url
-	s.stop = func() { stopHTTP(); cancel(); emb.Close() }
+	s.stop = func() { stopHTTP(); cancel() }
 	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: scopes, By: benchBy})
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
 	s.admin = admin.Secret
-	return s, s.runner.WaitFor(ctx, admin.Key.Version)
+	if err := s.runner.WaitFor(ctx, admin.Key.Version); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
 }
 
 // startWebhooks is serve's startWebhooks on the stack.
