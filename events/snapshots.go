@@ -31,8 +31,8 @@ const snapshotObject = "projections"
 // bucket who holds the NATS service credential; nobody without a signing
 // key can make a start trust what they wrote.
 type Snapshots struct {
-	obs    jetstream.ObjectStore
-	store  *Store
+	obs   jetstream.ObjectStore
+	store *Store
 }
 
 // snapshotSigningPrefix opens the signed bytes of a snapshot. Version 2

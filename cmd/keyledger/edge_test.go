@@ -278,6 +278,7 @@ func (s *edgeSites) verifierAtEdge(t *testing.T, opts verifier.Options) *verifie
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	began := time.Now()
 	v, err := verifier.New(ctx, js, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -285,6 +286,11 @@ func (s *edgeSites) verifierAtEdge(t *testing.T, opts verifier.Options) *verifie
 	t.Cleanup(v.Close)
 	if err := v.WaitReady(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// A look-up the verifier user may not make goes unanswered, and
+	// costs a start the client's 5 s timeout (the snapshot bucket's, once).
+	if took := time.Since(began); took > 4*time.Second {
+		t.Errorf("the verifier at the edge took %s to be ready over a handful of events: does the verifier user lack a grant?", took.Round(time.Millisecond))
 	}
 	return v
 }

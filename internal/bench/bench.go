@@ -86,6 +86,7 @@ func Run(ctx context.Context, o Options, w io.Writer) ([]Row, error) {
 		{"commands", false, commands},
 		{"replicated commands", false, replicatedCommands},
 		{"revocation propagation", false, propagation},
+		{"edge verifier", false, edgePropagation},
 		{"revocation delivery", false, delivery},
 		{"usage flush", false, usageFlush},
 		{"cold start", true, coldStart},

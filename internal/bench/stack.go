@@ -65,15 +65,6 @@ type stackConfig struct {
 
 // newStackWith is newStack, with what cfg adds.
 func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, error) {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	withWebhooks := cfg.webhooks
-	listen := ""
-	if cfg.listen {
-		listen = "127.0.0.1:0"
-	}
-	s := &stack{}
-	var closer interface{ Close() }
-	replicas := 1
 	if cfg.cluster {
 		c, err := startCluster(dir)
 		if err != nil {
@@ -84,26 +75,55 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 			c.stop()
 			return nil, err
 		}
-		closer, replicas = clusterCloser{c, nc}, 3
-		s.js, _ = jetstream.New(nc)
-	} else {
-		emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: cfg.fsync, Listen: listen, Logger: quiet})
+		s, err := newStackOn(ctx, nc, dir, cfg.webhooks, 3)
 		if err != nil {
+			nc.Close()
+			c.stop()
 			return nil, err
 		}
-		s.emb, closer = emb, emb
-		s.js, _ = jetstream.New(emb.Conn)
+		stop := s.stop
+		s.stop = func() { stop(); nc.Close(); c.stop() }
+		return s, nil
 	}
+	listen := ""
+	if cfg.listen {
+		listen = "127.0.0.1:0"
+	}
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Fsync: cfg.fsync, Listen: listen,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStackOn(ctx, emb.Conn, dir, cfg.webhooks, 1)
+	if err != nil {
+		emb.Close()
+		return nil, err
+	}
+	s.emb = emb
+	stop := s.stop
+	s.stop = func() { stop(); emb.Close() }
+	return s, nil
+}
+
+// newStackOn runs keyledger as serve does on a NATS connection it does
+// not own (stop leaves nc to its owner): a server of the caller's making,
+// such as the edge scenario's hub or a cluster, with the stream
+// replicated as asked.
+func newStackOn(ctx context.Context, nc *nats.Conn, dir string, withWebhooks bool, replicas int) (*stack, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := &stack{}
 	var err error
+	if s.js, err = jetstream.New(nc); err != nil {
+		return nil, err
+	}
 	// A cluster just formed may not have elected its JetStream leader yet.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		s.store, err = events.Open(ctx, s.js, events.Config{Logger: quiet, Signer: newSigner(), Replicas: replicas})
-		if err == nil || !cfg.cluster || time.Now().After(deadline) {
+		if err == nil || replicas == 1 || time.Now().After(deadline) {
 			break
 		}
 	}
 	if err != nil {
-		closer.Close()
 		return nil, err
 	}
 	table := projections.NewTable()
@@ -113,7 +133,6 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	if withWebhooks {
 		reg = webhooks.NewRegistry()
 		if err := reg.Prime(ctx, s.store.EachWebhookEvent); err != nil {
-			closer.Close()
 			return nil, err
 		}
 		applied = append(applied, reg)
@@ -132,7 +151,6 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	if withWebhooks {
 		if err := s.startWebhooks(rctx, dir, reg, quiet); err != nil {
 			cancel()
-			closer.Close()
 			return nil, err
 		}
 		api.Webhooks = s.hooks
@@ -141,18 +159,21 @@ func newStackWith(ctx context.Context, dir string, cfg stackConfig) (*stack, err
 	url, stopHTTP, err := serve(api.Handler())
 	if err != nil {
 		cancel()
-		closer.Close()
 		return nil, err
 	}
 	s.url = url
-	s.stop = func() { stopHTTP(); cancel(); closer.Close() }
+	s.stop = func() { stopHTTP(); cancel() }
 	admin, err := s.keys.Create(ctx, domain.CreateKey{OrgID: "bench", Name: "bench admin", Scopes: scopes, By: benchBy})
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
 	s.admin = admin.Secret
-	return s, s.runner.WaitFor(ctx, admin.Key.Version)
+	if err := s.runner.WaitFor(ctx, admin.Key.Version); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
 }
 
 // startWebhooks is serve's startWebhooks on the stack.
@@ -397,11 +418,3 @@ func propagation(ctx context.Context, o Options, _ *fixture) ([]Row, error) {
 		Ratio:    float64(p99) / float64(max(percentile(base, 99), 1)), Target: "p99 ≤ 1 ms", Met: p99 <= time.Millisecond,
 	}}, nil
 }
-
-// clusterCloser stops a cluster stack: its connection, then its servers.
-type clusterCloser struct {
-	c  *localCluster
-	nc *nats.Conn
-}
-
-func (c clusterCloser) Close() { c.nc.Close(); c.c.stop() }
