@@ -334,7 +334,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench --quick: %v\n%s", err, stderr)
 	}
-	for _, scenario := range []string{"verify in-process", "verify over HTTP", "commands over HTTP", "revocation propagation", "edge verifier", "cold start", "verifier start", "memory", "usage flush", "usage rollup"} {
+	for _, scenario := range []string{"verify in-process", "verify over HTTP", "commands over HTTP", "on a 3-node cluster, R3", "raw writes in a burst", "revocation propagation", "edge verifier", "cold start", "verifier start", "memory", "usage flush", "usage rollup"} {
 		if !strings.Contains(out, scenario) {
 			t.Errorf("no %q row in:\n%s", scenario, out)
 		}
