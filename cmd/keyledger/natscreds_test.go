@@ -249,3 +249,164 @@ func waitForCheckpoint(t *testing.T, url string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestNatsCredentialsRefusals: what nats-credentials refuses, and that a
+// second run overwrites nothing without --force.
+func TestNatsCredentialsRefusals(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("MissingOutIsRefused", func(t *testing.T) {
+		_, stderr, err := runBinary(t, dir, nil, "nats-credentials")
+		if err == nil || !strings.Contains(stderr, "needs --out DIR") {
+			t.Errorf("no --out: %v %s", err, stderr)
+		}
+	})
+	t.Run("UnknownFormatIsRefused", func(t *testing.T) {
+		_, stderr, err := runBinary(t, dir, nil, "nats-credentials", "--out", filepath.Join(dir, "x"), "--format", "jwt")
+		if err == nil || !strings.Contains(stderr, "--format must be nkeys or creds") {
+			t.Errorf("--format jwt: %v %s", err, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+			t.Error("a refused run made the directory")
+		}
+	})
+	for _, format := range []string{"nkeys", "creds"} {
+		t.Run("SecondRunOverwritesNothingWithoutForce/"+format, func(t *testing.T) {
+			out := filepath.Join(dir, format)
+			if _, stderr, err := runBinary(t, dir, nil, "nats-credentials", "--out", out, "--format", format); err != nil {
+				t.Fatal(err, stderr)
+			}
+			before, _ := os.ReadFile(filepath.Join(out, "nats-auth.conf"))
+			_, stderr, err := runBinary(t, dir, nil, "nats-credentials", "--out", out, "--format", format)
+			if err == nil || !strings.Contains(stderr, "--force") || !strings.Contains(stderr, filepath.Join(out, "nats-auth.conf")) {
+				t.Fatalf("second run: %v %s", err, stderr)
+			}
+			if after, _ := os.ReadFile(filepath.Join(out, "nats-auth.conf")); string(after) != string(before) {
+				t.Fatal("the refused run changed nats-auth.conf")
+			}
+			if _, stderr, err := runBinary(t, dir, nil, "nats-credentials", "--out", out, "--format", format, "--force"); err != nil {
+				t.Fatal(err, stderr)
+			}
+			after, _ := os.ReadFile(filepath.Join(out, "nats-auth.conf"))
+			if string(after) == string(before) {
+				t.Fatal("--force kept the old configuration")
+			}
+			entries, _ := os.ReadDir(out)
+			for _, e := range entries {
+				if fi, _ := e.Info(); fi.Mode().Perm() != 0o600 || strings.HasPrefix(e.Name(), ".") {
+					t.Errorf("after --force: %s, mode %v", e.Name(), fi.Mode().Perm())
+				}
+			}
+		})
+	}
+}
+
+// TestNatsCredsOfTheWrongKindIsNamed: a file that is neither a seed nor a
+// .creds file is refused before any connection, naming the file and what
+// was expected, never a bare "Authorization Violation".
+func TestNatsCredsOfTheWrongKindIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	pub, stderr, err := runBinary(t, dir, nil, "keygen", filepath.Join(dir, "signing.pem"))
+	if err != nil {
+		t.Fatal(err, stderr)
+	}
+	pubFile := filepath.Join(dir, "signers.pem")
+	_ = os.WriteFile(pubFile, []byte(pub), 0o644)
+	wrong := filepath.Join(dir, "service.nk") // the suffix of a seed; a PEM inside
+	_ = os.WriteFile(wrong, []byte(pub), 0o600)
+	env := []string{"KEYLEDGER_NATS_URL=nats://127.0.0.1:1", "KEYLEDGER_NATS_CREDS=" + wrong}
+	for name, args := range map[string][]string{
+		"Audit": {"audit", "verify", "--pubkey", pubFile},
+		"Serve": {"serve", "--signing-key", filepath.Join(dir, "signing.pem")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			stderr, err := runBriefly(t, dir, env, args...)
+			if err == nil || !strings.Contains(stderr, wrong) || !strings.Contains(stderr, "neither an NKey user seed") ||
+				strings.Contains(stderr, "Authorization Violation") {
+				t.Errorf("%v\n%s", err, stderr)
+			}
+		})
+	}
+}
+
+// TestAuditWithPublicMaterialOnly: audit pubkey from a private or a public
+// key file, and what audit verify --nats-url says when it has no public
+// key — even beside a data/audit-signing-key.pem, which it never reads.
+func TestAuditWithPublicMaterialOnly(t *testing.T) {
+	dir := t.TempDir()
+	_ = os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	priv := filepath.Join(dir, "data", "audit-signing-key.pem")
+	pub, stderr, err := runBinary(t, dir, nil, "keygen", priv)
+	if err != nil {
+		t.Fatal(err, stderr)
+	}
+	pubFile := filepath.Join(dir, "pub.pem")
+	_ = os.WriteFile(pubFile, []byte(pub), 0o644)
+	other, _, _ := runBinary(t, dir, nil, "keygen", filepath.Join(dir, "other.pem"))
+	two := filepath.Join(dir, "two.pem")
+	_ = os.WriteFile(two, []byte(pub+other), 0o644)
+	junk := filepath.Join(dir, "junk.pem")
+	_ = os.WriteFile(junk, []byte("not a key\n"), 0o644)
+
+	for _, c := range []struct {
+		name    string
+		args    []string
+		wantOut string // "": an error is wanted
+		wantErr []string
+	}{
+		{"PubkeyFromPrivateKey", []string{"audit", "pubkey", "--key", priv}, pub, nil},
+		{"PubkeyFromPublicKey", []string{"audit", "pubkey", "--key", pubFile}, pub, nil},
+		{"PubkeyFromJunkIsRefused", []string{"audit", "pubkey", "--key", junk}, "", []string{junk, "not a PEM file"}},
+		{"PubkeyFromATrustSetIsRefused", []string{"audit", "pubkey", "--key", two}, "", []string{"more than one PEM block"}},
+		{"PubkeyFromAMissingFile", []string{"audit", "pubkey", "--key", filepath.Join(dir, "missing.pem")}, "", []string{"--key", "missing.pem"}},
+		{"PubkeyFromNoServer", []string{"audit", "pubkey", "--url", "http://" + freeAddr(t)}, "", []string{"--url", "/v1/audit/pubkey"}},
+		{"PubkeyFromNotAURL", []string{"audit", "pubkey", "--url", "localhost:8080"}, "", []string{"not an http or https URL"}},
+		{"PubkeyWithNatsURLAndNothingSaysWhatItNeeds", []string{"audit", "pubkey", "--nats-url", "nats://127.0.0.1:1"}, "", []string{"--url URL", "--key FILE"}},
+		{"VerifyWithNatsURLAndNoPublicKeySaysWhatItNeeds", []string{"audit", "verify", "--nats-url", "nats://127.0.0.1:1"}, "",
+			[]string{"--pubkey FILE", "--pubkey-url URL", "--nats-creds FILE", "never a private one"}},
+		{"VerifyWithAPubkeyURLThatAnswersNothing", []string{"audit", "verify", "--nats-url", "nats://127.0.0.1:1", "--pubkey-url", "http://" + freeAddr(t)}, "",
+			[]string{"--pubkey-url", "/v1/audit/signers"}},
+		{"VerifyWithTwoTrustSetsIsRefused", []string{"audit", "verify", "--pubkey", pubFile, "--pubkey-url", "http://127.0.0.1:1"}, "", []string{"give the trust set once"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, stderr, err := runBinary(t, dir, nil, c.args...)
+			if c.wantOut != "" {
+				if err != nil || out != c.wantOut {
+					t.Fatalf("%v\n%s%s, want\n%s", err, out, stderr, c.wantOut)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted: %s", out)
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not say %q", stderr, w)
+				}
+			}
+			if strings.Contains(stderr, "audit-signing-key.pem") {
+				t.Errorf("with --nats-url it looked for the embedded default's private key: %s", stderr)
+			}
+		})
+	}
+}
+
+// TestServeWithNatsURLRefusesWithoutASigningKey: an unsigned deployment is
+// not a default, and not an option either; the refusal says what to give.
+func TestServeWithNatsURLRefusesWithoutASigningKey(t *testing.T) {
+	dir := t.TempDir()
+	for name, args := range map[string][]string{
+		"NoKey":        {"serve", "--nats-url", "nats://127.0.0.1:1"},
+		"AuditKeyNone": {"serve", "--nats-url", "nats://127.0.0.1:1", "--audit-key=none"},
+		"SigningNone":  {"serve", "--nats-url", "nats://127.0.0.1:1", "--signing-key", "none"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			stderr, err := runBriefly(t, dir, nil, args...)
+			if err == nil || !strings.Contains(stderr, "--signing-key FILE") || !strings.Contains(stderr, "no unsigned mode") {
+				t.Errorf("%v\n%s", err, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "none")); err == nil {
+				t.Error("a signing key file named none was made")
+			}
+		})
+	}
+}
