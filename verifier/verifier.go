@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/domain"
@@ -34,6 +35,11 @@ type Signers = events.Signers
 // ParseSigners reads a trust set: PEM public keys, as `keyledger audit
 // pubkey` prints one and GET /v1/audit/signers serves them.
 func ParseSigners(pem []byte) (*Signers, error) { return events.ParseSigners(pem) }
+
+// Credentials is the connection option for the read-only credential: an
+// NKey user seed file (SU…) or a .creds file, told apart by content; a
+// file that is neither is an error that names it.
+func Credentials(path string) (nats.Option, error) { return events.CredentialsOption(path) }
 
 // Options configure a verifier; all but Signers are optional. Callbacks
 // run on the verifier's one feed goroutine, in stream order, once per

@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/csv"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -29,12 +33,14 @@ import (
 const auditUsage = `Usage:
   keyledger audit export --org ORG [--key ID] [--since T] [--until T] [--format jsonl|csv]
   keyledger audit as-of  --org ORG --at T [--format text|json]
-  keyledger audit verify [--event-signers FILE] [--anchor FILE] [--save-anchor FILE]
-  keyledger audit pubkey [--signing-key FILE]
+  keyledger audit verify [--event-signers FILE | --pubkey-url URL] [--anchor FILE] [--save-anchor FILE]
+  keyledger audit pubkey [--url URL | --key FILE | --signing-key FILE]
 They read ./data while the server is stopped, or a running system with
---nats-url (the read-only subscriber credential is enough). Only events
-a trusted signer wrote count: --event-signers FILE is the deployment's
-trust set (default: the public half of --signing-key).
+--nats-url: the read-only credential (--nats-creds) and the deployment's
+public keys are all they need. Only events a trusted signer wrote count:
+--event-signers FILE (or --pubkey FILE) is the deployment's trust set,
+--pubkey-url URL fetches a running instance's (GET /v1/audit/signers);
+on ./data the default is the instance's own key.
 `
 
 // errTampered makes `audit verify` exit non-zero without another message.
@@ -51,12 +57,14 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c.register(fs)
 	a := auditFlags{}
 	fs.StringVar(&a.org, "org", "", "org whose history to read")
-	fs.StringVar(&a.key, "key", "", "export: only this key")
+	fs.StringVar(&a.key, "key", "", "export: only this key id; pubkey: a PEM file, a private or a public key, whose public key to print")
+	fs.StringVar(&a.url, "url", "", "pubkey: a running instance's base URL, to print the public key it signs with (GET /v1/audit/pubkey)")
+	fs.StringVar(&a.pubkeyURL, "pubkey-url", "", "trust the public keys a running instance serves at this base URL (GET /v1/audit/signers): check them out of band")
 	fs.StringVar(&a.since, "since", "", "export: events at or after this RFC 3339 instant")
 	fs.StringVar(&a.until, "until", "", "export: events before this RFC 3339 instant")
 	fs.StringVar(&a.at, "at", "", "as-of: the RFC 3339 instant")
 	fs.StringVar(&a.format, "format", "", "export: jsonl (default) or csv; as-of: text (default) or json")
-	fs.StringVar(&a.pubkey, "pubkey", "", "the former name of --event-signers")
+	fs.StringVar(&a.pubkey, "pubkey", "", "a PEM file of the public keys to trust (the same as --event-signers)")
 	fs.StringVar(&a.anchor, "anchor", "", "verify: fail unless the stream still holds the head saved in this file")
 	fs.StringVar(&a.saveAnchor, "save-anchor", "", "verify: once intact, save the head here (keep it where the NATS credential cannot reach)")
 	if err := parse(fs, args[1:]); err != nil {
@@ -66,12 +74,7 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		c.natsInbox = events.SubscriberInbox // audits read: the subscriber credential is enough
 	}
 	if args[0] == "pubkey" {
-		pub, err := a.publicKey(&c)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(events.PublicKeyPEM(pub))
-		return err
+		return a.printPublicKey(ctx, &c, stdout)
 	}
 	run, ok := map[string]func(context.Context, *events.Store, io.Writer, io.Writer) error{
 		"export": a.export, "as-of": a.asOf, "verify": a.verify,
@@ -87,7 +90,7 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	set, err := a.trustSet(&c)
+	set, err := a.trustSet(ctx, &c, stderr)
 	if err != nil {
 		return err
 	}
@@ -101,6 +104,7 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 type auditFlags struct {
 	org, key, since, until, at, format, pubkey, anchor, saveAnchor string
+	url, pubkeyURL                                                 string
 }
 
 func (a *auditFlags) check(cmd string) error {
@@ -129,7 +133,7 @@ func (a *auditFlags) check(cmd string) error {
 func (a *auditFlags) publicKey(c *common) (ed25519.PublicKey, error) {
 	path := c.signing.keyPath(c)
 	if path == "" {
-		return nil, errors.New("give --signing-key FILE")
+		return nil, errors.New(needPublicKeys)
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no signing key at %s (give --event-signers, or --signing-key): %w", path, err)
@@ -141,13 +145,35 @@ func (a *auditFlags) publicKey(c *common) (ed25519.PublicKey, error) {
 	return priv.Public().(ed25519.PublicKey), nil
 }
 
-// trustSet is --event-signers (or its former name --pubkey) exactly, as
-// an auditor pins it; else what serve trusts: on the embedded default
-// <data-dir>/event-signers.pem when it exists, and the public half of the
-// signing key.
-func (a *auditFlags) trustSet(c *common) (*events.Signers, error) {
+// needPublicKeys is what an audit of a running system says when it was
+// given no key: public ones are all it needs.
+const needPublicKeys = "with --nats-url the audit needs the deployment's public keys, never a private one: " +
+	"--pubkey FILE (or --event-signers FILE: PEM public keys, as keyledger audit pubkey prints them), " +
+	"or --pubkey-url URL of a running instance (its GET /v1/audit/signers); " +
+	"and the read-only NATS credential, --nats-creds FILE"
+
+// trustSet is --event-signers (or --pubkey) exactly, as an auditor pins
+// it, or what --pubkey-url serves; else what serve trusts: on the
+// embedded default <data-dir>/event-signers.pem when it exists, and the
+// public half of the signing key.
+func (a *auditFlags) trustSet(ctx context.Context, c *common, stderr io.Writer) (*events.Signers, error) {
 	if c.eventSigners == "" {
 		c.eventSigners = a.pubkey
+	}
+	if c.eventSigners != "" && a.pubkeyURL != "" {
+		return nil, errors.New("give the trust set once: --event-signers (or --pubkey) FILE, or --pubkey-url URL")
+	}
+	if a.pubkeyURL != "" {
+		raw, from, err := fetchPEM(ctx, a.pubkeyURL, "/v1/audit/signers")
+		if err != nil {
+			return nil, fmt.Errorf("--pubkey-url: %w", err)
+		}
+		set, err := events.ParseSigners(raw)
+		if err != nil {
+			return nil, fmt.Errorf("--pubkey-url %s: %w", from, err)
+		}
+		fmt.Fprintf(stderr, "trusting the signers %s serves (%s): check them out of band, or pin them with --event-signers FILE\n", from, strings.Join(set.IDs(), ", "))
+		return set, nil
 	}
 	if c.eventSigners != "" {
 		return c.signing.signers(c, nil)
@@ -164,6 +190,110 @@ func (a *auditFlags) trustSet(c *common) (*events.Signers, error) {
 		return set, serr
 	}
 	return set.With(pub)
+}
+
+// printPublicKey is `audit pubkey`: the public key a running instance
+// signs with (--url), or that of a key file (--key, private or public),
+// or of the signing key.
+func (a *auditFlags) printPublicKey(ctx context.Context, c *common, stdout io.Writer) error {
+	var pub ed25519.PublicKey
+	switch {
+	case a.url != "" && a.key != "":
+		return errors.New("audit pubkey reads one of --url or --key, not both")
+	case a.url != "":
+		raw, from, err := fetchPEM(ctx, a.url, "/v1/audit/pubkey")
+		if err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
+		if pub, err = parsePublicKey(raw); err != nil {
+			return fmt.Errorf("--url %s: %w", from, err)
+		}
+	case a.key != "":
+		raw, err := os.ReadFile(a.key)
+		if err != nil {
+			return fmt.Errorf("--key: %w", err)
+		}
+		if pub, err = parsePublicKey(raw); err != nil {
+			return fmt.Errorf("--key %s: %w", a.key, err)
+		}
+	default:
+		if c.signing.keyPath(c) == "" {
+			return errors.New("audit pubkey needs --url URL (a running instance's public key, GET /v1/audit/pubkey), --key FILE (a private or public key PEM), or --signing-key FILE")
+		}
+		var err error
+		if pub, err = a.publicKey(c); err != nil {
+			return err
+		}
+	}
+	_, err := stdout.Write(events.PublicKeyPEM(pub))
+	return err
+}
+
+// parsePublicKey reads one Ed25519 key from PEM: a PUBLIC KEY (PKIX), or
+// the public half of a PRIVATE KEY (PKCS #8).
+func parsePublicKey(raw []byte) (ed25519.PublicKey, error) {
+	block, rest := pem.Decode(raw)
+	if block == nil {
+		return nil, errors.New("not a PEM file: want a PUBLIC KEY or PRIVATE KEY block (Ed25519)")
+	}
+	if next, _ := pem.Decode(rest); next != nil {
+		return nil, errors.New("holds more than one PEM block: give one key (a trust set goes to --event-signers)")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PUBLIC KEY":
+		key, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "PRIVATE KEY":
+		var priv any
+		if priv, err = x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			if k, ok := priv.(ed25519.PrivateKey); ok {
+				key = k.Public()
+			}
+		}
+	default:
+		return nil, fmt.Errorf("a %q PEM block: want PUBLIC KEY or PRIVATE KEY (Ed25519)", block.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.(ed25519.PublicKey)
+	if !ok {
+		return nil, errors.New("not an Ed25519 key")
+	}
+	return pub, nil
+}
+
+// fetchPEM GETs a running instance's PEM: base is its base URL (the
+// route is added) or the route's own URL. It answers the URL it read.
+func fetchPEM(ctx context.Context, base, route string) ([]byte, string, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, base, fmt.Errorf("%q is not an http or https URL, such as http://127.0.0.1:8080", base)
+	}
+	if !strings.HasSuffix(u.Path, route) {
+		u.Path = strings.TrimSuffix(u.Path, "/") + route
+	}
+	from := u.String()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, from, nil)
+	if err != nil {
+		return nil, from, err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, from, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return nil, from, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, from, fmt.Errorf("GET %s: %s", from, res.Status)
+	}
+	return raw, from, nil
 }
 
 func parseInstant(flagName, v string) (time.Time, error) {

@@ -39,7 +39,7 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the embedded NATS server's JetStream store")
 	fs.StringVar(&c.natsURL, "nats-url", "", "use this NATS server or cluster (comma-separated URLs) instead of the embedded one")
-	fs.StringVar(&c.natsCreds, "nats-creds", "", "with --nats-url: a NATS credentials file (JWT and NKey seed), or an NKey seed file (.nk)")
+	fs.StringVar(&c.natsCreds, "nats-creds", "", "with --nats-url: a NATS .creds file (user JWT and seed) or an NKey user seed file (SU…), told apart by their content (keyledger nats-credentials writes both)")
 	fs.StringVar(&c.natsTLSCA, "nats-tls-ca", "", "with --nats-url: CA certificates to trust for the NATS server (PEM)")
 	fs.StringVar(&c.natsTLSCert, "nats-tls-cert", "", "with --nats-url: client certificate for mutual TLS (PEM)")
 	fs.StringVar(&c.natsTLSKey, "nats-tls-key", "", "with --nats-url: key of --nats-tls-cert (PEM)")
@@ -133,15 +133,12 @@ func EnvName(flagName string) string {
 // natsOptions are the connection options for --nats-url.
 func (c *common) natsOptions() ([]nats.Option, error) {
 	var opts []nats.Option
-	switch {
-	case strings.HasSuffix(c.natsCreds, ".nk"):
-		nk, err := nats.NkeyOptionFromSeed(c.natsCreds)
+	if c.natsCreds != "" {
+		creds, err := events.CredentialsOption(c.natsCreds)
 		if err != nil {
 			return nil, fmt.Errorf("--nats-creds: %w", err)
 		}
-		opts = append(opts, nk)
-	case c.natsCreds != "":
-		opts = append(opts, nats.UserCredentials(c.natsCreds))
+		opts = append(opts, creds)
 	}
 	if c.natsTLSCA != "" {
 		opts = append(opts, nats.RootCAs(c.natsTLSCA))

@@ -52,6 +52,9 @@ Usage:
                                  read, check and export the history
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
+  keyledger nats-credentials --out DIR [--format nkeys|creds]
+                                 the service's and the read-only NATS credentials for your
+                                 own cluster, and the server configuration granting them
   keyledger scan       PATH…     find keys in files and directories (exit 1 when it finds one)
   keyledger keys       create|list|get|rotate|revoke|history [--server URL --org ORG --output table|json|yaml]
                                  manage keys on a running server (credential: KEYLEDGER_TOKEN)
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return keygen(args[1:], stdout, stderr)
+	case "nats-credentials":
+		return natsCredentials(args[1:], stdout, stderr)
 	case "scan":
 		return scan(ctx, args[1:], stdout, stderr)
 	case "keys":

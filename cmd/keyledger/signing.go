@@ -60,11 +60,18 @@ func (s *signing) keyPath(c *common) string {
 	return ""
 }
 
+// noUnsigned says why there is no unsigned deployment to opt into: the
+// signatures are what every reader judges the history by.
+const noUnsigned = "keyledger has no unsigned mode (no --signing-key=none): every instance, verifier and audit refuses an unsigned event as forged, so an instance without a key could add nothing to the history"
+
 // signer loads the signing key, creating it when missing.
 func (s *signing) signer(c *common) (*events.Signer, error) {
 	path := s.keyPath(c)
-	if path == "" {
-		return nil, errors.New("--nats-url needs --signing-key FILE: the Ed25519 key this instance signs its events with (created if missing); list every instance's public key (keyledger audit pubkey) in --event-signers")
+	switch path {
+	case "":
+		return nil, errors.New("--nats-url needs --signing-key FILE (its former name: --audit-key FILE): the Ed25519 key this instance signs its events, checkpoints and snapshots with, created mode 0600 if missing (keyledger keygen FILE makes one ahead); list every instance's public key (keyledger audit pubkey) in --event-signers. " + noUnsigned)
+	case "none":
+		return nil, errors.New("--signing-key none: " + noUnsigned + "; give --signing-key FILE")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ func main() {
 func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- string) error {
 	fs := flag.NewFlagSet("protected-service", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "keyledger's NATS")
-	creds := fs.String("nats-creds", "data/nats-subscriber.nk", "read-only NKey seed (keyledger serve --nats-listen writes it)")
+	creds := fs.String("nats-creds", "data/nats-subscriber.nk", "the read-only credential: an NKey seed or a .creds file (keyledger serve --nats-listen, or keyledger nats-credentials, writes it)")
 	inbox := fs.String("nats-inbox-prefix", verifier.SubscriberInbox, "where NATS replies come: the subscriber credential may read only its own inbox")
 	signersFile := fs.String("event-signers", "keyledger-signers.pem", "the public keys of the keyledger instances whose events count (keyledger audit pubkey > keyledger-signers.pem)")
 	addr := fs.String("addr", "127.0.0.1:8081", "HTTP listen address")
@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, log *slog.Logger, ready chan<- stri
 	if err != nil {
 		return fmt.Errorf("--event-signers: %w", err)
 	}
-	nk, err := nats.NkeyOptionFromSeed(*creds)
+	nk, err := verifier.Credentials(*creds)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/keyledger/keyledger/events"
+	"github.com/keyledger/keyledger/events/natsembed"
+)
+
+const natsCredsUsage = `Usage: keyledger nats-credentials --out DIR [--format nkeys|creds] [--force]
+
+Writes, for your own NATS server or cluster, keyledger's service credential,
+the read-only credential of verifiers and auditors, and nats-auth.conf: the
+server configuration that grants them what the embedded server grants its
+two users, and lets no other client in. Include it in every server's
+configuration (include "nats-auth.conf") and restart them. It is printed on
+stdout too.
+
+  nkeys   NKey seeds (keyledger-service.nk, keyledger-subscriber.nk) and an
+          authorization { users: [...] } block
+  creds   .creds files (keyledger-service.creds, keyledger-subscriber.creds)
+          signed by a new operator and account, whose seeds (operator.nk,
+          account.nk) are written too: keep those offline; the block holds
+          the operator, the accounts and resolver: MEMORY
+
+Every file is mode 0600; none is overwritten without --force.
+`
+
+// natsCredentials is `keyledger nats-credentials`.
+func natsCredentials(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("nats-credentials", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, natsCredsUsage); fs.PrintDefaults() }
+	out := fs.String("out", "", "directory to write the credentials and nats-auth.conf to (created mode 0700 if missing)")
+	format := fs.String("format", "nkeys", "nkeys (NKey seeds, an authorization block) or creds (.creds files, an operator and resolver: MEMORY)")
+	force := fs.Bool("force", false, "overwrite files that exist")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("nats-credentials needs --out DIR, where to write the credentials")
+	}
+	files, err := credentialFiles(*format)
+	if err != nil {
+		return err
+	}
+	if !*force {
+		var exist []string
+		for _, name := range files.order {
+			if _, err := os.Lstat(filepath.Join(*out, name)); err == nil {
+				exist = append(exist, filepath.Join(*out, name))
+			}
+		}
+		if len(exist) > 0 {
+			verb := "exists"
+			if len(exist) > 1 {
+				verb = "exist"
+			}
+			return fmt.Errorf("%s %s: nats-credentials overwrites nothing without --force (servers and services using the old credentials would be locked out)", strings.Join(exist, ", "), verb)
+		}
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	for _, name := range files.order {
+		if err := writePrivate(filepath.Join(*out, name), files.contents[name], *force); err != nil {
+			return err
+		}
+	}
+	for _, name := range files.order {
+		fmt.Fprintf(stderr, "wrote %s: %s\n", filepath.Join(*out, name), files.about[name])
+	}
+	fmt.Fprintf(stderr, "the service: keyledger serve --nats-url … --nats-creds %s\n", filepath.Join(*out, files.service))
+	fmt.Fprintf(stderr, "verifiers and auditors: --nats-creds %s, inbox prefix %s\n", filepath.Join(*out, files.subscriber), events.SubscriberInbox)
+	_, err = io.WriteString(stdout, string(files.contents[confFile]))
+	return err
+}
+
+const confFile = "nats-auth.conf"
+
+// credentialSet is what one format writes, by file name.
+type credentialSet struct {
+	order               []string
+	contents            map[string][]byte
+	about               map[string]string
+	service, subscriber string
+}
+
+func credentialFiles(format string) (*credentialSet, error) {
+	s := &credentialSet{contents: map[string][]byte{}, about: map[string]string{}}
+	add := func(name string, raw []byte, about string) {
+		s.order = append(s.order, name)
+		s.contents[name], s.about[name] = raw, about
+	}
+	switch format {
+	case "nkeys":
+		svc, svcSeed, err := newUserSeed()
+		if err != nil {
+			return nil, err
+		}
+		sub, subSeed, err := newUserSeed()
+		if err != nil {
+			return nil, err
+		}
+		s.service, s.subscriber = "keyledger-service.nk", "keyledger-subscriber.nk"
+		add(s.service, svcSeed, "the service's NKey seed")
+		add(s.subscriber, subSeed, "the read-only NKey seed")
+		add(confFile, []byte(natsembed.AuthorizationConfig(svc, sub)), "the nats-server authorization block")
+	case "creds":
+		op, err := natsembed.NewOperatorSetup()
+		if err != nil {
+			return nil, err
+		}
+		s.service, s.subscriber = "keyledger-service.creds", "keyledger-subscriber.creds"
+		add(s.service, op.ServiceCreds, "the service's .creds")
+		add(s.subscriber, op.SubscriberCreds, "the read-only .creds")
+		add("operator.nk", append(op.OperatorSeed, '\n'), "the operator's seed: keep it offline")
+		add("account.nk", append(op.AccountSeed, '\n'), "the account KEYLEDGER's seed, which signs new users: keep it offline")
+		add(confFile, []byte(op.Config), "the nats-server operator, accounts and resolver: MEMORY")
+	default:
+		return nil, fmt.Errorf("--format must be nkeys or creds, not %q", format)
+	}
+	return s, nil
+}
+
+func newUserSeed() (pub string, seed []byte, err error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", nil, err
+	}
+	if pub, err = kp.PublicKey(); err != nil {
+		return "", nil, err
+	}
+	seed, err = kp.Seed()
+	return pub, append(seed, '\n'), err
+}
+
+// writePrivate writes path with mode 0600: a new file only, unless force,
+// and then in a temporary file renamed over it, so that no reader ever
+// sees half a credential.
+func writePrivate(path string, raw []byte, force bool) error {
+	if !force {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists: nats-credentials overwrites nothing without --force", path)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(raw); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(raw); err != nil { // CreateTemp makes it 0600
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
