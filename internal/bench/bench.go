@@ -196,14 +196,49 @@ func fixtureScopeSet(i int) []string {
 func newFixture(n int) (*fixture, error) {
 	f := &fixture{secrets: make([]string, n), created: make([]domain.Event, n), rotated: make([]domain.Event, 0, n/rotatedShare+1)}
 	now := time.Now().UTC().Truncate(time.Microsecond)
+	// The actors and scope sets repeat: each is made once, so that the
+	// fixture's own memory (ten million keys' events, held while the
+	// stream is filled) does not crowd out what is measured. Decoded
+	// afresh, as a start decodes them, the events share nothing.
+	type actorOf struct {
+		who int // the person, or -1 for the org's management key
+		org string
+	}
+	actors := map[actorOf]domain.Principal{}
+	actor := func(i int, org string) domain.Principal {
+		k := actorOf{i % 1000, org}
+		if i%4 == 3 {
+			k.who = -1
+		}
+		a, ok := actors[k]
+		if !ok {
+			a = fixtureActor(i, org)
+			actors[k] = a
+		}
+		return a
+	}
+	orgs := make([]string, 100)
+	for i := range orgs {
+		orgs[i] = fmt.Sprintf("org-%d", i)
+	}
+	scopeSets := map[int][]string{}
+	scopes := func(i int) []string {
+		const cycle = 4 * 12 * 3 * 4 // fixtureScopeSet repeats with i%cycle
+		s, ok := scopeSets[i%cycle]
+		if !ok {
+			s = fixtureScopeSet(i)
+			scopeSets[i%cycle] = s
+		}
+		return s
+	}
 	for i := range n {
 		s, err := domain.GenerateSecret(domain.DefaultPrefix, nil)
 		if err != nil {
 			return nil, err
 		}
-		org := fmt.Sprintf("org-%d", i%100)
-		by := fixtureActor(i, org)
-		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: fmt.Sprintf("service key %d", i), Scopes: fixtureScopeSet(i), By: by}, now, 0, s)
+		org := orgs[i%100]
+		by := actor(i, org)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: org, Name: fmt.Sprintf("service key %d", i), Scopes: scopes(i), By: by}, now, 0, s)
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +255,7 @@ func newFixture(n int) (*fixture, error) {
 		if err != nil {
 			return nil, err
 		}
-		r, err := k.DecideRotate(domain.RotateKey{GracePeriod: 24 * time.Hour, By: fixtureActor(i+1, org)}, now.Add(time.Minute), next)
+		r, err := k.DecideRotate(domain.RotateKey{GracePeriod: 24 * time.Hour, By: actor(i+1, org)}, now.Add(time.Minute), next)
 		if err != nil {
 			return nil, err
 		}
