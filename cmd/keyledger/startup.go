@@ -40,7 +40,7 @@ type startup struct {
 
 // waitingStartup is serve's.
 func waitingStartup(log *slog.Logger, page *khttp.Starting) *startup {
-	return &startup{log: log, page: page, each: 15 * time.Second, first: 100 * time.Millisecond, most: 5 * time.Second}
+	return &startup{log: log, page: page, each: 10 * time.Second, first: 100 * time.Millisecond, most: 5 * time.Second}
 }
 
 // onceStartup is every other command's: one try, as before there was a
