@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -48,5 +50,15 @@ func TestAnUnfitStreamIsLasting(t *testing.T) {
 	_, err := events.Open(testCtx(t), env.JS, env.Config(natstest.Quiet()))
 	if err == nil || !events.Lasting(err) {
 		t.Errorf("Open on a stream that allows deletes: %v, want a lasting refusal", err)
+	}
+}
+
+func TestConnectErrorHidesURLSecrets(t *testing.T) {
+	_, err := events.Connect("nats://user:hunter2@127.0.0.1:1,nats://s3cr3ttoken@127.0.0.1:2", nats.Timeout(100*time.Millisecond))
+	if err == nil {
+		t.Fatal("connected to nothing")
+	}
+	if msg := err.Error(); strings.Contains(msg, "hunter2") || strings.Contains(msg, "s3cr3ttoken") || !strings.Contains(msg, "127.0.0.1:2") {
+		t.Errorf("Connect error = %q: it must name the servers and hide their secrets", msg)
 	}
 }

@@ -81,7 +81,7 @@ func (s *startup) step(ctx context.Context, what string, fn func(context.Context
 		}
 		reason := events.WaitReason(err)
 		d := wait/2 + rand.N(wait/2+1) // jitter: instances started together do not ask together
-		s.log.Warn("waiting for "+what, "attempt", attempt, "reason", reason, "retry_in", d.Round(time.Millisecond), "err", err)
+		s.log.Warn("waiting for "+what, "attempt", attempt, "reason", reason, "retry_in", d.Round(time.Millisecond).String(), "err", err)
 		if s.page != nil {
 			s.page.Waiting(what, attempt, reason)
 		}
