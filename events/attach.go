@@ -66,7 +66,7 @@ func unsafeStream(have, want jetstream.StreamConfig) error {
 	if len(why) == 0 {
 		return nil
 	}
-	return fmt.Errorf("stream %s is not safe to keep the history in: %s; keyledger never changes an existing stream, fix it with the nats CLI",
+	return unfit("stream %s is not safe to keep the history in: %s; keyledger never changes an existing stream, fix it with the nats CLI",
 		have.Name, strings.Join(why, "; "))
 }
 
@@ -104,7 +104,7 @@ func checkBucketReplicas(ctx context.Context, js jetstream.JetStream, stream, bu
 		return fmt.Errorf("bucket %s: %w", bucket, err)
 	}
 	if have := s.CachedInfo().Config.Replicas; have < replicas {
-		return fmt.Errorf("bucket %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`, or ask for %d); keyledger never changes an existing bucket",
+		return unfit("bucket %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`, or ask for %d); keyledger never changes an existing bucket",
 			bucket, have, replicas, stream, replicas, have)
 	}
 	return nil

@@ -3,6 +3,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,9 +22,29 @@ func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.Name("keyledger"), nats.MaxReconnects(-1)}, opts...)
 	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", urls, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(urls), err)
 	}
 	return nc, nil
+}
+
+// redactURLs hides the password or token in each of the comma-separated
+// urls: the error is logged, once per try while a start-up waits.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		if u.User != nil {
+			if _, ok := u.User.Password(); !ok {
+				u.User = url.User("xxxxx") // nats://token@host
+			}
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
 }
 
 // DrainConn drains nc and waits, at most timeout, until it is closed.

@@ -293,9 +293,17 @@ func (s *Store) scanConsumer(ctx context.Context, filters []string, from uint64,
 	return nil
 }
 
-// LastSeq returns the sequence of the last message in the stream.
+// LastSeq returns the sequence of the last message in the stream. Each
+// answer also tells whether the stream is still the one this store opened
+// (see StreamLost); once it is not, LastSeq fails.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	if why := s.StreamLost(); why != "" {
+		return 0, domain.Errorf(domain.EUNAVAILABLE, "%s", why)
+	}
 	info, err := s.stream.Info(ctx)
+	if why := s.identity.judge(info, err, s.log); why != "" {
+		return 0, domain.Errorf(domain.EUNAVAILABLE, "%s", why)
+	}
 	if err != nil {
 		return 0, domain.Wrap(domain.EUNAVAILABLE, err, "the event store cannot be reached")
 	}
@@ -417,6 +425,7 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 				return fmt.Errorf("follow the stream: failing for %s: %w", time.Since(failingSince).Round(time.Second), err)
 			}
 			s.log.Warn("following the stream", "err", err)
+			_, _ = s.LastSeq(ctx) // the error may be the stream deleted or replaced: judge it now
 			continue
 		}
 		failingSince = time.Time{}

@@ -97,6 +97,7 @@ type Store struct {
 	appended  func(domain.Event)
 	trust     trustState
 	chain     chainState
+	identity  streamIdentity
 }
 
 // OnAppended calls fn with every event this store appends, as the stream
@@ -203,6 +204,7 @@ func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Sto
 	info := stream.CachedInfo().Config
 	s := &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger,
 		api: apiPrefix(js), direct: info.AllowDirect, replicas: info.Replicas}
+	s.identity.created = stream.CachedInfo().Created
 	if !s.direct {
 		s.log.Warn("stream " + StreamName + " does not allow direct gets: every read of the history creates a consumer; allow them with `nats stream edit " + StreamName + " --allow-direct` (keyledger never changes an existing stream)")
 	}

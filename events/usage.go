@@ -117,7 +117,7 @@ func OpenUsage(ctx context.Context, js jetstream.JetStream, replicas int, log *s
 		return nil, fmt.Errorf("stream %s: %w", UsageStream, err)
 	}
 	if have := stream.CachedInfo().Config.Replicas; have < replicas {
-		return nil, fmt.Errorf("stream %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`); keyledger never changes its replicas",
+		return nil, unfit("stream %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`); keyledger never changes its replicas",
 			UsageStream, have, replicas, UsageStream, replicas)
 	}
 	obs, err := openObjectStore(ctx, js, jetstream.ObjectStoreConfig{

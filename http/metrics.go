@@ -148,6 +148,10 @@ var (
 		"The stream's last sequence minus the last one applied to the projections.", nil, nil)
 	descReady = prometheus.NewDesc("keyledger_projection_ready",
 		"1 once the projections have caught up with the stream as it was at start.", nil, nil)
+	descStarting = prometheus.NewDesc("keyledger_starting",
+		"1 while the instance is starting (waiting for NATS, the JetStream leader, the stream or a bucket: /readyz says which); 0 once it serves.", nil, nil)
+	descStreamOK = prometheus.NewDesc("keyledger_stream_ok",
+		"1 while the stream is the one this instance applied; 0 once it was deleted, replaced or truncated under it (/readyz says which; a restart is needed).", nil, nil)
 	descConnected = prometheus.NewDesc("keyledger_nats_connected",
 		"1 while the event store (NATS) is reachable, 0 while it is not.", nil, nil)
 	descSnapshotAge = prometheus.NewDesc("keyledger_snapshot_age_seconds",
@@ -173,7 +177,7 @@ var (
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries,
+	for _, d := range []*prometheus.Desc{descAppended, descConflicts, descRetries, descApplied, descStreamSeq, descLag, descReady, descStarting, descStreamOK, descConnected, descSnapshotAge, descSnapshotSeq, descRejected, descCheckpointsRejected, descWebhookDeliveries,
 		descUsageFlushed, descUsageFlushSeconds, descUsageCarried, descUsageCarriedTotal, descConsumers} {
 		ch <- d
 	}
@@ -200,6 +204,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConsumers, prometheus.CounterValue, float64(s.ConsumersCreated()))
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, boolValue(s.Runner.Ready()))
+	ch <- prometheus.MustNewConstMetric(descStarting, prometheus.GaugeValue, 0)
+	ch <- prometheus.MustNewConstMetric(descStreamOK, prometheus.GaugeValue, boolValue(s.Runner.Broken() == ""))
 	if s.Usage != nil {
 		u := s.Usage.Stats()
 		ch <- prometheus.MustNewConstMetric(descUsageFlushed, prometheus.CounterValue, float64(u.Flushed))

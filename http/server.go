@@ -278,6 +278,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"status": "ready", "applied_seq": s.Runner.Applied()}
+	if why := s.Runner.Broken(); why != "" {
+		body["status"] = why
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
 	if !s.Runner.Ready() {
 		body["status"] = "catching up"
 		writeJSON(w, http.StatusServiceUnavailable, body)

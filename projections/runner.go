@@ -59,8 +59,8 @@ type Runner struct {
 	// WatchEvery is how often the runner asks the stream how far it goes
 	// (1s when zero): see CurrentAt. Set it before Run.
 	WatchEvery time.Duration
-	current    atomic.Int64 // Unix nanoseconds: when it last held all the stream held
-	broken     atomic.Bool  // the stream went backwards under it
+	current    atomic.Int64           // Unix nanoseconds: when it last held all the stream held
+	broken     atomic.Pointer[string] // why the stream is not the one applied: see Broken
 	feedMu     sync.Mutex
 	cutFeed    context.CancelFunc
 	feed       feed // the last events applied, for the event streams (Watch, Recent)
@@ -226,7 +226,24 @@ func (r *Runner) Applied() uint64 {
 
 // Ready reports whether the projections have caught up with the stream as
 // it was at start.
-func (r *Runner) Ready() bool { return r.ready.Load() && !r.broken.Load() }
+func (r *Runner) Ready() bool { return r.ready.Load() && r.Broken() == "" }
+
+// StreamTruncated is why a runner is broken whose stream ends before what
+// it applied.
+const StreamTruncated = "the stream ends before what this instance applied: it was truncated, or deleted and written again"
+
+// Broken says why the stream under the runner is no longer the one it
+// applied, for good: StreamTruncated, or what the source says when it
+// tells (events.Store.StreamLost: the stream deleted, or replaced). ""
+// while it is.
+func (r *Runner) Broken() string {
+	if why := r.broken.Load(); why != nil {
+		return *why
+	}
+	return ""
+}
+
+func (r *Runner) breakFor(why string) bool { return r.broken.CompareAndSwap(nil, &why) }
 
 // StreamLastSeq asks the stream for its last sequence.
 func (r *Runner) StreamLastSeq(ctx context.Context) (uint64, error) { return r.src.LastSeq(ctx) }
@@ -315,6 +332,13 @@ func (r *Runner) watch(ctx context.Context) {
 		last, err := r.src.LastSeq(actx)
 		cancel()
 		if err != nil {
+			// The source may know the stream is gone (it logs that): then
+			// this is not an outage to wait out.
+			if l, ok := r.src.(interface{ StreamLost() string }); ok {
+				if why := l.StreamLost(); why != "" {
+					r.breakFor(why)
+				}
+			}
 			continue // cut off: CurrentAt stays where it was
 		}
 		if !r.ready.Load() {
@@ -330,8 +354,8 @@ func (r *Runner) watch(ctx context.Context) {
 			if short++; short < 3 {
 				continue
 			}
-			if !r.broken.Swap(true) {
-				r.log.Error("the stream ends before what this instance applied: it was truncated, or deleted and written again; refusing to serve (restart once the stream is known to be right)", "stream_last_seq", last, "applied_seq", applied)
+			if r.breakFor(StreamTruncated) {
+				r.log.Error(StreamTruncated+"; refusing to serve (restart once the stream is known to be right)", "stream_last_seq", last, "applied_seq", applied)
 			}
 		case applied >= held:
 			r.current.Store(time.Now().UnixNano())

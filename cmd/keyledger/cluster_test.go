@@ -38,8 +38,18 @@ func (n *natsNode) start(t *testing.T, bin string) {
 func (n *natsNode) kill() { _ = n.cmd.Process.Signal(syscall.SIGKILL) }
 
 // cluster builds nats-server from the module at the pinned version and
-// starts three nodes on loopback forming one JetStream cluster.
+// starts three nodes on loopback forming one JetStream cluster, and waits
+// until it has formed.
 func cluster(t *testing.T) []*natsNode {
+	t.Helper()
+	nodes := clusterForming(t)
+	waitJetStream(t, nodes)
+	return nodes
+}
+
+// clusterForming starts the three nodes of cluster and returns at once:
+// they may not listen yet, and have no JetStream leader.
+func clusterForming(t *testing.T) []*natsNode {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "nats-server")
@@ -63,10 +73,19 @@ cluster { name: keyledger, listen: %s, routes: [%s] }
 		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n.start(t, bin)
-		t.Cleanup(n.kill)
 		nodes = append(nodes, n)
 	}
+	for _, n := range nodes {
+		n.start(t, bin)
+		t.Cleanup(n.kill)
+	}
+	return nodes
+}
+
+// waitJetStream waits until the cluster of nodes answers JetStream
+// requests: its meta leader is elected.
+func waitJetStream(t *testing.T, nodes []*natsNode) {
+	t.Helper()
 	nc, err := nats.Connect(urls(nodes), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +98,7 @@ cluster { name: keyledger, listen: %s, routes: [%s] }
 		_, err := js.AccountInfo(ctx)
 		cancel()
 		if err == nil {
-			return nodes
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the JetStream cluster did not form within 60 s: %v", err)

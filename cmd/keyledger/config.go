@@ -161,6 +161,7 @@ type serveFlags struct {
 	httpAddr         string
 	maxKeyLifetime   time.Duration
 	shutdownTimeout  time.Duration
+	startTimeout     time.Duration
 	natsListen       string
 	oidcIssuer       string
 	oidcAudience     string
@@ -226,6 +227,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address")
 	fs.DurationVar(&f.maxKeyLifetime, "max-key-lifetime", 365*24*time.Hour, "latest expires_at a new key may have, from now")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGINT/SIGTERM")
+	fs.DurationVar(&f.startTimeout, "start-timeout", 0, "how long the start may wait for NATS, the JetStream leader, the stream and its buckets before it gives up (0: until stopped)")
 	fs.StringVar(&f.natsListen, "nats-listen", "", "open the embedded NATS server's client port here (host:port), with generated credentials")
 	fs.StringVar(&f.oidcIssuer, "oidc-issuer", "", "sign people in with JWTs from this OpenID Connect issuer")
 	fs.StringVar(&f.oidcAudience, "oidc-audience", "", "with --oidc-issuer: the audience the tokens must name (required)")

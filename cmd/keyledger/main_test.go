@@ -74,6 +74,15 @@ type process struct {
 // /readyz answers 200.
 func serveProcess(t *testing.T, dir, addr string, env []string, args ...string) *process {
 	t.Helper()
+	p := startServe(t, dir, addr, env, args...)
+	p.waitReady(t, 30*time.Second)
+	return p
+}
+
+// startServe starts the binary in dir with args and env, and returns at
+// once; it is stopped when the test ends.
+func startServe(t *testing.T, dir, addr string, env []string, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
@@ -84,22 +93,30 @@ func serveProcess(t *testing.T, dir, addr string, env []string, args ...string) 
 	}
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() { p.stop(t) })
-	deadline := time.Now().Add(30 * time.Second)
+	return p
+}
+
+// waitReady waits until /readyz answers 200, failing the test past within
+// or when the process exits.
+func (p *process) waitReady(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		res, err := http.Get(p.url + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return p
+				return
 			}
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err // for stop
 			t.Fatalf("serve exited before it was ready: %v\n%s", err, p.stderr)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not answer 200 within 30s\n%s", p.stderr)
+			t.Fatalf("/readyz did not answer 200 within %s\n%s", within, p.stderr)
 		}
 	}
 }

@@ -47,33 +47,74 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := openBackend(ctx, f.common, openOpts{natsListen: f.natsListen, signer: signer, signers: set}, log)
+	// HTTP listens before NATS is there: /healthz says the process is
+	// alive and /readyz what the start-up waits for.
+	page := &khttp.Starting{Version: buildVersion()}
+	web, err := listenHTTP(f, page, log)
 	if err != nil {
 		return err
 	}
-	defer b.close()
+	defer web.Close() // when the start-up fails; serveHTTP shuts it down properly
+	startCtx := ctx
+	if f.startTimeout > 0 {
+		var cancel context.CancelFunc
+		startCtx, cancel = context.WithTimeoutCause(startCtx, f.startTimeout, fmt.Errorf("not started within --start-timeout %s", f.startTimeout))
+		defer cancel()
+	}
+	st := waitingStartup(log, page)
+	b, api, bg, err := start(startCtx, f, st, signer, set, log)
+	if bg != nil {
+		defer bg.stop() // before b.close: the background work still needs NATS
+	}
+	if b != nil {
+		defer b.close()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while starting", "err", err)
+			return nil
+		}
+		return err
+	}
+	page.Serve(api.Handler())
+	return serveHTTP(ctx, f, web, log)
+}
+
+// start opens the store and everything the API needs, each step waited
+// for (st), and returns the API. The backend and the background loops
+// come back even with an error, to be stopped.
+func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signer, set *events.Signers, log *slog.Logger) (*backend, *khttp.Server, *background, error) {
+	b, err := openBackend(ctx, f.common, openOpts{natsListen: f.natsListen, signer: signer, signers: set, start: st}, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	logTrust(log, signer, set)
 	bg := newBackground()
-	defer bg.stop() // before b.close: the background work still needs NATS
 
 	listing, index, runner, snapshots, reg, err := startProjections(ctx, bg, b, f, log)
 	if err != nil {
-		return err
+		return b, nil, bg, err
 	}
 	deliverer, err := startWebhooks(ctx, bg, b, f, reg, runner, log)
 	if err != nil {
-		return err
+		return b, nil, bg, err
 	}
 	uses := kusage.New()
-	usageStore, err := events.OpenUsage(ctx, b.js, b.replicas, log)
-	if err != nil {
+	var usageStore *events.UsageStore
+	if err := st.step(ctx, "stream "+events.UsageStream+" and object store "+events.UsageRollupBucket, func(ctx context.Context) (err error) {
+		usageStore, err = events.OpenUsage(ctx, b.js, b.replicas, log)
 		return err
+	}); err != nil {
+		return b, nil, bg, err
 	}
 	bg.run(func(ctx context.Context) { uses.Run(ctx, usageStore, f.usageFlush, log) })
 
-	idem, err := events.OpenIdempotency(ctx, b.js, b.replicas)
-	if err != nil {
+	var idem *events.Idempotency
+	if err := st.step(ctx, "key-value bucket "+events.IdempotencyBucket, func(ctx context.Context) (err error) {
+		idem, err = events.OpenIdempotency(ctx, b.js, b.replicas)
 		return err
+	}); err != nil {
+		return b, nil, bg, err
 	}
 
 	checkpoints := &events.Checkpointer{Store: b.store, Logger: log}
@@ -124,18 +165,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		api.GitHubKeys = &khttp.GitHubKeys{URL: f.githubKeysURL, File: f.githubKeysFile}
 	}
 	if f.oidcClientID != "" {
-		sessions, err := events.OpenSessions(ctx, b.js, b.replicas)
-		if err != nil {
+		var sessions, signIns *events.Sessions
+		if err := st.step(ctx, "key-value buckets "+events.SessionsBucket+" and "+events.SignInsBucket, func(ctx context.Context) (err error) {
+			if sessions, err = events.OpenSessions(ctx, b.js, b.replicas); err != nil {
+				return err
+			}
+			signIns, err = events.OpenSignIns(ctx, b.js, b.replicas)
 			return err
-		}
-		signIns, err := events.OpenSignIns(ctx, b.js, b.replicas)
-		if err != nil {
-			return err
+		}); err != nil {
+			return b, nil, bg, err
 		}
 		api.SSO = &khttp.SSO{OIDC: api.OIDC, ClientID: f.oidcClientID, ClientSecret: f.oidcClientSecret, PublicURL: f.public, Store: sessions, SignIns: signIns, Scopes: splitList(f.oidcScopes)}
 		log.Info("managers sign in on the page with the identity provider; register this redirect URL for the client there", "redirect_url", api.SSO.RedirectURL(), "client_id", f.oidcClientID, "confidential", f.oidcClientSecret != "")
 	}
-	return serveHTTP(ctx, f, api.Handler(), log)
+	return b, api, bg, nil
 }
 
 // startProjections restores the listing and the verify index from the
@@ -143,14 +186,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func startProjections(ctx context.Context, bg *background, b *backend, f *serveFlags, log *slog.Logger) (*projections.Listing, *projections.VerifyIndex, *projections.Runner, *projections.Snapshotter, *webhooks.Registry, error) {
 	table := projections.NewTable() // the listing and the index hold each key once, together
 	listing, index := table.Listing(), table.Index()
-	snaps, err := events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
-	if err != nil {
+	var snaps *events.Snapshots
+	if err := b.start.step(ctx, "object store "+events.SnapshotBucket, func(ctx context.Context) (err error) {
+		snaps, err = events.OpenSnapshots(ctx, b.js, b.store, b.replicas)
+		return err
+	}); err != nil {
 		return nil, nil, nil, nil, nil, err
 	}
 	// Snapshots do not hold webhook endpoints: the registry reads theirs
 	// from the stream first (a few per org), then follows with the rest.
 	reg := webhooks.NewRegistry()
-	if err := reg.Prime(ctx, b.store.EachWebhookEvent); err != nil {
+	if err := b.start.step(ctx, "webhook endpoints in the stream", func(ctx context.Context) error {
+		return reg.Prime(ctx, b.store.EachWebhookEvent)
+	}); err != nil {
 		return nil, nil, nil, nil, nil, fmt.Errorf("webhook endpoints: %w", err)
 	}
 	snapshotter := &projections.Snapshotter{Store: snaps, Table: table, Every: f.snapshotEvery, Logger: log}
@@ -185,17 +233,23 @@ func startWebhooks(ctx context.Context, bg *background, b *backend, f *serveFlag
 	if err != nil {
 		return nil, fmt.Errorf("--webhook-secrets-key: %w", err)
 	}
-	vault, err := webhooks.OpenVault(ctx, b.js, key, b.replicas)
-	if err != nil {
+	var vault *webhooks.Vault
+	if err := b.start.step(ctx, "key-value bucket "+webhooks.SecretsBucket, func(ctx context.Context) (err error) {
+		vault, err = webhooks.OpenVault(ctx, b.js, key, b.replicas)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	d, err := webhooks.New(ctx, webhooks.Options{
-		JS: b.js, Store: b.store, Vault: vault, Registry: reg, Replicas: b.replicas,
-		AllowHTTP: f.webhooksHTTP, AllowPrivate: f.webhooksPrivate,
-		Instance: fmt.Sprintf("%s/%d", host, os.Getpid()), Log: log,
-	})
-	if err != nil {
+	var d *webhooks.Deliverer
+	if err := b.start.step(ctx, "stream "+webhooks.AttemptsStream+" and key-value bucket "+webhooks.StateBucket, func(ctx context.Context) (err error) {
+		d, err = webhooks.New(ctx, webhooks.Options{
+			JS: b.js, Store: b.store, Vault: vault, Registry: reg, Replicas: b.replicas,
+			AllowHTTP: f.webhooksHTTP, AllowPrivate: f.webhooksPrivate,
+			Instance: fmt.Sprintf("%s/%d", host, os.Getpid()), Log: log,
+		})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	bg.run(func(ctx context.Context) {
@@ -236,8 +290,14 @@ func reloadOnHangup(ctx context.Context, f *serveFlags, store *events.Store, log
 	}
 }
 
-// serveHTTP serves until ctx ends, then lets in-flight requests finish.
-func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Logger) error {
+// webServer is the HTTP server, serving; served has why it stopped.
+type webServer struct {
+	*http.Server
+	served chan error
+}
+
+// listenHTTP opens the HTTP port and serves h on it.
+func listenHTTP(f *serveFlags, h http.Handler, log *slog.Logger) (*webServer, error) {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: f.readHeader,
@@ -250,18 +310,24 @@ func serveHTTP(ctx context.Context, f *serveFlags, h http.Handler, log *slog.Log
 	}
 	ln, err := net.Listen("tcp", f.httpAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", f.httpAddr, err)
+		return nil, fmt.Errorf("listen on %s: %w", f.httpAddr, err)
 	}
+	srv.Addr = ln.Addr().String()
+	log.Info("starting: HTTP open, /readyz answers 503 until keyledger serves", "addr", "http://"+srv.Addr)
+	web := &webServer{Server: srv, served: make(chan error, 1)}
+	go func() { web.served <- srv.Serve(ln) }()
+	return web, nil
+}
+
+// serveHTTP serves until ctx ends, then lets in-flight requests finish.
+func serveHTTP(ctx context.Context, f *serveFlags, srv *webServer, log *slog.Logger) error {
 	backendName := "embedded NATS in " + f.dataDir
 	if f.natsURL != "" {
 		backendName = "NATS at " + f.natsURL
 	}
-	log.Info("keyledger listening", "addr", "http://"+ln.Addr().String(), "events", backendName, "version", buildVersion())
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	log.Info("keyledger listening", "addr", "http://"+srv.Addr, "events", backendName, "version", buildVersion())
 	select {
-	case err := <-served:
+	case err := <-srv.served:
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}

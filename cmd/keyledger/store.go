@@ -24,6 +24,7 @@ type backend struct {
 	down     atomic.Int64 // unix nanoseconds since NATS is unreachable; 0: reachable
 	js       jetstream.JetStream
 	store    *events.Store
+	start    *startup // how its opening steps were run: the later ones run the same way
 	// consumers counts the consumers js asked for (a metric).
 	consumers *events.ConsumerCount
 	close     func()
@@ -42,7 +43,11 @@ func openBackend(ctx context.Context, c common, o openOpts, log *slog.Logger) (*
 		if err != nil {
 			return nil, err
 		}
-		nc, err := events.Connect(c.natsURL, opts...)
+		var nc *nats.Conn
+		err = o.startup(log).step(ctx, "NATS", func(context.Context) (err error) {
+			nc, err = events.Connect(c.natsURL, opts...)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -87,6 +92,15 @@ type openOpts struct {
 	readOnly   bool   // audits: attach to the stream, never create or change it
 	signer     *events.Signer
 	signers    *events.Signers
+	// start runs the steps that need NATS; nil: each is tried once.
+	start *startup
+}
+
+func (o *openOpts) startup(log *slog.Logger) *startup {
+	if o.start == nil {
+		o.start = onceStartup(log)
+	}
+	return o.start
 }
 
 func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Logger, closeFn func()) (*backend, error) {
@@ -96,15 +110,10 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 		closeFn()
 		return nil, err
 	}
-	// A denied request goes unanswered; the server says why only in an
-	// asynchronous error, which ends the wait at once.
-	octx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	octx, cancelTimeout := context.WithTimeout(octx, 30*time.Second)
-	defer cancelTimeout()
+	st := o.startup(log)
 	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
-			cancel(err)
+			st.deny(err)
 		}
 		log.Warn("NATS", "err", err)
 	})
@@ -112,15 +121,16 @@ func finishBackend(ctx context.Context, nc *nats.Conn, o openOpts, log *slog.Log
 	if o.readOnly {
 		open = events.Attach
 	}
-	store, err := open(octx, js, events.Config{Logger: log, Replicas: o.replicas, ReadOnly: o.readOnly, Signer: o.signer, Signers: o.signers})
+	var store *events.Store
+	err = st.step(ctx, "stream "+events.StreamName, func(ctx context.Context) (err error) {
+		store, err = open(ctx, js, events.Config{Logger: log, Replicas: o.replicas, ReadOnly: o.readOnly, Signer: o.signer, Signers: o.signers})
+		return err
+	})
 	if err != nil {
 		closeFn()
-		if cause := context.Cause(octx); cause != nil && !errors.Is(cause, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (%v)", err, cause)
-		}
 		return nil, err
 	}
-	b := &backend{js: js, store: store, consumers: consumers, replicas: o.replicas, close: closeFn}
+	b := &backend{js: js, store: store, start: st, consumers: consumers, replicas: o.replicas, close: closeFn}
 	nc.SetDisconnectErrHandler(func(*nats.Conn, error) { b.down.CompareAndSwap(0, time.Now().UnixNano()) })
 	nc.SetReconnectHandler(func(*nats.Conn) { b.down.Store(0) })
 	return b, nil
