@@ -119,14 +119,16 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer closeFn()
 	start := time.Now()
-	m, err := backup.Write(octx, nc, f.file, backup.Options{KeyledgerVersion: buildVersion(), Keys: keys})
+	last := start
+	progress := func(s backup.StreamEntry) {
+		fmt.Fprintf(stdout, "  %-28s %9d messages, last sequence %d, %d replica(s), %d bytes, %s\n", s.Name, s.Messages, s.LastSeq, s.Replicas, s.Size, time.Since(last).Round(time.Millisecond))
+		last = time.Now()
+	}
+	m, err := backup.Write(octx, nc, f.file, backup.Options{KeyledgerVersion: buildVersion(), Keys: keys, Progress: progress})
 	if err != nil {
 		return withCause(octx, err)
 	}
-	fmt.Fprintf(stdout, "backup %s written in %s:\n", f.file, time.Since(start).Round(time.Millisecond))
-	for _, s := range m.Streams {
-		fmt.Fprintf(stdout, "  %-28s %9d messages, last sequence %d, %d replica(s), %d bytes\n", s.Name, s.Messages, s.LastSeq, s.Replicas, s.Size)
-	}
+	fmt.Fprintf(stdout, "backup %s written in %s\n", f.file, time.Since(start).Round(time.Millisecond))
 	if len(m.Keys) == 0 {
 		fmt.Fprintln(stdout, "  no key files")
 		return nil
@@ -196,7 +198,12 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer closeFn()
 	start := time.Now()
-	if err := a.Restore(octx, nc, backup.RestoreOptions{Replicas: replicas}); err != nil {
+	last := start
+	progress := func(s backup.StreamEntry) {
+		fmt.Fprintf(stdout, "  %-28s %9d messages, last sequence %d, %s\n", s.Name, s.Messages, s.LastSeq, time.Since(last).Round(time.Millisecond))
+		last = time.Now()
+	}
+	if err := a.Restore(octx, nc, backup.RestoreOptions{Replicas: replicas, Progress: progress}); err != nil {
 		return fmt.Errorf("%w; nothing was restored", withCause(octx, err))
 	}
 	took := time.Since(start)
@@ -210,10 +217,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	m := a.Manifest
-	fmt.Fprintf(stdout, "restored %s (taken %s by keyledger %s) in %s:\n", f.file, m.CreatedAt.Format(time.RFC3339), m.KeyledgerVersion, took.Round(time.Millisecond))
-	for _, s := range m.Streams {
-		fmt.Fprintf(stdout, "  %-28s %9d messages, last sequence %d\n", s.Name, s.Messages, s.LastSeq)
-	}
+	fmt.Fprintf(stdout, "restored %s (taken %s by keyledger %s) in %s\n", f.file, m.CreatedAt.Format(time.RFC3339), m.KeyledgerVersion, took.Round(time.Millisecond))
 	for _, k := range write {
 		fmt.Fprintf(stdout, "  %s written to %s\n", k.Role, paths[k.Role])
 	}
@@ -250,12 +254,21 @@ func storeConn(ctx context.Context, c *common, log *slog.Logger) (*nats.Conn, co
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		emb, err := natsembed.Start(natsembed.Config{Dir: c.dataDir, Fsync: c.fsync, Logger: log})
+		// No sync per write: a restore writes every message again, and
+		// synced one by one 100,000 events take minutes. Nothing is
+		// acknowledged to anyone meanwhile; the files are synced on close.
+		emb, err := natsembed.Start(natsembed.Config{Dir: c.dataDir, Fsync: false, Logger: log})
 		if err != nil {
 			unlock()
 			return nil, nil, nil, err
 		}
-		nc, closeFn = emb.Conn, func() { emb.Close(); unlock() }
+		nc, closeFn = emb.Conn, func() {
+			emb.Close()
+			if err := syncTree(filepath.Join(c.dataDir, "jetstream")); err != nil {
+				log.Error("sync the store's files", "err", err)
+			}
+			unlock()
+		}
 	}
 	octx, cancel := context.WithCancelCause(ctx)
 	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -300,4 +313,19 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Link(f.Name(), path)
+}
+
+// syncTree syncs every file and directory under root to disk.
+func syncTree(root string) error {
+	return filepath.WalkDir(root, func(path string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
 }
