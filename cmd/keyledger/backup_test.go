@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -318,5 +319,83 @@ func TestBackupOnlineThroughTheNATSPort(t *testing.T) {
 				t.Errorf("a failed backup left a file: %v", err)
 			}
 		})
+	}
+}
+
+// TestBackupAndRestoreOnACluster backs up a three-node cluster whose
+// streams are replicated three times, through --nats-url, and restores it
+// into another, empty, cluster: the streams keep their three replicas, and
+// the listing, the verify answers and audit verify are the same.
+func TestBackupAndRestoreOnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster test: not in -short")
+	}
+	dir := t.TempDir()
+	from, to := cluster(t), cluster(t)
+	srcKey, dstKey := filepath.Join(dir, "src", "signing.pem"), filepath.Join(dir, "dst", "signing.pem")
+	_ = os.MkdirAll(filepath.Dir(srcKey), 0o700)
+	env := func(nodes []*natsNode, key string) []string {
+		return []string{"KEYLEDGER_NATS_URL=" + urls(nodes), "KEYLEDGER_STREAM_REPLICAS=3", "KEYLEDGER_SIGNING_KEY=" + key}
+	}
+	admin, stderr, err := runBinary(t, dir, env(from, srcKey), "bootstrap", "--org", "acme", "--name", "admin")
+	if err != nil {
+		t.Fatalf("bootstrap: %v %s", err, stderr)
+	}
+	admin = strings.TrimSpace(admin)
+	addr := freeAddr(t)
+	p := serveProcess(t, dir, addr, append(env(from, srcKey), "KEYLEDGER_HTTP_ADDR="+addr, "KEYLEDGER_CHECKPOINT_INTERVAL=1s"))
+	secrets, seq := manage(t, p.url, admin)
+	before := observe(t, p.url, admin, secrets, seq)
+	time.Sleep(2 * time.Second) // a checkpoint covers the last events
+	p.stop(t)
+	audited, _, auditErr := runBinary(t, dir, env(from, srcKey), "audit", "verify")
+
+	file := filepath.Join(dir, "cluster.backup")
+	out, stderr, err := runBinary(t, dir, env(from, srcKey), "backup", "--out", file)
+	if err != nil {
+		t.Fatalf("backup: %v\n%s%s", err, out, stderr)
+	}
+	t.Logf("backup:\n%s", out)
+	if !strings.Contains(out, "3 replica(s)") {
+		t.Errorf("the backup does not say the streams had 3 replicas:\n%s", out)
+	}
+	// No --stream-replicas: the replicas come from the backup.
+	restoreEnv := []string{"KEYLEDGER_NATS_URL=" + urls(to), "KEYLEDGER_SIGNING_KEY=" + dstKey}
+	out, stderr, err = runBinary(t, dir, restoreEnv, "restore", "--in", file)
+	if err != nil {
+		t.Fatalf("restore: %v\n%s%s", err, out, stderr)
+	}
+	t.Logf("restore:\n%s", out)
+	if got, _ := os.ReadFile(dstKey); len(got) == 0 {
+		t.Error("the signing key was not written to --signing-key")
+	}
+
+	nc, err := nats.Connect(urls(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, name := range []string{events.StreamName, "OBJ_" + events.UsageRollupBucket} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("%s after the restore: %v", name, err)
+		}
+		if info := s.CachedInfo(); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			t.Errorf("%s restored with %d replicas (%+v), want 3", name, info.Config.Replicas, info.Cluster)
+		}
+	}
+	restoredAudit, _, restoredErr := runBinary(t, dir, env(to, dstKey), "audit", "verify")
+	if restoredAudit != audited || (auditErr == nil) != (restoredErr == nil) || !strings.Contains(audited, "intact") {
+		t.Errorf("audit verify after the restore: %v %q; before: %v %q", restoredErr, restoredAudit, auditErr, audited)
+	}
+	addr = freeAddr(t)
+	q := serveProcess(t, dir, addr, append(env(to, dstKey), "KEYLEDGER_HTTP_ADDR="+addr))
+	before.compare(t, observe(t, q.url, admin, secrets, seq))
+
+	if _, stderr, err := runBinary(t, dir, restoreEnv, "restore", "--in", file); err == nil || !strings.Contains(stderr, "not empty") {
+		t.Errorf("a second restore into the cluster: %v %s", err, stderr)
 	}
 }
