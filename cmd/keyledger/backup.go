@@ -161,26 +161,9 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w; nothing was restored", err)
 	}
 	paths := f.keyFiles()
-	var write []backup.Key
-	for _, role := range keyRoles {
-		data := a.Key(role)
-		if data == nil {
-			continue
-		}
-		path := paths[role]
-		if path == "" {
-			fmt.Fprintf(stderr, "keyledger: the backup holds the %s; not written: give %s FILE to write it\n", role, keyFlag[role])
-			continue
-		}
-		have, err := os.ReadFile(path)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			write = append(write, backup.Key{Role: role, Data: data})
-		case err != nil:
-			return fmt.Errorf("%s: %w", keyFlag[role], err)
-		case !bytes.Equal(have, data):
-			return fmt.Errorf("%s %s exists and is not the backup's %s: a restore never replaces a key; move it away, or name another file", keyFlag[role], path, role)
-		}
+	write, err := keysToWrite(a, paths, stderr)
+	if err != nil {
+		return err
 	}
 	replicas := 0 // as they were
 	if f.natsURL == "" {
@@ -222,6 +205,34 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "  %s written to %s\n", k.Role, paths[k.Role])
 	}
 	return nil
+}
+
+// keysToWrite are the backup's keys that have a place and are not there
+// yet; a place holding another key is an error: a restore never
+// replaces a key.
+func keysToWrite(a *backup.Archive, paths map[string]string, stderr io.Writer) ([]backup.Key, error) {
+	var write []backup.Key
+	for _, role := range keyRoles {
+		data := a.Key(role)
+		if data == nil {
+			continue
+		}
+		path := paths[role]
+		if path == "" {
+			fmt.Fprintf(stderr, "keyledger: the backup holds the %s; not written: give %s FILE to write it\n", role, keyFlag[role])
+			continue
+		}
+		have, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			write = append(write, backup.Key{Role: role, Data: data})
+		case err != nil:
+			return nil, fmt.Errorf("%s: %w", keyFlag[role], err)
+		case !bytes.Equal(have, data):
+			return nil, fmt.Errorf("%s %s exists and is not the backup's %s: a restore never replaces a key; move it away, or name another file", keyFlag[role], path, role)
+		}
+	}
+	return write, nil
 }
 
 // storeConn connects to --nats-url, or starts the embedded server on

@@ -249,6 +249,21 @@ func TestBackupAndRestoreOnTheEmbeddedStore(t *testing.T) {
 			t.Errorf("restore into the restored store: %v %s", err, stderr)
 		}
 	})
+	t.Run("AnotherKeyInThePlaceOfTheBackupsIsNeverReplaced", func(t *testing.T) {
+		fresh := filepath.Join(t.TempDir(), "data")
+		other := filepath.Join(fresh, "audit-signing-key.pem")
+		_ = os.MkdirAll(fresh, 0o700)
+		if _, _, err := runBinary(t, dir, nil, "keygen", other); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := runBinary(t, dir, nil, "restore", "--data-dir", fresh, "--in", file)
+		if err == nil || !strings.Contains(stderr, "never replaces a key") {
+			t.Errorf("restore over another signing key: %v %s", err, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(fresh, "jetstream")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a refused restore started a store: %v", err)
+		}
+	})
 	t.Run("ADamagedFileChangesNothing", func(t *testing.T) {
 		raw, _ := os.ReadFile(file)
 		bad := filepath.Join(t.TempDir(), "bad.backup")
