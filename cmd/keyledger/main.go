@@ -50,6 +50,9 @@ Usage:
                                  mint an org's first management key and print it once
   keyledger audit      export|as-of|verify|pubkey [flags]
                                  read, check and export the history
+  keyledger backup     --out FILE [--without-keys]
+                                 the stream, the buckets and the keys in one file (mode 0600)
+  keyledger restore    --in FILE  that file into an empty system (docs/OPERATORS.md)
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
   keyledger nats-credentials --out DIR [--format nkeys|creds]
@@ -99,6 +102,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return bootstrap(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return audit(ctx, args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return restoreCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "keygen":
