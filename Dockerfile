@@ -6,12 +6,12 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/keyledger ./cmd/keyledger \
- && mkdir -p /out/shared /out/data
+ && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/keyledger /usr/local/bin/keyledger
-# Owned by the nonroot user, so that volumes mounted here are writable.
-COPY --from=build --chown=65532:65532 /out/shared /shared
+# Owned by the nonroot user, so that a volume mounted here is writable.
+# docker-compose.yml mounts its keys at /secrets instead, from the host.
 COPY --from=build --chown=65532:65532 /out/data /home/nonroot/data
 WORKDIR /home/nonroot
 EXPOSE 8080

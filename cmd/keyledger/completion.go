@@ -12,7 +12,7 @@ import (
 	"github.com/keyledger/keyledger/http/apiclient"
 )
 
-const commands = "serve bootstrap audit backup restore bench keygen nats-credentials scan keys verify whoami login logout version completion"
+const commands = "serve bootstrap audit backup restore bench keygen nats-credentials provision healthcheck scan keys verify whoami login logout version completion"
 
 const bashCompletion = `# keyledger completion for bash: source <(keyledger completion bash)
 _keyledger() {

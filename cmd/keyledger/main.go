@@ -55,9 +55,13 @@ Usage:
   keyledger restore    --in FILE  that file into an empty system (docs/OPERATORS.md)
   keyledger bench      [--quick]  measure against same-run baselines (docs/PERFORMANCE.md)
   keyledger keygen     FILE      a new signing key (mode 0600); prints its public key
-  keyledger nats-credentials --out DIR [--format nkeys|creds]
+  keyledger nats-credentials --out DIR [--format nkeys|creds] [--routes HOST:PORT,...]
                                  the service's and the read-only NATS credentials for your
                                  own cluster, and the server configuration granting them
+  keyledger provision  --signing-key FILE --event-signers FILE [--webhook-secrets-key FILE]
+                                 a deployment's shared keys, made once before any instance starts
+  keyledger healthcheck [--url URL]
+                                 exit 0 only when the instance answers /readyz 200
   keyledger scan       PATH…     find keys in files and directories (exit 1 when it finds one)
   keyledger keys       create|list|get|rotate|revoke|history [--server URL --org ORG --output table|json|yaml]
                                  manage keys on a running server (credential: KEYLEDGER_TOKEN)
@@ -112,6 +116,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return keygen(args[1:], stdout, stderr)
 	case "nats-credentials":
 		return natsCredentials(args[1:], stdout, stderr)
+	case "provision":
+		return provision(args[1:], stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "scan":
 		return scan(ctx, args[1:], stdout, stderr)
 	case "keys":

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +19,7 @@ import (
 	"github.com/keyledger/keyledger/events/natsembed"
 )
 
-const natsCredsUsage = `Usage: keyledger nats-credentials --out DIR [--format nkeys|creds] [--force]
+const natsCredsUsage = `Usage: keyledger nats-credentials --out DIR [--format nkeys|creds] [--routes HOST:PORT,...] [--force]
 
 Writes, for your own NATS server or cluster, keyledger's service credential,
 the read-only credential of verifiers and auditors, and nats-auth.conf: the
@@ -32,6 +35,10 @@ stdout too.
           account.nk) are written too: keep those offline; the block holds
           the operator, the accounts and resolver: MEMORY
 
+With --routes, nats-routes.conf too: a route user and password for a cluster,
+and the routes to every listed server presenting them. Include it inside
+every server's cluster { } block (deploy/nats-1.conf does).
+
 Every file is mode 0600; none is overwritten without --force.
 `
 
@@ -42,6 +49,7 @@ func natsCredentials(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, natsCredsUsage); fs.PrintDefaults() }
 	out := fs.String("out", "", "directory to write the credentials and nats-auth.conf to (created mode 0700 if missing)")
 	format := fs.String("format", "nkeys", "nkeys (NKey seeds, an authorization block) or creds (.creds files, an operator and resolver: MEMORY)")
+	routes := fs.String("routes", "", "the cluster's route addresses, HOST:PORT,...: also write nats-routes.conf, a route user and password and the routes presenting them, for every server's cluster block")
 	force := fs.Bool("force", false, "overwrite files that exist")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -52,6 +60,14 @@ func natsCredentials(args []string, stdout, stderr io.Writer) error {
 	files, err := credentialFiles(*format)
 	if err != nil {
 		return err
+	}
+	if *routes != "" {
+		conf, err := routesConfig(*routes)
+		if err != nil {
+			return err
+		}
+		files.order = append(files.order, routesFile)
+		files.contents[routesFile], files.about[routesFile] = conf, "the cluster's route user and routes, for every server's cluster block"
 	}
 	if !*force {
 		var exist []string
@@ -85,7 +101,36 @@ func natsCredentials(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-const confFile = "nats-auth.conf"
+const (
+	confFile   = "nats-auth.conf"
+	routesFile = "nats-routes.conf"
+)
+
+// routesConfig is nats-routes.conf for the given route addresses. A
+// server presents only the credentials written in a route's URL (never
+// its own cluster authorization), so each route carries them.
+func routesConfig(list string) ([]byte, error) {
+	secret := make([]byte, 24)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	password := hex.EncodeToString(secret)
+	var b strings.Builder
+	b.WriteString("# The cluster's route credential (keyledger nats-credentials --routes).\n")
+	b.WriteString("# Include it inside every server's cluster { } block: the servers accept\n")
+	b.WriteString("# routes presenting it, and present it on theirs.\n")
+	fmt.Fprintf(&b, "authorization {\n  user: route\n  password: %q\n}\nroutes: [\n", password)
+	for _, addr := range strings.Split(list, ",") {
+		addr = strings.TrimSpace(addr)
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" || strings.ContainsAny(addr, "/@\" ") {
+			return nil, fmt.Errorf("--routes: %q is not HOST:PORT (a list: nats-1:6222,nats-2:6222,nats-3:6222)", addr)
+		}
+		fmt.Fprintf(&b, "  %q\n", "nats-route://route:"+password+"@"+addr)
+	}
+	b.WriteString("]\n")
+	return []byte(b.String()), nil
+}
 
 // credentialSet is what one format writes, by file name.
 type credentialSet struct {

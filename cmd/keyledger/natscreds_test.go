@@ -269,6 +269,15 @@ func TestNatsCredentialsRefusals(t *testing.T) {
 			t.Error("a refused run made the directory")
 		}
 	})
+	t.Run("RouteThatIsNotHostPortIsRefused", func(t *testing.T) {
+		_, stderr, err := runBinary(t, dir, nil, "nats-credentials", "--out", filepath.Join(dir, "r"), "--routes", "nats-1:6222,nats-2")
+		if err == nil || !strings.Contains(stderr, `"nats-2" is not HOST:PORT`) {
+			t.Errorf("--routes nats-1:6222,nats-2: %v %s", err, stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "r")); err == nil {
+			t.Error("a refused run made the directory")
+		}
+	})
 	for _, format := range []string{"nkeys", "creds"} {
 		t.Run("SecondRunOverwritesNothingWithoutForce/"+format, func(t *testing.T) {
 			out := filepath.Join(dir, format)
