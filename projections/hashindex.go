@@ -10,6 +10,9 @@ type hashIndex struct {
 	entries []hashEntry
 	n       int
 	shift   uint // 64 - log2(len(entries))
+	// probed counts the entries puts looked at, growth included (for
+	// tests: a pile shows as puts probing far).
+	probed int
 }
 
 func (h *hashIndex) place(key uint64) uint64 { return (key * 0x9e3779b97f4a7c15) >> h.shift }
@@ -59,6 +62,7 @@ func (h *hashIndex) put(key uint64, slot uint32) {
 	}
 	mask := uint64(len(h.entries) - 1)
 	for i := h.place(key); ; i = (i + 1) & mask {
+		h.probed++
 		e := &h.entries[i]
 		if e.slot == 0 {
 			*e = hashEntry{lo: uint32(key), hi: uint32(key >> 32), slot: slot + 1}
@@ -103,8 +107,9 @@ func (h *hashIndex) del(key uint64) {
 }
 
 func (h *hashIndex) grow() {
-	old := h.entries
+	old, probed := h.entries, h.probed
 	*h = newHashIndex(max(2*h.n, 1024))
+	h.probed = probed
 	for _, e := range old {
 		if e.slot != 0 {
 			h.put(e.key(), e.slot-1)

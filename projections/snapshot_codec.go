@@ -299,7 +299,14 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 		img.previous[slot] = p
 	}
 	n = d.count()
-	img.byHash = newHashIndex(min(n, sizeHint))
+	// Sized for every hash at once: the hashes come in the order of the
+	// saved index's slots, sorted by the place they hash to, and put into
+	// a smaller index that grows, they would all land in its first part
+	// and pile into one run that each put probes to its end (quadratic:
+	// a snapshot of ten million keys took minutes). A table holds a hash
+	// for each row and for each previous secret, both read already, so
+	// the size rests on data read, not on the count alone.
+	img.byHash = newHashIndex(min(n, img.rows.n+len(img.previous)+sizeHint))
 	for ; n > 0 && d.err == nil; n-- {
 		prefix := d.u64()
 		img.byHash.put(prefix, d.u32())
@@ -488,7 +495,7 @@ func (d *decoder) str() string {
 // past it, maps and slices grow as the items actually come, so that a
 // corrupt count fails at the end of the data rather than on a huge
 // allocation.
-const sizeHint = 1 << 20
+var sizeHint = 1 << 20 // a variable for tests only
 
 // fullHashes reads a map of whole hashes to rows.
 func (d *decoder) fullHashes() map[[sha256.Size]byte]uint32 {

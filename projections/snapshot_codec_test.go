@@ -186,3 +186,41 @@ func TestSnapshotOfAnEarlierVersionIsNotInstalled(t *testing.T) {
 		t.Fatalf("fits: %v, want a version mismatch", err)
 	}
 }
+
+// TestASnapshotOfManyKeysDecodesIntoAnIndexWithoutPiles: the hashes come
+// out of a snapshot sorted by the place they hash to; decoded into an
+// index that starts small and grows, they piled into one run as long as
+// the keys (each put probing to its end: minutes at ten million keys).
+// Here with the reservation bound made small, as ten million keys are to
+// the real one.
+func TestASnapshotOfManyKeysDecodesIntoAnIndexWithoutPiles(t *testing.T) {
+	defer func(was int) { sizeHint = was }(sizeHint)
+	sizeHint = 1024
+	table := NewTable()
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	by := domain.SystemPrincipal("test", "test")
+	const n = 40000
+	for i := range n {
+		s, _ := domain.GenerateSecret("c8k", nil)
+		e, err := domain.DecideCreate(domain.CreateKey{OrgID: "acme", Name: "k", Scopes: []string{"read"}, By: by}, now, 0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Seq, e.Hash, e.Trusted = uint64(i+1), fmt.Sprintf("%064x", i+1), true
+		if err := table.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, img, err := decodeSnapshot(bytes.NewReader(encoded(t, table)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := img.byHash.len(); got != n {
+		t.Fatalf("decoded %d hashes, want %d", got, n)
+	}
+	// Placed at random, at the index's load (at most 0.8), a put looks at
+	// a few entries on average; a pile makes it thousands.
+	if per := float64(img.byHash.probed) / n; per > 10 {
+		t.Errorf("decoding put each hash after %.0f entries on average", per)
+	}
+}
