@@ -1,6 +1,9 @@
 package events
 
 import (
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,5 +37,27 @@ func TestAttackUnfitStreamSettingsAreRefused(t *testing.T) {
 	}
 	if err := unsafeStream(streamConfig(1), want); err != nil {
 		t.Errorf("keyledger's own stream is refused: %v", err)
+	}
+}
+
+// TestAttackHugeCredentialFileIsNotReadWhole: --nats-creds read the whole
+// file to tell a seed from a .creds file; a credential is a few hundred
+// bytes, and a wrong path (a log, a disk image, /dev/zero) was read into
+// memory to the end.
+func TestAttackHugeCredentialFileIsNotReadWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "huge.creds")
+	if err := os.WriteFile(path, append([]byte("SU"), make([]byte, 32<<20)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := CredentialsOption(path)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a 32 MiB credential file is taken")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("telling a 32 MiB file's kind allocated %d MiB", grew>>20)
 	}
 }
