@@ -2,6 +2,7 @@ package backup
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -28,6 +29,10 @@ var ErrDamaged = errors.New("the backup file is damaged")
 // some of the streams.
 var ErrNotEmpty = errors.New("the system is not empty")
 
+// maxSmall bounds what Open holds of the entries outside streams/ (the
+// manifest and the keys) together.
+const maxSmall = 4 << 20
+
 // Archive is a backup file that was read whole and found intact.
 type Archive struct {
 	Path     string
@@ -53,6 +58,7 @@ func Open(path string) (*Archive, error) {
 	}
 	entries := map[string]seen{}
 	small := map[string][]byte{} // the manifest and the keys
+	var smallBytes int64
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -67,11 +73,14 @@ func Open(path string) (*Archive, error) {
 		}
 		sh := sha256.New()
 		var w io.Writer = sh
-		var buf strings.Builder
+		var buf bytes.Buffer
 		if !strings.HasPrefix(h.Name, "streams/") {
-			if h.Size > 1<<20 {
-				return nil, damaged("entry %s of %d bytes", h.Name, h.Size)
+			// Held until the manifest says which are keys: a few
+			// kilobytes in a real backup, bounded in all, not only each.
+			if smallBytes += h.Size; h.Size > 1<<20 || smallBytes > maxSmall {
+				return nil, damaged("entry %s of %d bytes (%d bytes outside streams/ in all, at most %d)", h.Name, h.Size, smallBytes, maxSmall)
 			}
+			buf.Grow(int(h.Size))
 			w = io.MultiWriter(sh, &buf)
 		}
 		n, err := io.Copy(w, tr)
@@ -80,7 +89,7 @@ func Open(path string) (*Archive, error) {
 		}
 		entries[h.Name] = seen{n, hex.EncodeToString(sh.Sum(nil))}
 		if buf.Len() > 0 {
-			small[h.Name] = []byte(buf.String())
+			small[h.Name] = buf.Bytes()
 		}
 	}
 	raw, ok := small[manifestName]

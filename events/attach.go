@@ -58,6 +58,12 @@ func unsafeStream(have, want jetstream.StreamConfig) error {
 	if have.Sealed || have.Mirror != nil || have.NoAck {
 		why = append(why, "it is sealed, a mirror, or does not acknowledge writes")
 	}
+	// A transform stores events under other subjects than a key's are read
+	// by; sources pour another stream's messages in; a counter stream
+	// refuses plain appends.
+	if have.SubjectTransform != nil || len(have.Sources) > 0 || have.AllowMsgCounter {
+		why = append(why, "it transforms its subjects, takes messages from other streams (sources), or is a counter stream")
+	}
 	for _, s := range want.Subjects {
 		if !slices.Contains(have.Subjects, s) {
 			why = append(why, fmt.Sprintf("it does not take the subject %s", s))

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/nats-io/nats.go"
@@ -13,6 +14,9 @@ import (
 // keyledger nats-credentials write it so).
 const credsJWTMarker = "-----BEGIN NATS USER JWT-----"
 
+// maxCredentialFile bounds what CredentialsOption reads of a file.
+const maxCredentialFile = 64 << 10
+
 // CredentialsOption is the connection option for a NATS credential file,
 // told by its content rather than its name: an NKey user seed (one line,
 // "SU…"), or a .creds file (a user JWT and its seed). A file that is
@@ -20,9 +24,17 @@ const credsJWTMarker = "-----BEGIN NATS USER JWT-----"
 // file never reaches the server as a bare "Authorization Violation". The
 // error never quotes the file: it may hold a secret.
 func CredentialsOption(path string) (nats.Option, error) {
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxCredentialFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxCredentialFile {
+		return nil, fmt.Errorf("%s is larger than %d KiB: not a NATS credential (a seed or a .creds file is a few hundred bytes)", path, maxCredentialFile>>10)
 	}
 	if bytes.Contains(raw, []byte(credsJWTMarker)) {
 		if _, err := nkeys.ParseDecoratedNKey(raw); err != nil {
