@@ -285,9 +285,14 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	}
 	n := d.count()
 	var b [rowBytes]byte
+	rotated := 0 // rows that may hold older secrets
 	for ; n > 0 && d.err == nil; n-- {
 		d.raw(b[:])
-		img.rows.add(getRow(b[:]))
+		r := getRow(b[:])
+		if r.flags&flagRotated != 0 {
+			rotated++
+		}
+		img.rows.add(r)
 	}
 	n = d.count()
 	img.previous = make(map[uint32]previousSecret, min(n, sizeHint))
@@ -303,10 +308,12 @@ func decodeSnapshot(r io.Reader) (snapshotHeader, *tableImage, error) {
 	// saved index's slots, sorted by the place they hash to, and put into
 	// a smaller index that grows, they would all land in its first part
 	// and pile into one run that each put probes to its end (quadratic:
-	// a snapshot of ten million keys took minutes). A table holds a hash
-	// for each row and for each previous secret, both read already, so
-	// the size rests on data read, not on the count alone.
-	img.byHash = newHashIndex(min(n, img.rows.n+len(img.previous)+sizeHint))
+	// a snapshot of ten million keys took minutes). A row holds its
+	// current secret, its previous one, and when rotated up to
+	// domain.MaxReplacedSecrets-1 older ones, all indexed; the older ones
+	// are read after the index, so the size rests on the rows read (what
+	// a table of them could index at most), not on the count alone.
+	img.byHash = newHashIndex(min(n, img.rows.n+len(img.previous)+rotated*(domain.MaxReplacedSecrets-1)+sizeHint))
 	for ; n > 0 && d.err == nil; n-- {
 		prefix := d.u64()
 		img.byHash.put(prefix, d.u32())
