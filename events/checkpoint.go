@@ -248,6 +248,13 @@ type Checkpointer struct {
 	mu       sync.Mutex
 	cached   *signedCheckpoint // Head's answer while the subject ends at cachedAt
 	cachedAt uint64
+	// quietFrom is where an event after the link quietAfter (its hash)
+	// can be at the earliest: a scan from the link found none before. The
+	// scan of every event reads the checkpoint subject's messages too
+	// (direct.go), junk included; without this, each Once over no event
+	// read all the junk since the link again.
+	quietFrom  uint64
+	quietAfter string
 }
 
 // DefaultCheckpointMax is how many events one checkpoint lists at most:
@@ -323,7 +330,13 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 	}
 	var hashes []byte
 	n := 0
-	err = c.Store.Scan(ctx, SubjectRoot+".>", cp.FromSeq+1, func(m Msg) error {
+	from := cp.FromSeq + 1
+	c.mu.Lock()
+	if c.quietAfter == cp.PrevCheckpoint {
+		from = max(from, c.quietFrom)
+	}
+	c.mu.Unlock()
+	err = c.Store.Scan(ctx, SubjectRoot+".>", from, func(m Msg) error {
 		if n == limit || c.Store.unjudged(m.Seq) {
 			more = n == limit // an event the projections have not judged waits for the next
 			return errEnough
@@ -348,6 +361,17 @@ func (c *Checkpointer) Once(ctx context.Context) (wrote, more bool, err error) {
 		return false, false, err
 	}
 	if n == 0 {
+		if err == nil {
+			// No event up to the subject's last message, which was stored
+			// before the scan began (and a replicated scan ends at its
+			// leader): the next scan from this link starts after it.
+			c.mu.Lock()
+			if c.quietAfter != cp.PrevCheckpoint {
+				c.quietAfter, c.quietFrom = cp.PrevCheckpoint, 0
+			}
+			c.quietFrom = max(c.quietFrom, lastSeq+1)
+			c.mu.Unlock()
+		}
 		return false, false, nil
 	}
 	now := time.Now
