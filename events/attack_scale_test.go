@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/natstest"
 )
@@ -57,5 +59,70 @@ func TestAttackCheckpointJunkIsNotReadAgainByEachCheckpoint(t *testing.T) {
 	evs := mustLoad(t, env.Store, "acme", k.KeyID)
 	if got, want := head.ToSeq, evs[len(evs)-1].Seq; got != want {
 		t.Errorf("the head lists up to %d, want the new event %d", got, want)
+	}
+}
+
+// TestAttackBatchesOfOnlyCheckpointsNeitherStopNorLoopTheScan (held):
+// whole batches of checkpoint-subject junk between two events, some of
+// it with the server's headers written into it (a Nats-Subject of an
+// event, a Nats-Num-Pending of zero). The scan of every event drops all
+// of it, reads on to the event after it, stops at the stream's end as it
+// stood when the scan began (a message published during the scan waits
+// for the next), and never hands out the junk as an event.
+func TestAttackBatchesOfOnlyCheckpointsNeitherStopNorLoopTheScan(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := testCtx(t)
+	first := mustCreate(t, env.Store, "acme")
+	for i := range 700 { // more than two batches
+		h := nats.Header{}
+		if i%2 == 0 {
+			h["Nats-Subject"] = []string{"keyledger.events.acme." + first.KeyID + ".created"}
+			h["Nats-Num-Pending"] = []string{"0"}
+			h["Nats-Sequence"] = []string{"1"}
+		}
+		publishHeaders(t, env, events.CheckpointSubject, h, []byte("junk"))
+	}
+	last := mustCreate(t, env.Store, "acme")
+	end := env.LastSeq(t)
+	var subjects []string
+	err := env.Store.Scan(ctx, events.SubjectRoot+".>", 1, func(m events.Msg) error {
+		if len(subjects) == 0 {
+			publishHeaders(t, env, "keyledger.events.acme."+last.KeyID+".x", nil, []byte("during"))
+		}
+		if !m.IsEvent() || m.Seq > end {
+			t.Errorf("the scan handed out %s at %d (the stream ended at %d)", m.Subject, m.Seq, end)
+		}
+		subjects = append(subjects, m.Subject)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(subjects); got != 2 {
+		t.Fatalf("the scan read %d events, want the two around the junk: %v", got, subjects)
+	}
+}
+
+// TestAttackJunkEventNamedACheckpointIsStillListed (held): junk on a
+// key's subject whose own headers say it is on the checkpoint subject.
+// The scan of every event drops what is on the checkpoint subject by the
+// server's word (the last Nats-Subject), so the checkpoint still lists
+// the junk (as not keyledger's) and the chain does not skip it.
+func TestAttackJunkEventNamedACheckpointIsStillListed(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := testCtx(t)
+	cp := &events.Checkpointer{Store: env.Store}
+	k := mustCreate(t, env.Store, "acme")
+	junk := publishHeaders(t, env, "keyledger.events.acme."+k.KeyID+".x",
+		nats.Header{"Nats-Subject": {events.CheckpointSubject}, "Nats-Stream": {events.StreamName}}, []byte("junk"))
+	if wrote, _, err := cp.Once(ctx); err != nil || !wrote {
+		t.Fatalf("checkpoint: wrote %v, %v", wrote, err)
+	}
+	head, ok, err := cp.Head(ctx)
+	if err != nil || !ok {
+		t.Fatalf("Head: %v, %v", ok, err)
+	}
+	if got := head.ToSeq; got != junk {
+		t.Errorf("the checkpoint lists up to %d, want the junk at %d", got, junk)
 	}
 }
