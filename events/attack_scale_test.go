@@ -2,9 +2,12 @@ package events_test
 
 import (
 	"bytes"
+	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/natstest"
@@ -124,5 +127,76 @@ func TestAttackJunkEventNamedACheckpointIsStillListed(t *testing.T) {
 	}
 	if got := head.ToSeq; got != junk {
 		t.Errorf("the checkpoint lists up to %d, want the junk at %d", got, junk)
+	}
+}
+
+// TestAttackSnapshotChunksAddedAfterItAreRefused (held): the snapshot's
+// chunks are read in batches by direct get. With the service credential,
+// chunks published on the signed object's chunk subject after it: a copy
+// of its first chunk, one whose own headers claim an earlier chunk's
+// sequence, no pending and the end of the batch, and a pile of full-size
+// chunks. Each makes the object more than its signed size, and Get
+// refuses it without holding more than the signed size and a batch.
+func TestAttackSnapshotChunksAddedAfterItAreRefused(t *testing.T) {
+	signed := bytes.Repeat([]byte("the signed snapshot\n"), 20000) // 400 kB: four chunks
+	for name, add := range map[string]func(t *testing.T, env *natstest.Env, subject string, first events.Msg){
+		"copy of the first": func(t *testing.T, env *natstest.Env, subject string, first events.Msg) {
+			publishHeaders(t, env, subject, nil, first.Data)
+		},
+		"server's headers": func(t *testing.T, env *natstest.Env, subject string, first events.Msg) {
+			publishHeaders(t, env, subject, nats.Header{"Nats-Sequence": {strconv.FormatUint(first.Seq, 10)},
+				"Nats-Num-Pending": {"0"}, "Status": {"204"}, "Nats-Subject": {subject}}, []byte("x"))
+		},
+		"a pile": func(t *testing.T, env *natstest.Env, subject string, first events.Msg) {
+			for range 64 {
+				publishHeaders(t, env, subject, nil, first.Data)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := natstest.Start(t)
+			ctx := testCtx(t)
+			snaps, err := events.OpenSnapshots(ctx, env.JS, env.Store, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := snaps.Put(ctx, bytes.NewReader(signed)); err != nil {
+				t.Fatal(err)
+			}
+			obs, err := env.JS.ObjectStore(ctx, events.SnapshotBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := obs.GetInfo(ctx, "projections")
+			if err != nil {
+				t.Fatal(err)
+			}
+			subject := "$O." + events.SnapshotBucket + ".C." + info.NUID
+			raw, err := env.JS.Stream(ctx, events.SnapshotStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := raw.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(subject))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := snaps.Get(ctx)
+			if err != nil {
+				t.Fatalf("Get of the snapshot as signed: %v", err)
+			}
+			rc.Close()
+			add(t, env, subject, events.Msg{Seq: m.Sequence, Data: m.Data})
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			rc, err = snaps.Get(ctx)
+			runtime.ReadMemStats(&after)
+			if err == nil {
+				rc.Close()
+				t.Fatal("Get handed out a snapshot with chunks added after it was signed")
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+				t.Errorf("Get allocated %d bytes to refuse a %d-byte snapshot", got, len(signed))
+			}
+		})
 	}
 }
