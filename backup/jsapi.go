@@ -155,7 +155,13 @@ func restore(ctx context.Context, nc *nats.Conn, stream string, t Taken, r io.Re
 	var done struct {
 		Error *apiError `json:"error"`
 	}
-	if err := request(ctx, nc, resp.DeliverSubject, nil, &done); err != nil {
+	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	m, err := toRestore(ectx, nc, resp.DeliverSubject, nil)
+	if err == nil {
+		err = json.Unmarshal(m.Data, &done)
+	}
+	if err != nil {
 		return fmt.Errorf("restore of %s: the end of the transfer: %w", stream, err)
 	}
 	if done.Error != nil {
@@ -169,7 +175,7 @@ func restore(ctx context.Context, nc *nats.Conn, stream string, t Taken, r io.Re
 func chunk(ctx context.Context, nc *nats.Conn, subject string, data []byte) error {
 	cctx, cancel := context.WithTimeout(ctx, idle)
 	defer cancel()
-	m, err := nc.RequestWithContext(cctx, subject, data)
+	m, err := toRestore(cctx, nc, subject, data)
 	if err != nil {
 		return err
 	}
@@ -186,6 +192,24 @@ func chunk(ctx context.Context, nc *nats.Conn, subject string, data []byte) erro
 		return resp.Error
 	}
 	return nil
+}
+
+// toRestore sends a request to the subject a restore takes its chunks on.
+// On a cluster the server taking the restore subscribes to it on its own
+// node; until the routes carry that interest to the client's node, a
+// request finds no responder. No responder means no one took it, so it
+// is sent again, for up to about a second.
+func toRestore(ctx context.Context, nc *nats.Conn, subject string, data []byte) (*nats.Msg, error) {
+	m, err := nc.RequestWithContext(ctx, subject, data)
+	for wait := 10 * time.Millisecond; errors.Is(err, nats.ErrNoResponders) && wait < time.Second; wait *= 2 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m, err = nc.RequestWithContext(ctx, subject, data)
+	}
+	return m, err
 }
 
 // request sends a JetStream API request and decodes its answer.
