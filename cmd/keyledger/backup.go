@@ -195,7 +195,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if k.Role == backup.EventSigners {
 			mode = 0o644
 		}
-		if err := writeNew(paths[k.Role], k.Data, mode); err != nil {
+		if err := writeWhole(paths[k.Role], k.Data, mode, false); err != nil {
 			return fmt.Errorf("the streams are restored, but %s: %w", keyFlag[k.Role], err)
 		}
 	}
@@ -296,34 +296,6 @@ func withCause(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%v)", err, cause)
 	}
 	return err
-}
-
-// writeNew writes a file that must not exist, whole or not at all.
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".keyledger-key-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Link(f.Name(), path)
 }
 
 // syncTree syncs every file and directory under root to disk.

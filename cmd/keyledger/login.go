@@ -70,29 +70,8 @@ func loadProfiles() (profiles, string, error) {
 }
 
 func (p profiles) save(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	raw, _ := json.MarshalIndent(p, "", "  ")
-	// A fresh file of our own (CreateTemp: 0600, never through a symlink
-	// or into an existing file), synced, then renamed over the old one.
-	f, err := os.CreateTemp(filepath.Dir(path), ".profiles-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(raw); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return writeWhole(path, raw, 0o600, true)
 }
 
 // loginCmd runs `keyledger login`: it reads a management key (without

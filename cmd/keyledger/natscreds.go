@@ -189,35 +189,12 @@ func newUserSeed() (pub string, seed []byte, err error) {
 	return pub, append(seed, '\n'), err
 }
 
-// writePrivate writes path with mode 0600: a new file only, unless force,
-// and then in a temporary file renamed over it, so that no reader ever
-// sees half a credential.
+// writePrivate writes path with mode 0600, whole or not at all (no
+// reader ever sees half a credential): a new file only, unless force.
 func writePrivate(path string, raw []byte, force bool) error {
-	if !force {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s exists: nats-credentials overwrites nothing without --force", path)
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := f.Write(raw); err != nil {
-			f.Close()
-			return err
-		}
-		return f.Close()
+	err := writeWhole(path, raw, 0o600, force)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists: nats-credentials overwrites nothing without --force", path)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(raw); err != nil { // CreateTemp makes it 0600
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return err
 }
