@@ -50,29 +50,12 @@ func coldStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := len(f.created)
 	before := heap()
-	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(o.Dir, "cold"), Logger: quiet})
+	ss, err := newSignedStream(ctx, filepath.Join(o.Dir, "cold"), "", f.created)
 	if err != nil {
 		return nil, err
 	}
-	defer emb.Close()
-	js, _ := jetstream.New(emb.Conn)
-	signer := newSigner()
-	writer, err := events.Open(ctx, js, events.Config{Logger: quiet, Signer: signer})
-	if err != nil {
-		return nil, err
-	}
-	if err := fillSigned(ctx, js, f.created, signer); err != nil {
-		return nil, err
-	}
-	// The checkpoints serve writes over them (every minute, and at a clean
-	// stop). The fixture signed every event: its verdicts say so.
-	writer.UseVerdicts(allSigned{})
-	cp := &events.Checkpointer{Store: writer, Logger: quiet}
-	for more := true; more; {
-		if _, more, err = cp.Once(ctx); err != nil {
-			return nil, err
-		}
-	}
+	defer ss.emb.Close()
+	js, writer := ss.js, ss.writer
 	// The server runs in this process: what the heap kept after filling the
 	// stream (the client's garbage collected) is the server's.
 	serverShare := float64(heap()-min(before, heap())) / float64(n)
@@ -157,6 +140,58 @@ func perMillion(perM time.Duration, n int) string {
 		return "≤ " + dur(perM)
 	}
 	return fmt.Sprintf("≤ %s (%s a million keys)", dur(scaled(perM, n)), dur(perM))
+}
+
+// signedStream is the stream the cold start and the verifier start read:
+// an embedded server in its own directory holding the fixture's
+// creations, each signed as an instance signs what it appends, and
+// covered by checkpoints as serve writes them.
+type signedStream struct {
+	emb    *natsembed.Server
+	js     jetstream.JetStream // keyledger's own connection: the service credential
+	signer *events.Signer
+	writer *events.Store
+	cp     *events.Checkpointer
+}
+
+// newSignedStream starts the server in dir (with a client port on listen
+// when not empty), fills it with evs and checkpoints them.
+func newSignedStream(ctx context.Context, dir, listen string, evs []domain.Event) (*signedStream, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	emb, err := natsembed.Start(natsembed.Config{Dir: dir, Listen: listen, Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	s := &signedStream{emb: emb, signer: newSigner()}
+	s.js, _ = jetstream.New(emb.Conn)
+	if s.writer, err = events.Open(ctx, s.js, events.Config{Logger: quiet, Signer: s.signer}); err == nil {
+		err = s.fill(ctx, evs)
+	}
+	if err != nil {
+		emb.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// fill appends evs, signed, and the checkpoints serve writes over them
+// (every minute, and at a clean stop). The fixture signed every event:
+// its verdicts say so.
+func (s *signedStream) fill(ctx context.Context, evs []domain.Event) error {
+	if err := fillSigned(ctx, s.js, evs, s.signer); err != nil {
+		return err
+	}
+	s.writer.UseVerdicts(allSigned{})
+	if s.cp == nil {
+		s.cp = &events.Checkpointer{Store: s.writer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	}
+	for more := true; more; {
+		var err error
+		if _, more, err = s.cp.Once(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // allSigned is the fixture's verdicts: it signed every event it wrote.

@@ -14,7 +14,6 @@ import (
 
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
-	"github.com/keyledger/keyledger/events/natsembed"
 	"github.com/keyledger/keyledger/projections"
 	"github.com/keyledger/keyledger/verifier"
 )
@@ -31,27 +30,12 @@ import (
 func verifierStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := len(f.created)
-	emb, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(o.Dir, "verifier"), Listen: "127.0.0.1:0", Logger: quiet})
+	ss, err := newSignedStream(ctx, filepath.Join(o.Dir, "verifier"), "127.0.0.1:0", f.created)
 	if err != nil {
 		return nil, err
 	}
-	defer emb.Close()
-	js, _ := jetstream.New(emb.Conn) // keyledger's own, the service credential
-	signer := newSigner()
-	writer, err := events.Open(ctx, js, events.Config{Logger: quiet, Signer: signer})
-	if err != nil {
-		return nil, err
-	}
-	if err := fillSigned(ctx, js, f.created, signer); err != nil {
-		return nil, err
-	}
-	writer.UseVerdicts(allSigned{})
-	cp := &events.Checkpointer{Store: writer, Logger: quiet}
-	for more := true; more; {
-		if _, more, err = cp.Once(ctx); err != nil {
-			return nil, err
-		}
-	}
+	defer ss.emb.Close()
+	emb, js, writer := ss.emb, ss.js, ss.writer
 
 	// The service's connection.
 	nk, err := nats.NkeyOptionFromSeed(emb.Credentials.Subscriber)
@@ -88,15 +72,10 @@ func verifierStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := fillSigned(ctx, js, tail, signer); err != nil {
-		return nil, err
-	}
 	// Serve checkpoints them within the minute: the verifier compares
 	// their hashes with the signed ones rather than check each signature.
-	for more := true; more; {
-		if _, more, err = cp.Once(ctx); err != nil {
-			return nil, err
-		}
+	if err := ss.fill(ctx, tail); err != nil {
+		return nil, err
 	}
 	fromSnapshot, v, err := verifierReady(ctx, sjs, writer.Signers(), false, quiet)
 	if err != nil {
