@@ -493,7 +493,7 @@ func TestAttackSubscriberCannotFindOtherConsumers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.NewWithDomain(nc, events.SubscriberDomain)
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,15 @@ import (
 // Replies to every other client go to _INBOX.>, which it may not read.
 const SubscriberInbox = "_INBOX_keyledger_subscriber"
 
+// SubscriberDomain is the JetStream domain under which the subscriber
+// credential of keyledger's servers (the embedded one, and those set up
+// with keyledger nats-credentials) reaches the stream: it is in an account
+// of its own that imports what it reads, so that no answer it asks for can
+// land in the service's account. nats.go: jetstream.NewWithDomain(nc,
+// SubscriberDomain), though Attach (and so the verifier) finds it from a
+// jetstream.New too; the nats CLI: --js-domain keyledger.
+const SubscriberDomain = "keyledger"
+
 // Connect dials an existing NATS server or cluster (comma-separated URLs),
 // reconnecting for ever.
 func Connect(urls string, opts ...nats.Option) (*nats.Conn, error) {

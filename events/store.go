@@ -188,11 +188,26 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 // a store are refused by the server.
 func Attach(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	stream, err := js.Stream(ctx, StreamName)
+	if cfg.ReadOnly && errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) && apiPrefix(js) == jetstream.DefaultAPIPrefix {
+		// The read-only credential of keyledger's own servers is in an
+		// account of its own that reaches the stream as the JetStream
+		// domain SubscriberDomain (an edge site's verifier user is not).
+		if rjs, rerr := jetstream.NewWithDomain(js.Conn(), SubscriberDomain); rerr == nil {
+			if rstream, rerr := rjs.Stream(ctx, StreamName); rerr == nil {
+				js, stream, err = rjs, rstream, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
 	}
 	return newStore(js, stream, cfg)
 }
+
+// JetStream is how the store reaches NATS: the one Attach or Open was
+// given, or, for the read-only credential of keyledger's servers, one in
+// SubscriberDomain.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
 
 func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Store, error) {
 	if cfg.Conflicts == 0 {

@@ -121,6 +121,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	if err != nil {
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
+	js = store.JetStream()
 	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		return nil, fmt.Errorf("verifier: open stream %s: %w", events.StreamName, err)

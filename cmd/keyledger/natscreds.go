@@ -29,11 +29,17 @@ configuration (include "nats-auth.conf") and restart them. It is printed on
 stdout too.
 
   nkeys   NKey seeds (keyledger-service.nk, keyledger-subscriber.nk) and an
-          authorization { users: [...] } block
+          accounts { } block
   creds   .creds files (keyledger-service.creds, keyledger-subscriber.creds)
-          signed by a new operator and account, whose seeds (operator.nk,
-          account.nk) are written too: keep those offline; the block holds
-          the operator, the accounts and resolver: MEMORY
+          signed by a new operator and accounts, whose seeds (operator.nk,
+          account.nk, account-read.nk) are written too: keep those offline;
+          the block holds the operator, the accounts and resolver: MEMORY
+
+Either way the service's user is in the account KEYLEDGER, which holds the
+stream, and the read-only user in KEYLEDGER_READ, which imports what it reads
+and reaches it as the JetStream domain keyledger (the verifier package and
+keyledger audit find it; the nats CLI: --js-domain keyledger), so that no
+answer it asks for can land in the stream.
 
 With --routes, nats-routes.conf too: a route user and password for a cluster,
 and the routes to every listed server presenting them. Include it inside
@@ -48,7 +54,7 @@ func natsCredentials(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, natsCredsUsage); fs.PrintDefaults() }
 	out := fs.String("out", "", "directory to write the credentials and nats-auth.conf to (created mode 0700 if missing)")
-	format := fs.String("format", "nkeys", "nkeys (NKey seeds, an authorization block) or creds (.creds files, an operator and resolver: MEMORY)")
+	format := fs.String("format", "nkeys", "nkeys (NKey seeds, an accounts block) or creds (.creds files, an operator and resolver: MEMORY)")
 	routes := fs.String("routes", "", "the cluster's route addresses, HOST:PORT,...: also write nats-routes.conf, a route user and password and the routes presenting them, for every server's cluster block")
 	force := fs.Bool("force", false, "overwrite files that exist")
 	if err := parse(fs, args); err != nil {
@@ -96,7 +102,7 @@ func natsCredentials(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "wrote %s: %s\n", filepath.Join(*out, name), files.about[name])
 	}
 	fmt.Fprintf(stderr, "the service: keyledger serve --nats-url … --nats-creds %s\n", filepath.Join(*out, files.service))
-	fmt.Fprintf(stderr, "verifiers and auditors: --nats-creds %s, inbox prefix %s\n", filepath.Join(*out, files.subscriber), events.SubscriberInbox)
+	fmt.Fprintf(stderr, "verifiers and auditors: --nats-creds %s, inbox prefix %s, JetStream domain %s\n", filepath.Join(*out, files.subscriber), events.SubscriberInbox, events.SubscriberDomain)
 	_, err = io.WriteString(stdout, string(files.contents[confFile]))
 	return err
 }
@@ -159,7 +165,7 @@ func credentialFiles(format string) (*credentialSet, error) {
 		s.service, s.subscriber = "keyledger-service.nk", "keyledger-subscriber.nk"
 		add(s.service, svcSeed, "the service's NKey seed")
 		add(s.subscriber, subSeed, "the read-only NKey seed")
-		add(confFile, []byte(natsembed.AuthorizationConfig(svc, sub)), "the nats-server authorization block")
+		add(confFile, []byte(natsembed.AccountsConfig(svc, sub)), "the nats-server accounts block")
 	case "creds":
 		op, err := natsembed.NewOperatorSetup()
 		if err != nil {
@@ -169,7 +175,8 @@ func credentialFiles(format string) (*credentialSet, error) {
 		add(s.service, op.ServiceCreds, "the service's .creds")
 		add(s.subscriber, op.SubscriberCreds, "the read-only .creds")
 		add("operator.nk", append(op.OperatorSeed, '\n'), "the operator's seed: keep it offline")
-		add("account.nk", append(op.AccountSeed, '\n'), "the account KEYLEDGER's seed, which signs new users: keep it offline")
+		add("account.nk", append(op.AccountSeed, '\n'), "the account KEYLEDGER's seed, which signs new service users: keep it offline")
+		add("account-read.nk", append(op.ReadAccountSeed, '\n'), "the account KEYLEDGER_READ's seed, which signs new read-only users: keep it offline")
 		add(confFile, []byte(op.Config), "the nats-server operator, accounts and resolver: MEMORY")
 	default:
 		return nil, fmt.Errorf("--format must be nkeys or creds, not %q", format)

@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/internal/natstest"
 	"github.com/keyledger/keyledger/verifier"
 )
@@ -220,6 +222,11 @@ func TestNatsCredentialsLockDownARealServer(t *testing.T) {
 			if _, err := svcJS.Stream(short, "KEYLEDGER"); err != nil {
 				t.Fatalf("the stream is gone: %v", err)
 			}
+
+			// Nor can it have an answer land in the service's account.
+			var key struct{ ID string }
+			_ = json.Unmarshal([]byte(body), &key)
+			natstest.SubscriberAnswersStayInItsAccount(t, ctx, svcJS, sub, events.Subject("acme", key.ID, domain.TypeKeyRevoked))
 
 			// Nobody else gets in.
 			nc, err := nats.Connect(url, nats.MaxReconnects(0))

@@ -72,7 +72,7 @@ func TestAttackSubscriberReadsOnlyWhatAVerifierNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.NewWithDomain(nc, events.SubscriberDomain)
 
 	t.Run("CannotDeleteAnotherClientsConsumer", func(t *testing.T) {
 		if err := js.DeleteConsumer(short(t), events.StreamName, "billing-service"); err == nil {

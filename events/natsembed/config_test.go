@@ -1,30 +1,40 @@
 package natsembed_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/events/natsembed"
+	"github.com/keyledger/keyledger/internal/natstest"
 )
 
-// TestAuthorizationConfigGrantsWhatTheEmbeddedServerGrants reads the block
+// TestAccountsConfigGrantsWhatTheEmbeddedServerGrants reads the block
 // with nats-server's own configuration parser: each user gets exactly the
-// permissions the embedded server gives it, so both modes lock down alike.
-func TestAuthorizationConfigGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
+// permissions the embedded server gives it, in the account the embedded
+// server has it in, so both modes lock down alike. A server run from it
+// serves the service, lets a read-only client read the stream, and keeps
+// every answer that client asks for in its own account.
+func TestAccountsConfigGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
 	svc, _ := nkeys.CreateUser()
 	sub, _ := nkeys.CreateUser()
 	svcPub, _ := svc.PublicKey()
 	subPub, _ := sub.PublicKey()
 	conf := filepath.Join(t.TempDir(), "nats.conf")
-	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:-1\n"+natsembed.AuthorizationConfig(svcPub, subPub)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:-1\n"+natsembed.AccountsConfig(svcPub, subPub)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(conf)
@@ -34,21 +44,67 @@ func TestAuthorizationConfigGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
 	if got, want := len(opts.Nkeys), 2; got != want {
 		t.Fatalf("%d nkey users, want %d", got, want)
 	}
-	want := map[string]*server.Permissions{svcPub: natsembed.ServicePermissions(), subPub: natsembed.SubscriberPermissions()}
+	want := map[string]struct {
+		account string
+		perms   *server.Permissions
+	}{svcPub: {natsembed.ServiceAccount, natsembed.ServicePermissions()}, subPub: {natsembed.ReadAccount, natsembed.SubscriberPermissions()}}
 	for _, u := range opts.Nkeys {
-		if !reflect.DeepEqual(u.Permissions, want[u.Nkey]) {
-			t.Errorf("user %s: permissions %+v %+v, want %+v %+v", u.Nkey, u.Permissions.Publish, u.Permissions.Subscribe, want[u.Nkey].Publish, want[u.Nkey].Subscribe)
+		w := want[u.Nkey]
+		if !reflect.DeepEqual(u.Permissions, w.perms) {
+			t.Errorf("user %s: permissions %+v %+v, want %+v %+v", u.Nkey, u.Permissions.Publish, u.Permissions.Subscribe, w.perms.Publish, w.perms.Subscribe)
+		}
+		if u.Account == nil || u.Account.Name != w.account {
+			t.Errorf("user %s: account %v, want %s", u.Nkey, u.Account, w.account)
 		}
 	}
 	if len(opts.Users) != 0 || opts.Username != "" || opts.Authorization != "" || opts.NoAuthUser != "" {
 		t.Errorf("the block lets in more than its two users: %+v", opts)
 	}
+
+	opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = true, t.TempDir(), true, true
+	ns := runServer(t, opts)
+	seed := func(kp nkeys.KeyPair) nats.Option {
+		pub, _ := kp.PublicKey()
+		return nats.Nkey(pub, kp.Sign)
+	}
+	quiet := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
+	svcConn, err := nats.Connect(ns.ClientURL(), seed(svc), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svcConn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	svcJS, _ := jetstream.New(svcConn)
+	store, err := events.Open(ctx, svcJS, events.Config{Logger: natstest.Quiet(), Signer: newSigner(t)})
+	if err != nil {
+		t.Fatalf("the service cannot open the store: %v", err)
+	}
+	k, err := (&domain.Keys{Store: store}).Create(ctx, domain.CreateKey{OrgID: "acme", Name: "k", By: asSystem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subConn, err := nats.Connect(ns.ClientURL(), seed(sub), quiet, nats.CustomInboxPrefix(events.SubscriberInbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subConn.Close()
+	subJS, _ := jetstream.New(subConn)
+	reader, err := events.Attach(ctx, subJS, events.Config{Logger: natstest.Quiet(), Signers: store.Signers(), ReadOnly: true})
+	if err != nil {
+		t.Fatalf("the read-only user cannot attach: %v", err)
+	}
+	if got, err := reader.Load(ctx, "acme", k.Key.ID); err != nil || len(got) != 1 {
+		t.Fatalf("the read-only user reads %+v, %v", got, err)
+	}
+	natstest.SubscriberAnswersStayInItsAccount(t, ctx, svcJS, subConn, events.Subject("acme", k.Key.ID, domain.TypeKeyRevoked))
 }
 
 // TestOperatorSetupGrantsWhatTheEmbeddedServerGrants decodes the .creds
-// files' JWTs: the same permissions as the embedded server's users, signed
-// by the account the configuration preloads, and that account has
-// JetStream.
+// files' JWTs: the same permissions as the embedded server's users, each
+// signed by its account (the service's has JetStream; the read-only one
+// has none, and imports, with a token the service's account signed for
+// it, what that exports to nobody else).
 func TestOperatorSetupGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
 	s, err := natsembed.NewOperatorSetup()
 	if err != nil {
@@ -83,10 +139,35 @@ func TestOperatorSetupGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
 	if err != nil || !ac.Limits.JetStreamLimits.IsUnlimited() {
 		t.Fatalf("account: %v, JetStream limits %+v", err, ac.Limits.JetStreamLimits)
 	}
+	for _, e := range ac.Exports {
+		if !e.TokenReq {
+			t.Errorf("%s exports %s to any account: it must need a token", natsembed.ServiceAccount, e.Subject)
+		}
+	}
+	read, _ := nkeys.FromSeed(s.ReadAccountSeed)
+	readPub, _ := read.PublicKey()
+	readJWT, ok := preload[readPub].(string)
+	if !ok {
+		t.Fatalf("the account %s is not preloaded", natsembed.ReadAccount)
+	}
+	rc, err := jwt.DecodeAccountClaims(readJWT)
+	if err != nil || rc.Limits.IsJSEnabled() {
+		t.Fatalf("%s: %v, JetStream limits %+v (it must have no JetStream)", natsembed.ReadAccount, err, rc.Limits.JetStreamLimits)
+	}
+	if len(rc.Imports) != len(ac.Exports) {
+		t.Errorf("%s imports %d subjects, %s exports %d", natsembed.ReadAccount, len(rc.Imports), natsembed.ServiceAccount, len(ac.Exports))
+	}
+	for _, i := range rc.Imports {
+		act, err := jwt.DecodeActivationClaims(i.Token)
+		if err != nil || act.Issuer != accPub || act.Subject != readPub {
+			t.Errorf("import %s: activation %+v, %v", i.Subject, act, err)
+		}
+	}
 	for name, c := range map[string]struct {
-		creds []byte
-		want  *server.Permissions
-	}{"service": {s.ServiceCreds, natsembed.ServicePermissions()}, "subscriber": {s.SubscriberCreds, natsembed.SubscriberPermissions()}} {
+		creds  []byte
+		want   *server.Permissions
+		issuer string
+	}{"service": {s.ServiceCreds, natsembed.ServicePermissions(), accPub}, "subscriber": {s.SubscriberCreds, natsembed.SubscriberPermissions(), readPub}} {
 		token, err := jwt.ParseDecoratedJWT(c.creds)
 		if err != nil {
 			t.Fatal(err)
@@ -95,8 +176,8 @@ func TestOperatorSetupGrantsWhatTheEmbeddedServerGrants(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if uc.Issuer != accPub {
-			t.Errorf("%s: issued by %s, not the account %s", name, uc.Issuer, accPub)
+		if uc.Issuer != c.issuer {
+			t.Errorf("%s: issued by %s, not the account %s", name, uc.Issuer, c.issuer)
 		}
 		same := func(got jwt.StringList, want []string) bool {
 			g, w := slices.Clone([]string(got)), slices.Clone(want)

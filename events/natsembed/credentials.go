@@ -100,46 +100,34 @@ func ServicePermissions() *server.Permissions {
 
 // SubscriberPermissions are what a verifier, or an auditor, needs to read
 // KEYLEDGER and the newest snapshot (the bucket KEYLEDGER_SNAPSHOTS, which
-// a verifier starts from), and nothing else: read stream info and
-// messages, make ephemeral consumers and pull from them, follow the events
-// with a plain subscription, and receive replies on its own inbox.
-// Everything not allowed is denied: no publish to keyledger.events.> nor
-// to the bucket's subjects ($O.KEYLEDGER_SNAPSHOTS.>), no stream create,
-// update, purge or delete, no message delete, no consumer deleted (its own
-// ephemeral ones expire when idle) or listed, and no other client's
-// replies. NATS grants the creation of named (durable) consumers with that
-// of ephemeral ones (CONSUMER.CREATE.<stream>.<name>.<filter>), so a holder
-// may make one, or attach to one whose name it knows: see SECURITY.md.
+// a verifier starts from), and nothing else: the requests ReadAccount
+// imports (readServices), a plain subscription to the events, and replies
+// on its own inbox. Everything not allowed is denied: no publish to
+// keyledger.events.> (another read-only user's subscription would see
+// it), no stream create, update, purge or delete, no message delete, no
+// consumer deleted (its own ephemeral ones expire when idle) or listed,
+// and no other client's replies. NATS grants the creation of named
+// (durable) consumers with that of ephemeral ones
+// (CONSUMER.CREATE.<stream>.<name>.<filter>), so a holder may make one,
+// or attach to one whose name it knows: see SECURITY.md.
 func SubscriberPermissions() *server.Permissions {
-	api := "$JS.API."
+	// $JS.API.STREAM.INFO.KEYLEDGER is not imported: the server answers
+	// it with "JetStream not enabled for account", in ReadAccount, which
+	// tells a client made with jetstream.New to use SubscriberDomain
+	// (events.Attach does).
+	allow := []string{"$JS.API.STREAM.INFO." + events.StreamName}
+	for _, s := range readServices() {
+		allow = append(allow, s.local)
+	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			api + "INFO",
-			api + "STREAM.INFO." + events.StreamName,
-			api + "STREAM.MSG.GET." + events.StreamName,
-			api + "DIRECT.GET." + events.StreamName, api + "DIRECT.GET." + events.StreamName + ".>",
-			api + "CONSUMER.CREATE." + events.StreamName, api + "CONSUMER.CREATE." + events.StreamName + ".>",
-			api + "CONSUMER.INFO." + events.StreamName + ".>",
-			api + "CONSUMER.MSG.NEXT." + events.StreamName + ".>",
-			"$JS.FC." + events.StreamName + ".>",
-			// The snapshot, read as events.Snapshots.Get reads it: the
-			// bucket's stream info, the object's metadata (a direct get of
-			// the last message on its subject: keyledger makes the bucket
-			// with direct gets on) and its chunks, each a direct get of the
-			// next message on the object's chunk subject. No consumer of
-			// the bucket: NATS does not check a push consumer's deliver
-			// subject against its creator's permissions, and one delivering
-			// the bucket into keyledger.events.> wrote into the event stream
-			// (SECURITY.md, Scale). No publish to the bucket's subjects, no
-			// purge, no delete.
-			api + "STREAM.INFO." + events.SnapshotStream,
-			api + "DIRECT.GET." + events.SnapshotStream, api + "DIRECT.GET." + events.SnapshotStream + ".>",
-		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{events.SubjectRoot + ".>", events.SubscriberInbox + ".>"}},
+		Publish:   &server.SubjectPermission{Allow: allow},
+		Subscribe: &server.SubjectPermission{Allow: []string{readStream, events.SubscriberInbox + ".>"}},
 	}
 }
 
-func (c Credentials) users() ([]*server.NkeyUser, error) {
+// users are the embedded server's two users: the service in the global
+// account, the subscriber in ReadAccount.
+func (c Credentials) users(global, read *server.Account) ([]*server.NkeyUser, error) {
 	svc, err := publicKey(c.Service)
 	if err != nil {
 		return nil, err
@@ -149,7 +137,7 @@ func (c Credentials) users() ([]*server.NkeyUser, error) {
 		return nil, err
 	}
 	return []*server.NkeyUser{
-		{Nkey: svc, Permissions: ServicePermissions()},
-		{Nkey: sub, Permissions: SubscriberPermissions()},
+		{Nkey: svc, Permissions: ServicePermissions(), Account: global},
+		{Nkey: sub, Permissions: SubscriberPermissions(), Account: read},
 	}, nil
 }

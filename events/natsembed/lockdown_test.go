@@ -66,7 +66,7 @@ func TestSubscriberCredentialIsReadOnly(t *testing.T) {
 		t.Fatalf("subscriber cannot connect: %v", err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.NewWithDomain(nc, events.SubscriberDomain)
 
 	t.Run("SubscriberReadsTheStream", func(t *testing.T) {
 		stream, err := js.Stream(ctx, events.StreamName)

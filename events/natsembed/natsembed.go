@@ -78,7 +78,12 @@ func Start(cfg Config) (*Server, error) {
 		if creds, err = LoadOrCreateCredentials(dir); err != nil {
 			return nil, err
 		}
-		if opts.Nkeys, err = creds.users(); err != nil {
+		global, read, err := readAccounts()
+		if err != nil {
+			return nil, err
+		}
+		opts.Accounts = []*server.Account{global, read}
+		if opts.Nkeys, err = creds.users(global, read); err != nil {
 			return nil, err
 		}
 		nk, err := nats.NkeyOptionFromSeed(creds.Service)
@@ -96,6 +101,16 @@ func Start(cfg Config) (*Server, error) {
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return nil, errors.New("embedded nats-server did not become ready within 30s")
+	}
+	if len(opts.Accounts) > 0 {
+		// With accounts of its own configured, the server enables
+		// JetStream only for those the configuration says; the global
+		// account (the service's, where KEYLEDGER is) is enabled here,
+		// with no limits, as it is when it is the only account.
+		if err := ns.GlobalAccount().EnableJetStream(nil, nil); err != nil {
+			ns.Shutdown()
+			return nil, fmt.Errorf("embedded nats-server: JetStream for the service's account: %w", err)
+		}
 	}
 	nc, err := nats.Connect("", append(connOpts, nats.InProcessServer(ns))...)
 	if err != nil {

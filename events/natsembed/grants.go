@@ -1,0 +1,109 @@
+package natsembed
+
+import (
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/keyledger/keyledger/events"
+)
+
+// The read-only users live in an account of their own, ReadAccount, which
+// holds no stream and imports from the account of the service (the one
+// holding KEYLEDGER) exactly what a verifier or an auditor reads. It is
+// not enough to grant them the JetStream API requests they make in the
+// service's account: NATS does not check a request's reply subject
+// against its sender's permissions, and JetStream answers in the
+// account's name, so a stream info asked for with the reply subject
+// keyledger.events.<org>.<key>.revoked was stored in KEYLEDGER (and one
+// answered into $KV.<bucket>.<key> overwrote a bucket's entry). Across a
+// service import the server answers to a reply subject of its own, which
+// it maps back into the importing account: whatever reply a read-only
+// user names, the answer lands in ReadAccount, where no stream is.
+const (
+	// ServiceAccount holds the stream and the buckets in an operator's
+	// own deployment (keyledger nats-credentials). The embedded server
+	// keeps them in NATS's global account, where data directories of
+	// earlier releases have them.
+	ServiceAccount = "KEYLEDGER"
+	// ReadAccount is the account of verifiers and auditors.
+	ReadAccount = "KEYLEDGER_READ"
+)
+
+// readService is one subject ReadAccount imports from the service's
+// account: a JetStream API request (under SubscriberDomain's prefix in
+// ReadAccount, $JS.API. in the service's account), or a subject the server
+// names in its messages, imported as it is; streamed when one request may
+// have many answers (a batch of direct gets, a pull consumer's
+// deliveries).
+type readService struct {
+	local, export string
+	streamed      bool
+}
+
+// readServices are the JetStream requests of a verifier or an auditor:
+// read stream info and messages, make ephemeral consumers and pull from
+// them, answer a push consumer's flow control, and read the newest
+// snapshot as events.Snapshots.Get reads it (the bucket's stream info,
+// direct gets of the object's metadata and of its chunks; keyledger makes
+// the bucket with direct gets on). No consumer of the bucket: NATS does
+// not check a push consumer's deliver subject against its creator's
+// permissions, and one delivering the bucket into keyledger.events.>
+// wrote into the event stream (SECURITY.md, Scale). No publish to the
+// bucket's subjects, no purge, no delete.
+//
+// The requests are imported under the domain's prefix, not as $JS.API.…:
+// a server running JetStream answers $JS.API.… in an account without
+// JetStream too ("JetStream not enabled for account"), and that answer
+// would come first.
+func readServices() []readService {
+	kl, snap := events.StreamName, events.SnapshotStream
+	api := func(rest string, streamed bool) readService {
+		return readService{"$JS." + events.SubscriberDomain + ".API." + rest, "$JS.API." + rest, streamed}
+	}
+	return []readService{
+		api("STREAM.INFO."+kl, false),
+		api("STREAM.MSG.GET."+kl, false),
+		api("DIRECT.GET."+kl, true),
+		api("DIRECT.GET."+kl+".>", true),
+		api("CONSUMER.CREATE."+kl, false),
+		api("CONSUMER.CREATE."+kl+".>", false),
+		api("CONSUMER.INFO."+kl+".>", false),
+		api("CONSUMER.MSG.NEXT."+kl+".>", true),
+		{"$JS.FC." + kl + ".>", "$JS.FC." + kl + ".>", false},
+		api("STREAM.INFO."+snap, false),
+		api("DIRECT.GET."+snap, true),
+		api("DIRECT.GET."+snap+".>", true),
+	}
+}
+
+// readStream is what ReadAccount imports as a stream: the events as they
+// are published, for verifiers that follow them with a plain
+// subscription.
+const readStream = events.SubjectRoot + ".>"
+
+// readAccounts are the embedded server's accounts: the global one (where
+// the service is, with what it exports to ReadAccount) and ReadAccount
+// with its imports.
+func readAccounts() (global, read *server.Account, err error) {
+	global, read = server.NewAccount(server.DEFAULT_GLOBAL_ACCOUNT), server.NewAccount(ReadAccount)
+	for _, s := range readServices() {
+		rt := server.Singleton
+		if s.streamed {
+			rt = server.Streamed
+		}
+		if err := global.AddServiceExportWithResponse(s.export, rt, []*server.Account{read}); err != nil {
+			return nil, nil, fmt.Errorf("export %s: %w", s.export, err)
+		}
+		if err := read.AddServiceImport(global, s.local, s.export); err != nil {
+			return nil, nil, fmt.Errorf("import %s: %w", s.local, err)
+		}
+	}
+	if err := global.AddStreamExport(readStream, []*server.Account{read}); err != nil {
+		return nil, nil, fmt.Errorf("export %s: %w", readStream, err)
+	}
+	if err := read.AddStreamImport(global, readStream, ""); err != nil {
+		return nil, nil, fmt.Errorf("import %s: %w", readStream, err)
+	}
+	return global, read, nil
+}
