@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keyledger/keyledger/events"
 )
 
 // composeService is what the test reads of a docker-compose.yml service.
@@ -277,7 +279,7 @@ func TestComposeDeploymentOnRealServers(t *testing.T) {
 		t.Fatalf("the read-only credential: %v", err)
 	}
 	defer sub.Close()
-	js, _ := jetstream.New(sub)
+	js, _ := jetstream.NewWithDomain(sub, events.SubscriberDomain)
 	stream, err := js.Stream(context.Background(), "KEYLEDGER")
 	if err != nil {
 		t.Fatalf("the read-only credential reads no stream info: %v", err)

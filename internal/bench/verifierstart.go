@@ -48,7 +48,7 @@ func verifierStart(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 		return nil, err
 	}
 	defer nc.Close()
-	sjs, _ := jetstream.New(nc)
+	sjs, _ := jetstream.NewWithDomain(nc, events.SubscriberDomain)
 	total, err := writer.LastSeq(ctx)
 	if err != nil {
 		return nil, err
