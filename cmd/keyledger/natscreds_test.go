@@ -37,9 +37,18 @@ func buildNATSServer(t *testing.T) string {
 // and waits until the service credential reaches JetStream.
 func lockedDownServer(t *testing.T, bin, dir string, service nats.Option) string {
 	t.Helper()
+	url, _ := natsServerWith(t, bin, dir, filepath.Join(t.TempDir(), "js"), service)
+	return url
+}
+
+// natsServerWith starts one nats-server process, JetStream on storeDir,
+// with dir/nats-auth.conf included, and waits until the service
+// credential reaches JetStream.
+func natsServerWith(t *testing.T, bin, dir, storeDir string, service nats.Option) (string, *natsNode) {
+	t.Helper()
 	addr := freeAddr(t)
 	conf := filepath.Join(dir, "server.conf")
-	body := fmt.Sprintf("listen: %s\njetstream { store_dir: %q }\ninclude \"nats-auth.conf\"\n", addr, filepath.Join(t.TempDir(), "js"))
+	body := fmt.Sprintf("listen: %s\njetstream { store_dir: %q }\ninclude \"nats-auth.conf\"\n", addr, storeDir)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +65,7 @@ func lockedDownServer(t *testing.T, bin, dir string, service nats.Option) string
 			cancel()
 			nc.Close()
 			if err == nil {
-				return n.url
+				return n.url, n
 			}
 		}
 		if time.Now().After(deadline) {
