@@ -408,6 +408,7 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 		it.Stop()
 	}()
 	failingSince := time.Time{}
+	next := max(from, 1) // the sequence the next message has, the stream having lost none
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -434,8 +435,44 @@ func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) 
 			s.log.Error("skipping a message without metadata", "subject", m.Subject(), "err", err)
 			continue
 		}
-		if err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}); err != nil {
+		msg := Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+		if msg.Seq < next {
+			continue // passed on already: not this consumer's delivery
+		}
+		if msg.Seq != next || len(msg.Data) == 0 {
+			if why := s.misdelivered(ctx, next, msg); why != "" {
+				return fmt.Errorf("follow the stream: %s", why)
+			}
+		}
+		next = msg.Seq + 1
+		if err := fn(msg); err != nil {
 			return err
 		}
 	}
+}
+
+// misdelivered asks the stream itself about a delivery that skips
+// sequences after the one before it (next was due), or comes without a
+// body: "" when the stream holds just that (the messages between were
+// deleted; the message is empty), else what is wrong. Every holder of a
+// read-only credential shares its account and inbox prefix with the
+// others, so it sees their deliveries, the name of each one's consumer in
+// their ack subjects, and may update that consumer (CONSUMER.CREATE of an
+// existing name): a filter that leaves revocations out, or headers only,
+// would have the feed pass over events for good. Or it may pull from a
+// consumer of its own with a follower's inbox as the reply. The feed is
+// then started again, from the last message passed on.
+func (s *Store) misdelivered(ctx context.Context, next uint64, m Msg) string {
+	stored, ok, err := s.leaderNext(ctx, ">", next)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("cannot check the delivery of sequence %d: %v", m.Seq, err)
+	case !ok || stored.Seq < m.Seq:
+		return fmt.Sprintf("the consumer skipped sequence %d (changed by another holder of the credential?)", next)
+	case stored.Seq > m.Seq || stored.Subject != m.Subject:
+		return fmt.Sprintf("the consumer delivered a message the stream does not hold at sequence %d", m.Seq)
+	case len(m.Data) == 0 && len(stored.Data) > 0:
+		return fmt.Sprintf("the consumer delivered sequence %d without its body (changed by another holder of the credential?)", m.Seq)
+	}
+	return ""
 }
