@@ -386,8 +386,13 @@ func (s *Store) event(m Msg, in *interner, trusted bool) domain.Event {
 
 // FollowRaw calls fn with every message from sequence from on, in stream
 // order, until ctx ends or fn fails. It runs one ordered consumer, which
-// survives reconnects and resumes after the last message it delivered.
+// survives reconnects and resumes after the last message it delivered; a
+// read-only store on a stream of its own site asks by direct gets instead
+// (followDirect).
 func (s *Store) FollowRaw(ctx context.Context, from uint64, fn func(Msg) error) error {
+	if s.readOnly && s.direct && !s.mirror {
+		return s.followDirect(ctx, from, fn)
+	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
@@ -475,4 +480,83 @@ func (s *Store) misdelivered(ctx context.Context, next uint64, m Msg) string {
 		return fmt.Sprintf("the consumer delivered sequence %d without its body (changed by another holder of the credential?)", m.Seq)
 	}
 	return ""
+}
+
+// followPoll is how often followDirect asks the stream with nothing to
+// wake it: a checkpoint (its subject is not among the events a reader may
+// subscribe to), or a wake-up lost on the way, waits at most this.
+const followPoll = time.Second
+
+// followDirect is FollowRaw for the read-only credential: batches of
+// direct gets by sequence, asked again whenever an event is published (a
+// plain subscription to keyledger.events.>, which the read-only account
+// imports) and every followPoll. A reader makes no consumer: every holder
+// of the shared credential sees the others' inboxes and could find and
+// change a consumer by its name, and the stream's consumers are few
+// (nats-server allows 1,000 by default; a reader that may make them fills
+// them for good). The stream loses no message (no delete, no purge), so
+// every batch must begin at the sequence due and go on without a gap: a
+// batch that does not (an answer another holder had the server send to
+// this inbox) ends the follow, and the caller starts it again from the
+// last message passed on.
+func (s *Store) followDirect(ctx context.Context, from uint64, fn func(Msg) error) error {
+	nc := s.js.Conn()
+	wake := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(SubjectRoot+".>", func(*nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	tick := time.NewTicker(followPoll)
+	defer tick.Stop()
+	next := max(from, 1)
+	woken, failingSince := false, time.Time{}
+	for {
+		msgs, _, err := s.directGet(ctx, "", next, directBatch)
+		if err == nil && len(msgs) == 0 && woken && s.replicas > 1 {
+			// A replica behind the event that woke it: the leader has it.
+			var m Msg
+			var ok bool
+			if m, ok, err = s.leaderNext(ctx, ">", next); ok {
+				msgs = []Msg{m}
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if time.Since(failingSince) > 10*time.Second {
+				return fmt.Errorf("follow the stream: failing for %s: %w", time.Since(failingSince).Round(time.Second), err)
+			}
+			s.log.Warn("following the stream", "err", err)
+		default:
+			failingSince = time.Time{}
+		}
+		for _, m := range msgs {
+			if m.Seq != next {
+				return fmt.Errorf("follow the stream: sequence %d came where %d was due (an answer sent here by another holder of the credential?)", m.Seq, next)
+			}
+			next++
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if err == nil && len(msgs) == directBatch {
+			continue // more may be there already
+		}
+		woken = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+			woken = true
+		case <-tick.C:
+		}
+	}
 }

@@ -91,6 +91,7 @@ type Store struct {
 	replicas  int
 	conflicts int
 	readOnly  bool
+	mirror    bool // the stream is a mirror (an edge site's copy): no publish reaches it
 	log       *slog.Logger
 	cache     KeyCache
 	stats     appendStats
@@ -218,7 +219,7 @@ func newStore(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Sto
 	}
 	info := stream.CachedInfo().Config
 	s := &Store{js: js, stream: stream, conflicts: cfg.Conflicts, readOnly: cfg.ReadOnly, log: cfg.Logger,
-		api: apiPrefix(js), direct: info.AllowDirect, replicas: info.Replicas}
+		api: apiPrefix(js), direct: info.AllowDirect, replicas: info.Replicas, mirror: info.Mirror != nil}
 	s.identity.created = stream.CachedInfo().Created
 	if !s.direct {
 		s.log.Warn("stream " + StreamName + " does not allow direct gets: every read of the history creates a consumer; allow them with `nats stream edit " + StreamName + " --allow-direct` (keyledger never changes an existing stream)")

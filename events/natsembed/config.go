@@ -34,7 +34,7 @@ func AccountsConfig(servicePub, subscriberPub string) string {
 	for _, s := range readServices() {
 		rt := ""
 		if s.streamed {
-			rt = ", response_type: stream"
+			rt = fmt.Sprintf(", response_type: stream, response_threshold: %q", readResponseThreshold.String())
 		}
 		fmt.Fprintf(&b, "      { service: %q%s, accounts: [%s] }\n", s.export, rt, ReadAccount)
 	}
@@ -113,7 +113,7 @@ func NewOperatorSetup() (*OperatorSetup, error) {
 		for _, s := range readServices() {
 			e := &jwt.Export{Subject: jwt.Subject(s.export), Type: jwt.Service, TokenReq: true}
 			if s.streamed {
-				e.ResponseType = jwt.ResponseTypeStream
+				e.ResponseType, e.ResponseThreshold = jwt.ResponseTypeStream, readResponseThreshold
 			}
 			ac.Exports.Add(e)
 		}

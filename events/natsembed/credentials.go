@@ -101,15 +101,12 @@ func ServicePermissions() *server.Permissions {
 // SubscriberPermissions are what a verifier, or an auditor, needs to read
 // KEYLEDGER and the newest snapshot (the bucket KEYLEDGER_SNAPSHOTS, which
 // a verifier starts from), and nothing else: the requests ReadAccount
-// imports (readServices), a plain subscription to the events, and replies
-// on its own inbox. Everything not allowed is denied: no publish to
+// imports (readServices: stream info, direct gets, message gets; no
+// consumer), a plain subscription to the events, and replies on its own
+// inbox. Everything not allowed is denied: no publish to
 // keyledger.events.> (another read-only user's subscription would see
-// it), no stream create, update, purge or delete, no message delete, no
-// consumer deleted (its own ephemeral ones expire when idle) or listed,
-// and no other client's replies. NATS grants the creation of named
-// (durable) consumers with that of ephemeral ones
-// (CONSUMER.CREATE.<stream>.<name>.<filter>), so a holder may make one,
-// or attach to one whose name it knows: see SECURITY.md.
+// it), no stream create, update, purge or delete, no consumer, no message
+// delete, and no other client's replies.
 func SubscriberPermissions() *server.Permissions {
 	// $JS.API.STREAM.INFO.KEYLEDGER is not imported: the server answers
 	// it with "JetStream not enabled for account", in ReadAccount, which

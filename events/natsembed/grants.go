@@ -2,6 +2,7 @@ package natsembed
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -30,26 +31,30 @@ const (
 	ReadAccount = "KEYLEDGER_READ"
 )
 
-// readService is one subject ReadAccount imports from the service's
-// account: a JetStream API request (under SubscriberDomain's prefix in
-// ReadAccount, $JS.API. in the service's account), or a subject the server
-// names in its messages, imported as it is; streamed when one request may
-// have many answers (a batch of direct gets, a pull consumer's
-// deliveries).
+// readService is one JetStream API request ReadAccount imports from the
+// service's account (under SubscriberDomain's prefix in ReadAccount,
+// $JS.API. in the service's account); streamed when one request may have
+// many answers (a batch of direct gets).
 type readService struct {
 	local, export string
 	streamed      bool
 }
 
 // readServices are the JetStream requests of a verifier or an auditor:
-// read stream info and messages, make ephemeral consumers and pull from
-// them, answer a push consumer's flow control, and read the newest
-// snapshot as events.Snapshots.Get reads it (the bucket's stream info,
-// direct gets of the object's metadata and of its chunks; keyledger makes
-// the bucket with direct gets on). No consumer of the bucket: NATS does
-// not check a push consumer's deliver subject against its creator's
-// permissions, and one delivering the bucket into keyledger.events.>
-// wrote into the event stream (SECURITY.md, Scale). No publish to the
+// read stream info and messages (direct gets by sequence: batches,
+// streamed, and the leader's message get), and read the newest snapshot as
+// events.Snapshots.Get reads it (the bucket's stream info, direct gets of
+// the object's metadata and of its chunks; keyledger makes the bucket with
+// direct gets on). No consumer, of the stream or the bucket: every holder
+// of the shared credential sees the others' inboxes, and so the names of
+// their consumers, and may change one by its name (a filter that leaves
+// the revocations out kept a revoked key VALID in another verifier for
+// good); the stream allows 1,000 consumers by default, which one reader
+// filled in under 2 s, and then neither the service nor any verifier could
+// make one; and NATS does not check a push consumer's deliver subject
+// against its creator's permissions (one delivering the bucket into
+// keyledger.events.> wrote into the event stream). A reader follows the
+// stream by direct gets (events.Store.FollowRaw). No publish to the
 // bucket's subjects, no purge, no delete.
 //
 // The requests are imported under the domain's prefix, not as $JS.API.…:
@@ -66,16 +71,18 @@ func readServices() []readService {
 		api("STREAM.MSG.GET."+kl, false),
 		api("DIRECT.GET."+kl, true),
 		api("DIRECT.GET."+kl+".>", true),
-		api("CONSUMER.CREATE."+kl, false),
-		api("CONSUMER.CREATE."+kl+".>", false),
-		api("CONSUMER.INFO."+kl+".>", false),
-		api("CONSUMER.MSG.NEXT."+kl+".>", true),
-		{"$JS.FC." + kl + ".>", "$JS.FC." + kl + ".>", false},
 		api("STREAM.INFO."+snap, false),
 		api("DIRECT.GET."+snap, true),
 		api("DIRECT.GET."+snap+".>", true),
 	}
 }
+
+// readResponseThreshold is how long the server keeps a streamed answer's
+// way back across the import (the default is 2 minutes): a reader asking
+// batches whose answers it never reads holds about 445 bytes of the
+// server's memory per request for that long. keyledger's own reads wait
+// at most 5 s for a batch.
+const readResponseThreshold = 10 * time.Second
 
 // readStream is what ReadAccount imports as a stream: the events as they
 // are published, for verifiers that follow them with a plain
@@ -94,6 +101,11 @@ func readAccounts() (global, read *server.Account, err error) {
 		}
 		if err := global.AddServiceExportWithResponse(s.export, rt, []*server.Account{read}); err != nil {
 			return nil, nil, fmt.Errorf("export %s: %w", s.export, err)
+		}
+		if s.streamed {
+			if err := global.SetServiceExportResponseThreshold(s.export, readResponseThreshold); err != nil {
+				return nil, nil, fmt.Errorf("export %s: %w", s.export, err)
+			}
 		}
 		if err := read.AddServiceImport(global, s.local, s.export); err != nil {
 			return nil, nil, fmt.Errorf("import %s: %w", s.local, err)

@@ -3,6 +3,7 @@ package natstest
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,9 +57,6 @@ func SubscriberAnswersStayInItsAccount(t *testing.T, ctx context.Context, svcJS 
 		{api + "STREAM.MSG.GET." + events.StreamName, []byte(`{"seq":1}`)},
 		{api + "DIRECT.GET." + events.StreamName, []byte(`{"seq":1}`)},
 		{api + "DIRECT.GET." + events.StreamName, []byte(`{"seq":1,"batch":3}`)},
-		{api + "CONSUMER.CREATE." + events.StreamName + ".snoop", consumer},
-		{api + "CONSUMER.INFO." + events.StreamName + ".snoop", nil},
-		{api + "CONSUMER.MSG.NEXT." + events.StreamName + ".snoop", []byte(`{"batch":2,"expires":500000000}`)},
 		{api + "STREAM.INFO." + events.SnapshotStream, nil},
 		{api + "DIRECT.GET." + events.SnapshotStream, []byte(`{"last_by_subj":"$O.` + events.SnapshotBucket + `.M.>"}`)},
 	}
@@ -67,6 +65,24 @@ func SubscriberAnswersStayInItsAccount(t *testing.T, ctx context.Context, svcJS 
 			t.Errorf("%s, asked with its own inbox: %v", r.subject, err)
 		}
 	}
+	// A reader makes no consumer (they are refused), nor answers flow
+	// control: asked anyway, with the same replies below.
+	refused := []struct {
+		subject string
+		body    []byte
+	}{
+		{api + "CONSUMER.CREATE." + events.StreamName + ".snoop", consumer},
+		{api + "CONSUMER.INFO." + events.StreamName + ".snoop", nil},
+		{api + "CONSUMER.MSG.NEXT." + events.StreamName + ".snoop", []byte(`{"batch":2,"expires":500000000}`)},
+		{"$JS.API.CONSUMER.CREATE." + events.StreamName + ".snoop", consumer},
+		{"$JS.FC." + events.StreamName + ".x.y", nil},
+	}
+	for _, r := range refused {
+		if m, err := nc.Request(r.subject, r.body, 500*time.Millisecond); err == nil && !strings.Contains(string(m.Data), `"error"`) {
+			t.Errorf("%s was answered for the read-only user: %.200s", r.subject, m.Data)
+		}
+	}
+	requests = append(requests, refused...)
 	replies := []string{
 		eventSubject,
 		"$JS.API.STREAM.PURGE." + events.StreamName,
