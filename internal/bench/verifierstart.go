@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -147,25 +148,39 @@ func snapshotRead(ctx context.Context, js jetstream.JetStream, signers *events.S
 	return time.Since(start), err
 }
 
-// rawDrain reads every message of the stream with one ordered consumer.
+// rawDrain reads every message of the stream as the read-only
+// credential may, and as the verifier follows it: batches of direct gets
+// by sequence (the credential makes no consumer), with nothing decoded.
 func rawDrain(ctx context.Context, js jetstream.JetStream, total uint64) (time.Duration, error) {
 	start := time.Now()
-	stream, err := js.Stream(ctx, events.StreamName)
+	nc := js.Conn()
+	subject := "$JS." + js.Options().Domain + ".API.DIRECT.GET." + events.StreamName
+	sub, err := nc.SubscribeSync(nc.NewInbox())
 	if err != nil {
 		return 0, err
 	}
-	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return 0, err
-	}
-	it, err := c.Messages()
-	if err != nil {
-		return 0, err
-	}
-	defer it.Stop()
-	for range total {
-		if _, err := it.Next(); err != nil {
+	defer func() { _ = sub.Unsubscribe() }()
+	for next := uint64(1); next <= total; {
+		req, _ := json.Marshal(map[string]any{"seq": next, "batch": 256})
+		if err := nc.PublishRequest(subject, sub.Subject, req); err != nil {
 			return 0, err
+		}
+		from := next
+		for {
+			m, err := sub.NextMsgWithContext(ctx)
+			if err != nil {
+				return 0, err
+			}
+			if m.Header.Get(jetstream.SequenceHeader) == "" {
+				if status := m.Header.Get("Status"); status != "204" {
+					return 0, fmt.Errorf("raw drain at %d: %s %s", next, status, m.Header.Get("Description"))
+				}
+				break // the end of the batch
+			}
+			next++
+		}
+		if next == from {
+			return 0, fmt.Errorf("raw drain: nothing at %d of %d", next, total)
 		}
 	}
 	return time.Since(start), nil
