@@ -516,7 +516,7 @@ func (s *Store) followDirect(ctx context.Context, from uint64, fn func(Msg) erro
 	next := max(from, 1)
 	woken, failingSince := false, time.Time{}
 	for {
-		msgs, _, err := s.directGet(ctx, "", next, directBatch)
+		msgs, pending, err := s.directGet(ctx, "", next, directBatch)
 		if err == nil && len(msgs) == 0 && woken && s.replicas > 1 {
 			// A replica behind the event that woke it: the leader has it.
 			var m Msg
@@ -547,8 +547,8 @@ func (s *Store) followDirect(ctx context.Context, from uint64, fn func(Msg) erro
 				return err
 			}
 		}
-		if err == nil && len(msgs) == directBatch {
-			continue // more may be there already
+		if err == nil && len(msgs) > 0 && (len(msgs) == directBatch || pending >= uint64(len(msgs))) {
+			continue // more are there already (a batch ends at its count or its bytes)
 		}
 		woken = false
 		select {
