@@ -108,6 +108,15 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 		return b, nil, bg, err
 	}
 	bg.run(func(ctx context.Context) { uses.Run(ctx, usageStore, f.usageFlush, log) })
+	outcomes := kusage.NewOutcomes()
+	var outcomeStore *events.OutcomeStore
+	if err := st.step(ctx, "stream "+events.OutcomeStream+" and object store "+events.OutcomeRollupBucket, func(ctx context.Context) (err error) {
+		outcomeStore, err = events.OpenOutcomes(ctx, b.js, b.replicas, f.outcomeMaxBytes, log)
+		return err
+	}); err != nil {
+		return b, nil, bg, err
+	}
+	bg.run(func(ctx context.Context) { outcomes.Run(ctx, outcomeStore, f.outcomeFlush, log) })
 
 	var idem *events.Idempotency
 	if err := st.step(ctx, "key-value bucket "+events.IdempotencyBucket, func(ctx context.Context) (err error) {
@@ -130,7 +139,7 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 	api := &khttp.Server{
 		Keys: &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime,
 			MaxPerOrg: f.maxKeysPerOrg, Counter: listing},
-		Listing: listing, Index: index, Log: b.store, Usage: uses, Runner: runner, Snapshots: snapshots,
+		Listing: listing, Index: index, Log: b.store, Usage: uses, Outcomes: outcomes, Runner: runner, Snapshots: snapshots,
 		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
 		ConsumersCreated: b.consumers.Created,
