@@ -347,3 +347,28 @@ func searchOutcomeFiles(t *testing.T, dir, control string, secrets []string) {
 	}
 	t.Logf("searched %d files of %s", files, fmt.Sprint(events.OutcomeStream, "*"))
 }
+
+// usageTour drives the usage routes through the conformance check.
+func usageTour(t *testing.T, c *conformance) {
+	h := start(t)
+	cl := c.client(t, h)
+	admin := h.bootstrap("acme")
+	other := h.bootstrap("globex")
+	k := makeOutcomeKeys(h, admin)
+	h.verify(k.gracedOld)
+	h.verify(k.revokedOld)
+	path := "/v1/orgs/acme/keys/" + k.graced.Key.ID + "/usage"
+	for _, q := range []string{"", "?window=24h&step=1m", "?window=7d", "?window=90d&step=1d"} {
+		cl.do(http.StatusOK, "GET", path+q, admin, nil)
+	}
+	for _, q := range []string{"", "?presented=revoked", "?status=active&unused_since=30d&limit=1", "?unused_since=2026-01-01T00:00:00Z"} {
+		cl.do(http.StatusOK, "GET", "/v1/orgs/acme/usage"+q, admin, nil)
+	}
+	cl.do(http.StatusBadRequest, "GET", path+"?window=90d&step=1m", admin, nil)
+	cl.broken(http.StatusBadRequest, "GET", "/v1/orgs/acme/usage?presented=x", admin, nil)
+	cl.broken(http.StatusUnauthorized, "GET", path, "", nil)
+	cl.broken(http.StatusUnauthorized, "GET", "/v1/orgs/acme/usage", "", nil)
+	cl.do(http.StatusForbidden, "GET", path, other, nil)
+	cl.do(http.StatusForbidden, "GET", "/v1/orgs/acme/usage", other, nil)
+	cl.do(http.StatusNotFound, "GET", "/v1/orgs/acme/keys/"+domain.NewKeyID()+"/usage", admin, nil)
+}
