@@ -208,4 +208,3 @@ func TestOutcomesMergeAcrossInstancesExactlyOnce(t *testing.T) {
 		t.Errorf("C counts %d calls by its callers, want 6", calls)
 	}
 }
-
