@@ -156,7 +156,9 @@ func (o *Outcomes) takePending(limit int) (*batch, error) {
 					c.pending = 0
 				}
 			}
-			a.pending = a.pending[:0]
+			if a.pending = a.pending[:0]; cap(a.pending) > 4 {
+				a.pending = nil // a backlog's room is not kept
+			}
 			if w.Minutes != nil || w.Callers != nil {
 				lines = append(lines, w)
 			}
