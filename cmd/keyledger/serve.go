@@ -63,11 +63,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	st := waitingStartup(log, page)
 	b, api, bg, err := start(startCtx, f, st, signer, set, log)
-	if bg != nil {
-		defer bg.stop() // before b.close: the background work still needs NATS
-	}
 	if b != nil {
 		defer b.close()
+	}
+	if bg != nil {
+		// Deferred after b.close, so run before it: the background work's
+		// final flushes and rollups still need NATS.
+		defer bg.stop()
 	}
 	if err != nil {
 		if ctx.Err() != nil {
