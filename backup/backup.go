@@ -51,6 +51,8 @@ var Parts = []Part{
 	{Stream: events.SnapshotStream, Why: "the projections' newest signed snapshot: a restored start reads it instead of replaying the whole stream"},
 	{Stream: "OBJ_" + events.UsageRollupBucket, Why: "every key's last use (last_used_at)"},
 	{Stream: events.UsageStream, Why: "the uses not yet rolled up (the last hour)"},
+	{Stream: "OBJ_" + events.OutcomeRollupBucket, Why: "every key's verification outcomes and recent callers, rolled up"},
+	{Stream: events.OutcomeStream, Why: "the outcome batches after that rollup (and up to 92 days of them)"},
 	{Stream: "KV_" + events.UsageBucket, Why: "last uses kept by earlier versions, while the bucket exists"},
 	{Stream: events.StreamName, Consumers: true, Why: "every event: the only source of truth, with the webhook endpoints' delivery consumers"},
 	{Stream: "KV_" + webhooks.SecretsBucket, Why: "the webhook endpoints' sealed URLs and signing secrets"},

@@ -139,6 +139,7 @@ func (s *Server) bearerKey(r *http.Request) (domain.Key, time.Time, error) {
 	cred, _ := bearer(r)
 	now := s.Now()
 	res := s.Index.Verify(cred, now)
+	s.recordOutcome(r, res, now)
 	if !res.Valid() {
 		return domain.Key{}, time.Time{}, domain.Errorf(domain.EUNAUTHENTICATED, "send Authorization: Bearer <valid key> (got %s)", res.Code)
 	}

@@ -410,6 +410,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	t.Run("SignIn", func(t *testing.T) { ssoTour(t, c) })
 	t.Run("Leaks", func(t *testing.T) { leaksTour(t, c) })
 	t.Run("Webhooks", func(t *testing.T) { webhooksTour(t, c) })
+	t.Run("Usage", func(t *testing.T) { usageTour(t, c) })
 	if t.Failed() {
 		return
 	}

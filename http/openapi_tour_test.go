@@ -419,6 +419,7 @@ func overloadTour(t *testing.T, c *conformance) {
 		{"POST", "/v1/verify", map[string]string{"key": admin}}, {"GET", "/v1/whoami", nil},
 		{"POST", "/v1/orgs/acme/keys", map[string]string{"name": "x"}}, {"GET", "/v1/orgs/acme/keys", nil}, {"GET", key, nil},
 		{"POST", key + "/rotate", nil}, {"DELETE", key, nil}, {"GET", key + "/events", nil}, {"GET", "/v1/orgs/acme/events", nil},
+		{"GET", key + "/usage", nil}, {"GET", "/v1/orgs/acme/usage", nil},
 		{"POST", "/v1/leaks", map[string]string{"token": admin}}, {"POST", "/v1/secret-scanning/github", []map[string]string{{"token": admin}}},
 	} {
 		mustHeader(t, cl.do(503, r.method, r.path, admin, r.body), "Retry-After", "1")
@@ -451,6 +452,7 @@ func perClientTour(t *testing.T, c *conformance) {
 		{"GET", "/v1/events/stream", nil}, {"GET", "/v1/orgs/acme/events/stream", nil},
 		{"POST", "/v1/orgs/acme/keys", map[string]string{"name": "x"}}, {"GET", "/v1/orgs/acme/keys", nil}, {"GET", key, nil},
 		{"POST", key + "/rotate", nil}, {"DELETE", key, nil}, {"GET", key + "/events", nil}, {"GET", "/v1/orgs/acme/events", nil},
+		{"GET", key + "/usage", nil}, {"GET", "/v1/orgs/acme/usage", nil},
 	} {
 		res := cl.do(429, r.method, r.path, admin, r.body)
 		if res.errorCode() != "rate_limited" || res.Header.Get("Retry-After") == "" {

@@ -61,7 +61,12 @@ type Server struct {
 	Index   *projections.VerifyIndex
 	Log     EventLog
 	Usage   *usage.Tracker
-	Runner  *projections.Runner
+	// Outcomes counts verifications per key by outcome, with the recent
+	// callers; a new one when nil. SkipOutcomes counts none (the bench's
+	// baseline).
+	Outcomes     *usage.Outcomes
+	SkipOutcomes bool
+	Runner       *projections.Runner
 	// Snapshots, when set, gives /metrics the newest snapshot's age.
 	Snapshots *projections.Snapshotter
 	// Unreachable says since when the event store has been unreachable;
@@ -188,6 +193,9 @@ func (s *Server) Handler() http.Handler {
 	if s.Usage == nil {
 		s.Usage = usage.New()
 	}
+	if s.Outcomes == nil {
+		s.Outcomes = usage.NewOutcomes()
+	}
 	s.MaxInFlight = cmp.Or(s.MaxInFlight, DefaultMaxInFlight)
 	s.MaxStreams = cmp.Or(s.MaxStreams, DefaultMaxStreams)
 	s.MaxWaiting = cmp.Or(s.MaxWaiting, DefaultMaxWaiting)
@@ -251,6 +259,7 @@ func (s *Server) Handler() http.Handler {
 	r.Route("/v1/orgs/{org}", func(r chi.Router) {
 		r.Use(s.current, s.manager)
 		r.Route("/keys", s.keyRoutes)
+		r.Get("/usage", s.orgUsage)
 		r.Get("/events", s.orgEvents)
 		r.Get("/events/stream", s.orgEventStream)
 		if s.Webhooks != nil {
@@ -269,6 +278,7 @@ func (s *Server) keyRoutes(r chi.Router) {
 		r.With(s.idempotent, s.writeLimited, s.bounded).Post("/rotate", s.rotateKey)
 		r.With(s.idempotent, s.bounded).Delete("/", s.revokeKey)
 		r.Get("/events", s.keyEvents)
+		r.Get("/usage", s.keyUsage)
 	})
 }
 

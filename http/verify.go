@@ -42,6 +42,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 		if res.Valid() {
 			s.Usage.Touch(res.Key.OrgID, res.Key.ID, now)
 		}
+		s.recordOutcome(r, res, now)
 		if res.Key.ID != "" {
 			view.OrgID, view.KeyID, view.Name, view.Scopes = &res.Key.OrgID, &res.Key.ID, &res.Key.Name, res.Key.Scopes
 		}

@@ -186,6 +186,8 @@ type serveFlags struct {
 	rateLimitClients int
 	corsOrigins      string
 	usageFlush       time.Duration
+	outcomeFlush     time.Duration
+	outcomeMaxBytes  int64
 	checkpointEvery  time.Duration
 	snapshotEvery    uint64
 	commandTimeout   time.Duration
@@ -250,6 +252,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.rateLimitClients, "rate-limit-clients", khttp.DefaultRateLimitClients, "clients (IPv4 addresses, IPv6 /64s) each rate limit tracks; past it, untracked clients share one budget")
 	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the API from a browser (none by default)")
 	fs.DurationVar(&f.usageFlush, "usage-flush-interval", time.Minute, "how often this instance shares its keys' last use (at least 1m)")
+	fs.DurationVar(&f.outcomeFlush, "usage-outcomes-flush-interval", time.Minute, "how often this instance publishes its keys' verification outcomes and callers (at least 1s; an instance killed loses at most this much)")
+	fs.Int64Var(&f.outcomeMaxBytes, "usage-outcomes-max-bytes", events.DefaultOutcomeMaxBytes, "most bytes the stream "+events.OutcomeStream+" keeps when it is created (its oldest batches go first; the rollup holds them)")
 	fs.DurationVar(&f.checkpointEvery, "checkpoint-interval", time.Minute, "how often a signed checkpoint covers the new events")
 	fs.DurationVar(&f.commandTimeout, "command-timeout", 5*time.Second, "how long a write may wait on NATS before it answers 503 unavailable")
 	fs.DurationVar(&f.readHeader, "read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
@@ -278,6 +282,9 @@ func (f *serveFlags) check() error {
 	}
 	if f.usageFlush < time.Minute {
 		return fmt.Errorf("--usage-flush-interval must be at least 1m")
+	}
+	if f.outcomeFlush < time.Second {
+		return fmt.Errorf("--usage-outcomes-flush-interval must be at least 1s")
 	}
 	if f.leakAction != string(khttp.LeakRevoke) && f.leakAction != string(khttp.LeakNotify) {
 		return fmt.Errorf("--leak-action must be revoke or notify")

@@ -63,11 +63,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	st := waitingStartup(log, page)
 	b, api, bg, err := start(startCtx, f, st, signer, set, log)
-	if bg != nil {
-		defer bg.stop() // before b.close: the background work still needs NATS
-	}
 	if b != nil {
 		defer b.close()
+	}
+	if bg != nil {
+		// Deferred after b.close, so run before it: the background work's
+		// final flushes and rollups still need NATS.
+		defer bg.stop()
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -108,6 +110,15 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 		return b, nil, bg, err
 	}
 	bg.run(func(ctx context.Context) { uses.Run(ctx, usageStore, f.usageFlush, log) })
+	outcomes := kusage.NewOutcomes()
+	var outcomeStore *events.OutcomeStore
+	if err := st.step(ctx, "stream "+events.OutcomeStream+" and object store "+events.OutcomeRollupBucket, func(ctx context.Context) (err error) {
+		outcomeStore, err = events.OpenOutcomes(ctx, b.js, b.replicas, f.outcomeMaxBytes, log)
+		return err
+	}); err != nil {
+		return b, nil, bg, err
+	}
+	bg.run(func(ctx context.Context) { outcomes.Run(ctx, outcomeStore, f.outcomeFlush, log) })
 
 	var idem *events.Idempotency
 	if err := st.step(ctx, "key-value bucket "+events.IdempotencyBucket, func(ctx context.Context) (err error) {
@@ -130,7 +141,7 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 	api := &khttp.Server{
 		Keys: &domain.Keys{Store: b.store, Prefix: f.keyPrefix, MaxExpiry: f.maxKeyLifetime,
 			MaxPerOrg: f.maxKeysPerOrg, Counter: listing},
-		Listing: listing, Index: index, Log: b.store, Usage: uses, Runner: runner, Snapshots: snapshots,
+		Listing: listing, Index: index, Log: b.store, Usage: uses, Outcomes: outcomes, Runner: runner, Snapshots: snapshots,
 		Idempotency:      idem,
 		Unreachable:      b.unreachableSince,
 		ConsumersCreated: b.consumers.Created,

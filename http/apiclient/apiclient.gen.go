@@ -209,6 +209,51 @@ func (e KeyStatus) Valid() bool {
 	}
 }
 
+// Defines values for KeyUsageStep.
+const (
+	KeyUsageStepN1d KeyUsageStep = "1d"
+	KeyUsageStepN1h KeyUsageStep = "1h"
+	KeyUsageStepN1m KeyUsageStep = "1m"
+)
+
+// Valid indicates whether the value is a known member of the KeyUsageStep enum.
+func (e KeyUsageStep) Valid() bool {
+	switch e {
+	case KeyUsageStepN1d:
+		return true
+	case KeyUsageStepN1h:
+		return true
+	case KeyUsageStepN1m:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyUsageWindow.
+const (
+	KeyUsageWindowN24h KeyUsageWindow = "24h"
+	KeyUsageWindowN30d KeyUsageWindow = "30d"
+	KeyUsageWindowN7d  KeyUsageWindow = "7d"
+	KeyUsageWindowN90d KeyUsageWindow = "90d"
+)
+
+// Valid indicates whether the value is a known member of the KeyUsageWindow enum.
+func (e KeyUsageWindow) Valid() bool {
+	switch e {
+	case KeyUsageWindowN24h:
+		return true
+	case KeyUsageWindowN30d:
+		return true
+	case KeyUsageWindowN7d:
+		return true
+	case KeyUsageWindowN90d:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ReadinessStatus.
 const (
 	ReadinessStatusCatchingUp            ReadinessStatus = "catching up"
@@ -248,6 +293,54 @@ func (e UpdateWebhookRequestEventTypes) Valid() bool {
 	case UpdateWebhookRequestEventTypesKeyRevoked:
 		return true
 	case UpdateWebhookRequestEventTypesKeyRotated:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UsageCallerLastOutcome.
+const (
+	UsageCallerLastOutcomeDeprecated UsageCallerLastOutcome = "deprecated"
+	UsageCallerLastOutcomeExpired    UsageCallerLastOutcome = "expired"
+	UsageCallerLastOutcomeRevoked    UsageCallerLastOutcome = "revoked"
+	UsageCallerLastOutcomeValid      UsageCallerLastOutcome = "valid"
+)
+
+// Valid indicates whether the value is a known member of the UsageCallerLastOutcome enum.
+func (e UsageCallerLastOutcome) Valid() bool {
+	switch e {
+	case UsageCallerLastOutcomeDeprecated:
+		return true
+	case UsageCallerLastOutcomeExpired:
+		return true
+	case UsageCallerLastOutcomeRevoked:
+		return true
+	case UsageCallerLastOutcomeValid:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UsageListingWindow.
+const (
+	UsageListingWindowN24h UsageListingWindow = "24h"
+	UsageListingWindowN30d UsageListingWindow = "30d"
+	UsageListingWindowN7d  UsageListingWindow = "7d"
+	UsageListingWindowN90d UsageListingWindow = "90d"
+)
+
+// Valid indicates whether the value is a known member of the UsageListingWindow enum.
+func (e UsageListingWindow) Valid() bool {
+	switch e {
+	case UsageListingWindowN24h:
+		return true
+	case UsageListingWindowN30d:
+		return true
+	case UsageListingWindowN7d:
+		return true
+	case UsageListingWindowN90d:
 		return true
 	default:
 		return false
@@ -452,6 +545,117 @@ func (e ListKeysParamsStatus) Valid() bool {
 	case ListKeysParamsStatusExpired:
 		return true
 	case ListKeysParamsStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetKeyUsageParamsWindow.
+const (
+	GetKeyUsageParamsWindowN24h GetKeyUsageParamsWindow = "24h"
+	GetKeyUsageParamsWindowN30d GetKeyUsageParamsWindow = "30d"
+	GetKeyUsageParamsWindowN7d  GetKeyUsageParamsWindow = "7d"
+	GetKeyUsageParamsWindowN90d GetKeyUsageParamsWindow = "90d"
+)
+
+// Valid indicates whether the value is a known member of the GetKeyUsageParamsWindow enum.
+func (e GetKeyUsageParamsWindow) Valid() bool {
+	switch e {
+	case GetKeyUsageParamsWindowN24h:
+		return true
+	case GetKeyUsageParamsWindowN30d:
+		return true
+	case GetKeyUsageParamsWindowN7d:
+		return true
+	case GetKeyUsageParamsWindowN90d:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetKeyUsageParamsStep.
+const (
+	GetKeyUsageParamsStepN1d GetKeyUsageParamsStep = "1d"
+	GetKeyUsageParamsStepN1h GetKeyUsageParamsStep = "1h"
+	GetKeyUsageParamsStepN1m GetKeyUsageParamsStep = "1m"
+)
+
+// Valid indicates whether the value is a known member of the GetKeyUsageParamsStep enum.
+func (e GetKeyUsageParamsStep) Valid() bool {
+	switch e {
+	case GetKeyUsageParamsStepN1d:
+		return true
+	case GetKeyUsageParamsStepN1h:
+		return true
+	case GetKeyUsageParamsStepN1m:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListUsageParamsWindow.
+const (
+	ListUsageParamsWindowN24h ListUsageParamsWindow = "24h"
+	ListUsageParamsWindowN30d ListUsageParamsWindow = "30d"
+	ListUsageParamsWindowN7d  ListUsageParamsWindow = "7d"
+	ListUsageParamsWindowN90d ListUsageParamsWindow = "90d"
+)
+
+// Valid indicates whether the value is a known member of the ListUsageParamsWindow enum.
+func (e ListUsageParamsWindow) Valid() bool {
+	switch e {
+	case ListUsageParamsWindowN24h:
+		return true
+	case ListUsageParamsWindowN30d:
+		return true
+	case ListUsageParamsWindowN7d:
+		return true
+	case ListUsageParamsWindowN90d:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListUsageParamsStatus.
+const (
+	ListUsageParamsStatusActive  ListUsageParamsStatus = "active"
+	ListUsageParamsStatusAll     ListUsageParamsStatus = "all"
+	ListUsageParamsStatusExpired ListUsageParamsStatus = "expired"
+	ListUsageParamsStatusRevoked ListUsageParamsStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the ListUsageParamsStatus enum.
+func (e ListUsageParamsStatus) Valid() bool {
+	switch e {
+	case ListUsageParamsStatusActive:
+		return true
+	case ListUsageParamsStatusAll:
+		return true
+	case ListUsageParamsStatusExpired:
+		return true
+	case ListUsageParamsStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ListUsageParamsPresented.
+const (
+	ListUsageParamsPresentedReplaced ListUsageParamsPresented = "replaced"
+	ListUsageParamsPresentedRevoked  ListUsageParamsPresented = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the ListUsageParamsPresented enum.
+func (e ListUsageParamsPresented) Valid() bool {
+	switch e {
+	case ListUsageParamsPresentedReplaced:
+		return true
+	case ListUsageParamsPresentedRevoked:
 		return true
 	default:
 		return false
@@ -848,6 +1052,46 @@ type KeyRotatedData struct {
 // KeyStatus defines model for KeyStatus.
 type KeyStatus string
 
+// KeyUsage A key's verifications over a window, by outcome, and its recent callers.
+type KeyUsage struct {
+	Buckets []UsageBucket `json:"buckets"`
+	Callers []UsageCaller `json:"callers"`
+
+	// KeyId `key_` and an upper-case ULID.
+	//
+	// Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
+	KeyId KeyId        `json:"key_id"`
+	Step  KeyUsageStep `json:"step"`
+
+	// Totals Verifications by outcome. `replaced` counts those of `deprecated` and `expired` that presented a secret a rotation replaced.
+	Totals OutcomeCounts  `json:"totals"`
+	Window KeyUsageWindow `json:"window"`
+}
+
+// KeyUsageStep defines model for KeyUsage.Step.
+type KeyUsageStep string
+
+// KeyUsageWindow defines model for KeyUsage.Window.
+type KeyUsageWindow string
+
+// KeyUsageTotals One key's totals over the window.
+type KeyUsageTotals struct {
+	// KeyId `key_` and an upper-case ULID.
+	//
+	// Examples: key_01JDQ8ZKX3T5V9W2Y4A6B8C0DE
+	KeyId KeyId `json:"key_id"`
+
+	// LastUsedAt The last valid use, to the minute, seen by any instance; null if none.
+	LastUsedAt *OptionalTimestamp `json:"last_used_at"`
+
+	// Name Examples: billing worker
+	Name   string    `json:"name"`
+	Status KeyStatus `json:"status"`
+
+	// Totals Verifications by outcome. `replaced` counts those of `deprecated` and `expired` that presented a secret a rotation replaced.
+	Totals OutcomeCounts `json:"totals"`
+}
+
 // KeysAsOf A page of the keys that existed at `as_of`, oldest first, as they stood then.
 type KeysAsOf struct {
 	// AsOf An RFC 3339 instant in UTC, to the microsecond.
@@ -870,6 +1114,24 @@ type OptionalTimestamp = time.Time
 
 // OrgId Examples: acme
 type OrgId = string
+
+// OutcomeCounts Verifications by outcome. `replaced` counts those of `deprecated` and `expired` that presented a secret a rotation replaced.
+type OutcomeCounts struct {
+	// Deprecated Examples: 14
+	Deprecated int `json:"deprecated"`
+
+	// Expired Examples: 3
+	Expired int `json:"expired"`
+
+	// Replaced Examples: 17
+	Replaced int `json:"replaced"`
+
+	// Revoked Examples: 0
+	Revoked int `json:"revoked"`
+
+	// Valid Examples: 1200
+	Valid int `json:"valid"`
+}
 
 // Readiness defines model for Readiness.
 type Readiness struct {
@@ -963,6 +1225,68 @@ type UpdateWebhookRequest struct {
 
 // UpdateWebhookRequestEventTypes defines model for UpdateWebhookRequest.EventTypes.
 type UpdateWebhookRequestEventTypes string
+
+// UsageBucket One bucket of a key's verifications: from `start` for one step.
+type UsageBucket struct {
+	// Deprecated Examples: 1
+	Deprecated int `json:"deprecated"`
+
+	// Expired Examples: 0
+	Expired int `json:"expired"`
+
+	// Replaced Examples: 1
+	Replaced int `json:"replaced"`
+
+	// Revoked Examples: 0
+	Revoked int `json:"revoked"`
+
+	// Start Examples: 2026-11-26T10:00:00Z
+	Start time.Time `json:"start"`
+
+	// Valid Examples: 50
+	Valid int `json:"valid"`
+}
+
+// UsageCaller One recent caller of a key: nothing about a person beyond the client address (an IPv4 address, or the IPv6 /64, as the rate limits count it) and the User-Agent (at most 256 bytes).
+type UsageCaller struct {
+	// Address Examples: 192.0.2.7, 2001:db8:1:2::/64
+	Address string `json:"address"`
+
+	// Count Examples: 1200
+	Count int `json:"count"`
+
+	// FirstSeen Examples: 2026-11-25T08:00:00Z
+	FirstSeen   time.Time              `json:"first_seen"`
+	LastOutcome UsageCallerLastOutcome `json:"last_outcome"`
+
+	// LastSeen Examples: 2026-11-26T10:04:31Z
+	LastSeen time.Time `json:"last_seen"`
+
+	// Service The service name an in-process verifier was given; empty over HTTP.
+	//
+	// Examples:
+	Service string `json:"service"`
+
+	// UserAgent Examples: billing-worker/2.1
+	UserAgent string `json:"user_agent"`
+}
+
+// UsageCallerLastOutcome defines model for UsageCaller.LastOutcome.
+type UsageCallerLastOutcome string
+
+// UsageListing A page of keys with their totals.
+type UsageListing struct {
+	Keys []KeyUsageTotals `json:"keys"`
+
+	// NextCursor The cursor of the next page; empty on the last.
+	//
+	// Examples:
+	NextCursor string             `json:"next_cursor"`
+	Window     UsageListingWindow `json:"window"`
+}
+
+// UsageListingWindow defines model for UsageListing.Window.
+type UsageListingWindow string
 
 // Verification The answer to a verification (VerifyView). `org_id`, `key_id`, `name` and `scopes` are null when no key has this value.
 type Verification struct {
@@ -1409,6 +1733,57 @@ type RotateKeyParams struct {
 	// IdempotencyKey Makes a retry safe, on any instance, for 24 hours: the first 2xx answer to this caller's request (method and path) with this key is replayed, with `Idempotent-Replayed: true`, to a retry with the same body. It is kept in NATS sealed with a key derived from the caller's credential, so a retry must send the same credential; each instance also keeps it in memory for an hour. The same key with another body, while the first request is still running (on any instance), or with another credential of the same caller (a refreshed token), is 409 `conflict`. Failed answers are not kept: a retry runs again.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
+
+// GetKeyUsageParams defines parameters for GetKeyUsage.
+type GetKeyUsageParams struct {
+	// Window The span counted, ending now.
+	Window *GetKeyUsageParamsWindow `form:"window,omitempty" json:"window,omitempty"`
+
+	// Step The width of a bucket: `1m` only for `window=24h`. By default `1h` up to 7 days, `1d` beyond.
+	Step *GetKeyUsageParamsStep `form:"step,omitempty" json:"step,omitempty"`
+
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
+	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
+}
+
+// GetKeyUsageParamsWindow defines parameters for GetKeyUsage.
+type GetKeyUsageParamsWindow string
+
+// GetKeyUsageParamsStep defines parameters for GetKeyUsage.
+type GetKeyUsageParamsStep string
+
+// ListUsageParams defines parameters for ListUsage.
+type ListUsageParams struct {
+	// Window The span counted, ending now.
+	Window *ListUsageParamsWindow `form:"window,omitempty" json:"window,omitempty"`
+
+	// Status Which keys: every key when absent or `all`.
+	Status *ListUsageParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// UnusedSince Only keys with no valid use since this RFC 3339 instant, or this span before now (`30d`, `36h`).
+	UnusedSince *string `form:"unused_since,omitempty" json:"unused_since,omitempty"`
+
+	// Presented Only keys whose revoked (`revoked`) or replaced (`replaced`) secrets were presented in the window.
+	Presented *ListUsageParamsPresented `form:"presented,omitempty" json:"presented,omitempty"`
+
+	// Limit Page size.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *KeyId `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// MinSeq Answer only once this instance has applied this stream sequence (a write's `X-Keyledger-Seq`), from any instance; 503 `unavailable` if it has not within the wait timeout, or when too many requests are waiting already. A sequence beyond the stream's last one (read afresh from the stream) is 400 `invalid` at once. 0, the default, does not wait. Requests that need a credential are authenticated before they wait.
+	MinSeq *MinSeq `form:"min_seq,omitempty" json:"min_seq,omitempty"`
+}
+
+// ListUsageParamsWindow defines parameters for ListUsage.
+type ListUsageParamsWindow string
+
+// ListUsageParamsStatus defines parameters for ListUsage.
+type ListUsageParamsStatus string
+
+// ListUsageParamsPresented defines parameters for ListUsage.
+type ListUsageParamsPresented string
 
 // CreateWebhookParams defines parameters for CreateWebhook.
 type CreateWebhookParams struct {
@@ -2130,6 +2505,20 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 	RotateKey(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetKeyUsage A key's verifications by outcome over time, and its recent callers.
+	//
+	// Counts every presentation of any of the key's secrets, matched by its whole hash as verification does, on every instance: `POST /v1/verify`, `whoami` and management calls made with the key. `valid` is the current secret; `deprecated` a replaced secret in its grace period; `expired` the key's end or a replaced secret past its grace; `revoked` any secret of a revoked key; `replaced` how many of the deprecated and expired presented a replaced secret. `NOT_FOUND` and `MALFORMED` name no key and are not counted. Buckets are contiguous, oldest first, zeros included; the last is the current, partial one. Minute buckets reach back 24 hours, hour buckets 90 days. Each instance publishes its counts once a minute: another instance's last minute may not show yet. Callers are the last 20 distinct (address, User-Agent, service) that presented a secret of the key, latest first.
+	//
+	// Corresponds with GET /v1/orgs/{org}/keys/{id}/usage (the `GetKeyUsage` operationId).
+	GetKeyUsage(ctx context.Context, org Org, id KeyIdPath, params *GetKeyUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListUsage Per-key totals of verifications over a window, filtered: keys not used, old secrets still presented.
+	//
+	// A page of the org's keys (newest first, paged as the listing of keys is) with their totals over the window and their last valid use. `unused_since` keeps the keys with no valid use since then ("which keys were not used in 30 days": `unused_since=30d`); `presented=revoked` the keys whose revoked secrets were presented in the window, `presented=replaced` those whose replaced secrets were ("which revoked or rotated keys are still being presented"). A page examines at most 10,000 keys: a filter that matches few may answer fewer than `limit` keys and a `next_cursor`.
+	//
+	// Corresponds with GET /v1/orgs/{org}/usage (the `ListUsage` operationId).
+	ListUsage(ctx context.Context, org Org, params *ListUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListWebhooks List the org's endpoints.
 	//
 	// Every endpoint of the org, oldest first, with its URL masked (scheme, host and four characters of the rest) and its secret masked; a manager only (a key needs `webhooks:manage` beside `keys:manage`).
@@ -2786,6 +3175,40 @@ func (c *Client) RotateKeyWithBody(ctx context.Context, org Org, id KeyIdPath, p
 // Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 func (c *Client) RotateKey(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRotateKeyRequest(c.Server, org, id, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetKeyUsage A key's verifications by outcome over time, and its recent callers.
+//
+// Counts every presentation of any of the key's secrets, matched by its whole hash as verification does, on every instance: `POST /v1/verify`, `whoami` and management calls made with the key. `valid` is the current secret; `deprecated` a replaced secret in its grace period; `expired` the key's end or a replaced secret past its grace; `revoked` any secret of a revoked key; `replaced` how many of the deprecated and expired presented a replaced secret. `NOT_FOUND` and `MALFORMED` name no key and are not counted. Buckets are contiguous, oldest first, zeros included; the last is the current, partial one. Minute buckets reach back 24 hours, hour buckets 90 days. Each instance publishes its counts once a minute: another instance's last minute may not show yet. Callers are the last 20 distinct (address, User-Agent, service) that presented a secret of the key, latest first.
+//
+// Corresponds with GET /v1/orgs/{org}/keys/{id}/usage (the `GetKeyUsage` operationId).
+func (c *Client) GetKeyUsage(ctx context.Context, org Org, id KeyIdPath, params *GetKeyUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetKeyUsageRequest(c.Server, org, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListUsage Per-key totals of verifications over a window, filtered: keys not used, old secrets still presented.
+//
+// A page of the org's keys (newest first, paged as the listing of keys is) with their totals over the window and their last valid use. `unused_since` keeps the keys with no valid use since then ("which keys were not used in 30 days": `unused_since=30d`); `presented=revoked` the keys whose revoked secrets were presented in the window, `presented=replaced` those whose replaced secrets were ("which revoked or rotated keys are still being presented"). A page examines at most 10,000 keys: a filter that matches few may answer fewer than `limit` keys and a `next_cursor`.
+//
+// Corresponds with GET /v1/orgs/{org}/usage (the `ListUsage` operationId).
+func (c *Client) ListUsage(ctx context.Context, org Org, params *ListUsageParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListUsageRequest(c.Server, org, params)
 	if err != nil {
 		return nil, err
 	}
@@ -4549,6 +4972,231 @@ func NewRotateKeyRequestWithBody(server string, org Org, id KeyIdPath, params *R
 	return req, nil
 }
 
+// NewGetKeyUsageRequest constructs an http.Request for the GetKeyUsage method
+func NewGetKeyUsageRequest(server string, org Org, id KeyIdPath, params *GetKeyUsageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "org", org, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/keys/%s/usage", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Window != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "window", *params.Window, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Step != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "step", *params.Step, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.MinSeq != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "min_seq", *params.MinSeq, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListUsageRequest constructs an http.Request for the ListUsage method
+func NewListUsageRequest(server string, org Org, params *ListUsageParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "org", org, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/orgs/%s/usage", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Window != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "window", *params.Window, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.UnusedSince != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "unused_since", *params.UnusedSince, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Presented != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "presented", *params.Presented, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.MinSeq != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "min_seq", *params.MinSeq, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListWebhooksRequest constructs an http.Request for the ListWebhooks method
 func NewListWebhooksRequest(server string, org Org) (*http.Request, error) {
 	var err error
@@ -5780,6 +6428,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/orgs/{org}/keys/{id}/rotate (the `RotateKey` operationId).
 	RotateKeyWithResponse(ctx context.Context, org Org, id KeyIdPath, params *RotateKeyParams, body RotateKeyJSONRequestBody, reqEditors ...RequestEditorFn) (*RotateKeyResponse, error)
+
+	// GetKeyUsageWithResponse A key's verifications by outcome over time, and its recent callers.
+	//
+	// Counts every presentation of any of the key's secrets, matched by its whole hash as verification does, on every instance: `POST /v1/verify`, `whoami` and management calls made with the key. `valid` is the current secret; `deprecated` a replaced secret in its grace period; `expired` the key's end or a replaced secret past its grace; `revoked` any secret of a revoked key; `replaced` how many of the deprecated and expired presented a replaced secret. `NOT_FOUND` and `MALFORMED` name no key and are not counted. Buckets are contiguous, oldest first, zeros included; the last is the current, partial one. Minute buckets reach back 24 hours, hour buckets 90 days. Each instance publishes its counts once a minute: another instance's last minute may not show yet. Callers are the last 20 distinct (address, User-Agent, service) that presented a secret of the key, latest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{org}/keys/{id}/usage (the `GetKeyUsage` operationId).
+	GetKeyUsageWithResponse(ctx context.Context, org Org, id KeyIdPath, params *GetKeyUsageParams, reqEditors ...RequestEditorFn) (*GetKeyUsageResponse, error)
+
+	// ListUsageWithResponse Per-key totals of verifications over a window, filtered: keys not used, old secrets still presented.
+	//
+	// A page of the org's keys (newest first, paged as the listing of keys is) with their totals over the window and their last valid use. `unused_since` keeps the keys with no valid use since then ("which keys were not used in 30 days": `unused_since=30d`); `presented=revoked` the keys whose revoked secrets were presented in the window, `presented=replaced` those whose replaced secrets were ("which revoked or rotated keys are still being presented"). A page examines at most 10,000 keys: a filter that matches few may answer fewer than `limit` keys and a `next_cursor`.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/orgs/{org}/usage (the `ListUsage` operationId).
+	ListUsageWithResponse(ctx context.Context, org Org, params *ListUsageParams, reqEditors ...RequestEditorFn) (*ListUsageResponse, error)
 
 	// ListWebhooksWithResponse List the org's endpoints.
 	//
@@ -8636,6 +9302,298 @@ func (r RotateKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RotateKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetKeyUsageResponse200Headers the declared response headers of an HTTP 200 response for GetKeyUsage
+type GetKeyUsageResponse200Headers struct {
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// GetKeyUsageResponse400Headers the declared response headers of an HTTP 400 response for GetKeyUsage
+type GetKeyUsageResponse400Headers struct {
+	XRequestId string
+}
+
+// GetKeyUsageResponse401Headers the declared response headers of an HTTP 401 response for GetKeyUsage
+type GetKeyUsageResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestId      string
+}
+
+// GetKeyUsageResponse403Headers the declared response headers of an HTTP 403 response for GetKeyUsage
+type GetKeyUsageResponse403Headers struct {
+	XRequestId string
+}
+
+// GetKeyUsageResponse404Headers the declared response headers of an HTTP 404 response for GetKeyUsage
+type GetKeyUsageResponse404Headers struct {
+	XRequestId string
+}
+
+// GetKeyUsageResponse429Headers the declared response headers of an HTTP 429 response for GetKeyUsage
+type GetKeyUsageResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
+// GetKeyUsageResponse503Headers the declared response headers of an HTTP 503 response for GetKeyUsage
+type GetKeyUsageResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// GetKeyUsageResponseDefaultHeaders the declared response headers of an HTTP default response for GetKeyUsage
+type GetKeyUsageResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type GetKeyUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *KeyUsage
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetKeyUsageResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetKeyUsageResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetKeyUsageResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *GetKeyUsageResponse403Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *GetKeyUsageResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetKeyUsageResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetKeyUsageResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *GetKeyUsageResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetKeyUsageResponse) GetJSON200() *KeyUsage {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetKeyUsageResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetKeyUsageResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetKeyUsageResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetKeyUsageResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetKeyUsageResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetKeyUsageResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetKeyUsageResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetKeyUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetKeyUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetKeyUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetKeyUsageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// ListUsageResponse200Headers the declared response headers of an HTTP 200 response for ListUsage
+type ListUsageResponse200Headers struct {
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// ListUsageResponse400Headers the declared response headers of an HTTP 400 response for ListUsage
+type ListUsageResponse400Headers struct {
+	XRequestId string
+}
+
+// ListUsageResponse401Headers the declared response headers of an HTTP 401 response for ListUsage
+type ListUsageResponse401Headers struct {
+	WWWAuthenticate string
+	XRequestId      string
+}
+
+// ListUsageResponse403Headers the declared response headers of an HTTP 403 response for ListUsage
+type ListUsageResponse403Headers struct {
+	XRequestId string
+}
+
+// ListUsageResponse429Headers the declared response headers of an HTTP 429 response for ListUsage
+type ListUsageResponse429Headers struct {
+	RetryAfter int
+	XRequestId string
+}
+
+// ListUsageResponse503Headers the declared response headers of an HTTP 503 response for ListUsage
+type ListUsageResponse503Headers struct {
+	RetryAfter             int
+	XKeyledgerAppliedSeq   *int64
+	XKeyledgerStaleSeconds *int
+	XRequestId             string
+}
+
+// ListUsageResponseDefaultHeaders the declared response headers of an HTTP default response for ListUsage
+type ListUsageResponseDefaultHeaders struct {
+	XRequestId string
+}
+
+type ListUsageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UsageListing
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthenticated
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Forbidden
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListUsageResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *ListUsageResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListUsageResponse401Headers
+	// Headers403 the parsed response headers for an HTTP 403 response
+	Headers403 *ListUsageResponse403Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListUsageResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListUsageResponse503Headers
+	// HeadersDefault the parsed response headers for an HTTP default response
+	HeadersDefault *ListUsageResponseDefaultHeaders
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListUsageResponse) GetJSON200() *UsageListing {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r ListUsageResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r ListUsageResponse) GetJSON401() *Unauthenticated {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r ListUsageResponse) GetJSON403() *Forbidden {
+	return r.JSON403
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r ListUsageResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r ListUsageResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r ListUsageResponse) GetJSONDefault() *Internal {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListUsageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListUsageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListUsageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListUsageResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -11689,6 +12647,36 @@ func (c *ClientWithResponses) RotateKeyWithResponse(ctx context.Context, org Org
 		return nil, err
 	}
 	return ParseRotateKeyResponse(rsp)
+}
+
+// GetKeyUsageWithResponse A key's verifications by outcome over time, and its recent callers.
+//
+// Counts every presentation of any of the key's secrets, matched by its whole hash as verification does, on every instance: `POST /v1/verify`, `whoami` and management calls made with the key. `valid` is the current secret; `deprecated` a replaced secret in its grace period; `expired` the key's end or a replaced secret past its grace; `revoked` any secret of a revoked key; `replaced` how many of the deprecated and expired presented a replaced secret. `NOT_FOUND` and `MALFORMED` name no key and are not counted. Buckets are contiguous, oldest first, zeros included; the last is the current, partial one. Minute buckets reach back 24 hours, hour buckets 90 days. Each instance publishes its counts once a minute: another instance's last minute may not show yet. Callers are the last 20 distinct (address, User-Agent, service) that presented a secret of the key, latest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{org}/keys/{id}/usage (the `GetKeyUsage` operationId).
+func (c *ClientWithResponses) GetKeyUsageWithResponse(ctx context.Context, org Org, id KeyIdPath, params *GetKeyUsageParams, reqEditors ...RequestEditorFn) (*GetKeyUsageResponse, error) {
+	rsp, err := c.GetKeyUsage(ctx, org, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetKeyUsageResponse(rsp)
+}
+
+// ListUsageWithResponse Per-key totals of verifications over a window, filtered: keys not used, old secrets still presented.
+//
+// A page of the org's keys (newest first, paged as the listing of keys is) with their totals over the window and their last valid use. `unused_since` keeps the keys with no valid use since then ("which keys were not used in 30 days": `unused_since=30d`); `presented=revoked` the keys whose revoked secrets were presented in the window, `presented=replaced` those whose replaced secrets were ("which revoked or rotated keys are still being presented"). A page examines at most 10,000 keys: a filter that matches few may answer fewer than `limit` keys and a `next_cursor`.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/orgs/{org}/usage (the `ListUsage` operationId).
+func (c *ClientWithResponses) ListUsageWithResponse(ctx context.Context, org Org, params *ListUsageParams, reqEditors ...RequestEditorFn) (*ListUsageResponse, error) {
+	rsp, err := c.ListUsage(ctx, org, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListUsageResponse(rsp)
 }
 
 // ListWebhooksWithResponse List the org's endpoints.
@@ -15391,6 +16379,403 @@ func ParseRotateKeyResponse(rsp *http.Response) (*RotateKeyResponse, error) {
 		response.Headers503 = &headers
 	case true:
 		var headers RotateKeyResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetKeyUsageResponse parses an HTTP response from a GetKeyUsageWithResponse call
+func ParseGetKeyUsageResponse(rsp *http.Response) (*GetKeyUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetKeyUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest KeyUsage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetKeyUsageResponse200Headers
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetKeyUsageResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetKeyUsageResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers GetKeyUsageResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 404:
+		var headers GetKeyUsageResponse404Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetKeyUsageResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetKeyUsageResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers GetKeyUsageResponseDefaultHeaders
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.HeadersDefault = &headers
+	}
+
+	return response, nil
+}
+
+// ParseListUsageResponse parses an HTTP response from a ListUsageWithResponse call
+func ParseListUsageResponse(rsp *http.Response) (*ListUsageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListUsageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UsageListing
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Forbidden
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListUsageResponse200Headers
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers ListUsageResponse400Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListUsageResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 403:
+		var headers ListUsageResponse403Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers403 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListUsageResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListUsageResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Applied-Seq"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Applied-Seq", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerAppliedSeq = &value
+		}
+		if values := rsp.Header.Values("X-Keyledger-Stale-Seconds"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Keyledger-Stale-Seconds", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XKeyledgerStaleSeconds = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = value
+		}
+		response.Headers503 = &headers
+	case true:
+		var headers ListUsageResponseDefaultHeaders
 		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
