@@ -515,6 +515,7 @@ func (s *Store) followDirect(ctx context.Context, from uint64, fn func(Msg) erro
 	defer tick.Stop()
 	next := max(from, 1)
 	woken, failingSince := false, time.Time{}
+	var retry time.Duration // the wait before asking again for what woke it
 	for {
 		msgs, pending, err := s.directGet(ctx, "", next, directBatch)
 		if err == nil && len(msgs) == 0 && woken && s.replicas > 1 {
@@ -550,11 +551,23 @@ func (s *Store) followDirect(ctx context.Context, from uint64, fn func(Msg) erro
 		if err == nil && len(msgs) > 0 && (len(msgs) == directBatch || pending >= uint64(len(msgs))) {
 			continue // more are there already (a batch ends at its count or its bytes)
 		}
+		// Woken for nothing: a subscriber may be told of a message before
+		// the stream has stored it. Ask again soon, sooner first, until it
+		// is there or the wait is the poll's.
+		var soon <-chan time.Time
+		if woken && len(msgs) == 0 {
+			retry = min(max(2*retry, 100*time.Microsecond), followPoll/4)
+			soon = time.After(retry)
+		} else {
+			retry = 0
+		}
 		woken = false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wake:
+			woken, retry = true, 0
+		case <-soon:
 			woken = true
 		case <-tick.C:
 		}
