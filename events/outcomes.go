@@ -21,6 +21,12 @@ import (
 const (
 	OutcomeStream  = "KEYLEDGER_USAGE_OUTCOMES"
 	OutcomeSubject = "keyledger.usage.outcomes"
+	// UsageReportSubject is where a Go verifier sends the outcomes it
+	// recorded, as a request one keyledger instance answers (a queue
+	// group); the read-only account imports it as a service.
+	UsageReportSubject = "keyledger.usage.report"
+	// UsageReportServiceHeader names the verifier's service in a report.
+	UsageReportServiceHeader = "Keyledger-Service"
 	// OutcomeRollupBucket holds one object, every key's outcomes and
 	// callers as the instance that wrote it had merged them from the
 	// stream, and the last message it covers.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // Limit is a rate per client address: Per events per Every, in bursts of
@@ -139,18 +140,7 @@ func (a *addrLimiter) check(client netip.Addr, spend bool) (bool, time.Duration)
 // are not trusted: behind a proxy, every client shares the proxy's budget.
 // A peer address that does not parse (not TCP) is the zero Addr, one
 // client for all such.
-func clientKey(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	addr := ap.Addr().Unmap()
-	if addr.Is4() {
-		return addr
-	}
-	p, _ := addr.WithZone("").Prefix(64)
-	return p.Addr()
-}
+func clientKey(r *http.Request) netip.Addr { return usage.ClientAddress(r.RemoteAddr) }
 
 // rateLimited answers 429 with Retry-After in whole seconds.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request, retry time.Duration, what string) {

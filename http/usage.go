@@ -19,22 +19,7 @@ func (s *Server) recordOutcome(r *http.Request, res projections.Result, now time
 	if s.SkipOutcomes || res.Key.ID == "" {
 		return
 	}
-	var out usage.Outcome
-	switch res.Code {
-	case domain.VerifyValid:
-		out.Class, out.Replaced = usage.Valid, res.Deprecated
-		if res.Deprecated {
-			out.Class = usage.Deprecated
-		}
-	case domain.VerifyExpired:
-		// Not the key's own end: a secret a rotation replaced, past its grace.
-		out.Class, out.Replaced = usage.Expired, res.Key.Status(now) != domain.StatusExpired
-	case domain.VerifyRevoked:
-		out.Class = usage.Revoked
-	default:
-		return
-	}
-	s.Outcomes.Record(res.Key.OrgID, res.Key.ID, out, usage.Caller{Address: clientKey(r), UserAgent: r.Header.Get("User-Agent")}, now)
+	s.Outcomes.RecordVerdict(res.Verdict, res.Key, usage.Caller{Address: clientKey(r), UserAgent: r.Header.Get("User-Agent")}, now)
 }
 
 // CountsView is a span's verifications of a key by outcome. Replaced is

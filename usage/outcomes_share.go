@@ -20,10 +20,16 @@ import (
 	"github.com/keyledger/keyledger/events"
 )
 
-// OutcomeSink is where instances share outcomes: events.OutcomeStore.
-type OutcomeSink interface {
+// BatchPublisher is where a flush sends its batches: the outcome stream
+// (an instance), or keyledger's report subject (a Go verifier).
+type BatchPublisher interface {
 	MaxPayload() int
 	Publish(ctx context.Context, ids []string, msgs [][]byte) (uint64, error)
+}
+
+// OutcomeSink is where instances share outcomes: events.OutcomeStore.
+type OutcomeSink interface {
+	BatchPublisher
 	Watch(ctx context.Context, from uint64, fn func(events.OutcomeMsg) error) error
 	RollupAge(ctx context.Context) (time.Duration, bool, error)
 	PutRollup(ctx context.Context, covers uint64, r io.Reader) (int, error)
@@ -111,7 +117,7 @@ func fromWire(w [6]int64) (int32, counts) {
 
 // Flush publishes what was recorded here since the last flush, in
 // messages of at most the sink's MaxPayload. It reports the keys sent.
-func (o *Outcomes) Flush(ctx context.Context, sink OutcomeSink) (int, error) {
+func (o *Outcomes) Flush(ctx context.Context, sink BatchPublisher) (int, error) {
 	sh := &o.share
 	sh.flushMu.Lock()
 	defer sh.flushMu.Unlock()

@@ -46,7 +46,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "send Authorization: Bearer <key> or X-API-Key")
 			return
 		}
-		res := v.Verify(key)
+		res := v.VerifyFrom(key, CallerOf(r))
 		if res.Code == Unavailable {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "unavailable", "keys cannot be checked right now: the verifier is not current with keyledger's stream")

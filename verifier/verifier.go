@@ -6,10 +6,12 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/keyledger/keyledger/domain"
 	"github.com/keyledger/keyledger/events"
 	"github.com/keyledger/keyledger/projections"
+	"github.com/keyledger/keyledger/usage"
 )
 
 // Result is a verification: Code (VALID, MALFORMED, NOT_FOUND, REVOKED,
@@ -75,8 +78,28 @@ type Options struct {
 	// (an edge site's copy of KEYLEDGER), a cut link to the main site
 	// counts as a cut-off feed: see CurrentAt.
 	MaxStaleness time.Duration
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Service names this service in keyledger's usage insight: the
+	// verifier counts its verifications of each key by outcome and
+	// caller, as keyledger's own do, and reports them every ReportEvery
+	// (a minute by default), batched, so that managers see in-process
+	// verifications too (GET …/keys/{id}/usage). 1 to 64 letters, digits
+	// or . _ - / :; empty: nothing is counted nor reported.
+	Service string
+	// ReportEvery is how often the counts are reported; a minute when
+	// zero. A report keyledger did not answer is sent again with the next.
+	ReportEvery time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Caller is who presented a key to the service: its address (an IPv4
+// address, an IPv6 /64) and User-Agent, as keyledger's usage insight shows
+// callers; nothing else about a person.
+type Caller = usage.Caller
+
+// CallerOf is the caller of an HTTP request, as Middleware counts it.
+func CallerOf(r *http.Request) Caller {
+	return Caller{Address: usage.ClientAddress(r.RemoteAddr), UserAgent: r.Header.Get("User-Agent")}
 }
 
 // SubscriberInbox is the inbox prefix the read-only subscriber credential
@@ -101,6 +124,8 @@ type Verifier struct {
 	from   atomic.Uint64 // the snapshot's sequence it started after; 0: none
 
 	maxStaleness time.Duration
+	outcomes     *usage.Outcomes // nil: not counted (no Options.Service)
+	service      string
 }
 
 // New attaches to the KEYLEDGER stream through js and starts following it:
@@ -113,6 +138,9 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Service != "" && !usage.ValidService(opts.Service) {
+		return nil, fmt.Errorf("verifier: Options.Service %q: 1 to %d letters, digits or . _ - / :", opts.Service, usage.MaxService)
 	}
 	if opts.Signers == nil {
 		return nil, errors.New("verifier: Options.Signers is required: the public keys of the keyledger instances whose events to trust (keyledger audit pubkey; the deployment's --event-signers file)")
@@ -134,8 +162,20 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 		// It asks the stream a few times per MaxStaleness how far it goes.
 		v.runner.WatchEvery = min(max(v.maxStaleness/4, 20*time.Millisecond), 5*time.Second)
 	}
+	reported := make(chan struct{})
+	if opts.Service != "" {
+		v.outcomes, v.service = usage.NewOutcomes(), opts.Service
+		v.outcomes.Now = opts.Now
+		go func() {
+			defer close(reported)
+			v.report(runCtx, js.Conn(), cmp.Or(opts.ReportEvery, time.Minute), opts.Logger)
+		}()
+	} else {
+		close(reported)
+	}
 	go func() {
 		defer close(v.done)
+		defer func() { <-reported }()
 		if !opts.FullReplay && !v.startFromSnapshot(runCtx, js, store, opts.Logger) {
 			return
 		}
@@ -147,12 +187,21 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 // Verify tells what key is worth now, from memory; Unavailable until the
 // verifier has replayed the stream, and, with MaxStaleness, while its feed
 // has been cut off for longer than that.
-func (v *Verifier) Verify(key string) Result {
+func (v *Verifier) Verify(key string) Result { return v.VerifyFrom(key, Caller{}) }
+
+// VerifyFrom is Verify, counting the verification against its key as
+// made by caller (with Options.Service; see CallerOf).
+func (v *Verifier) VerifyFrom(key string, caller Caller) Result {
 	now := v.now()
 	if !v.runner.Ready() || v.maxStaleness > 0 && now.Sub(v.CurrentAt()) > v.maxStaleness {
 		return Result{Verdict: domain.Verdict{Code: Unavailable}}
 	}
-	return v.index.Verify(key, now)
+	res := v.index.Verify(key, now)
+	if v.outcomes != nil {
+		caller.Service = v.service
+		v.outcomes.RecordVerdict(res.Verdict, res.Key, caller, now)
+	}
+	return res
 }
 
 // Ready reports whether the verifier has applied every event that was in

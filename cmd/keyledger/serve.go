@@ -119,6 +119,12 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 		return b, nil, bg, err
 	}
 	bg.run(func(ctx context.Context) { outcomes.Run(ctx, outcomeStore, f.outcomeFlush, log) })
+	bg.run(func(ctx context.Context) {
+		known := func(org, id string) bool { _, ok := listing.Get(org, id); return ok }
+		if err := outcomes.ServeReports(ctx, b.js.Conn(), known, log); err != nil {
+			log.Warn("verifiers' usage reports are not counted", "err", err)
+		}
+	})
 
 	var idem *events.Idempotency
 	if err := st.step(ctx, "key-value bucket "+events.IdempotencyBucket, func(ctx context.Context) (err error) {

@@ -74,6 +74,8 @@ func readServices() []readService {
 		api("STREAM.INFO."+snap, false),
 		api("DIRECT.GET."+snap, true),
 		api("DIRECT.GET."+snap+".>", true),
+		// A Go verifier's usage report, answered by one instance.
+		{events.UsageReportSubject, events.UsageReportSubject, false},
 	}
 }
 

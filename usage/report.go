@@ -1,0 +1,212 @@
+package usage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+	"unicode"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyledger/keyledger/domain"
+	"github.com/keyledger/keyledger/events"
+)
+
+// Classify is the outcome a verification's verdict counts as against its
+// key; ok is false for one that counts against no key (NOT_FOUND,
+// MALFORMED, a verifier not ready). keyExpired is whether the key itself
+// has ended: an EXPIRED that is not the key's own end is a secret a
+// rotation replaced, past its grace.
+func Classify(v domain.Verdict, keyExpired bool) (out Outcome, ok bool) {
+	switch v.Code {
+	case domain.VerifyValid:
+		out.Class, out.Replaced = Valid, v.Deprecated
+		if v.Deprecated {
+			out.Class = Deprecated
+		}
+	case domain.VerifyExpired:
+		out.Class, out.Replaced = Expired, !keyExpired
+	case domain.VerifyRevoked:
+		out.Class = Revoked
+	default:
+		return out, false
+	}
+	return out, true
+}
+
+// RecordVerdict counts a verification against the key its secret matched
+// (Classify), as made by c at now; a verdict that counts against no key
+// is not counted.
+func (o *Outcomes) RecordVerdict(v domain.Verdict, key domain.Key, c Caller, now time.Time) {
+	if key.ID == "" {
+		return
+	}
+	if out, ok := Classify(v, key.Status(now) == domain.StatusExpired); ok {
+		o.Record(key.OrgID, key.ID, out, c, now)
+	}
+}
+
+// ClientAddress is a caller's address as the rate limits see it, from an
+// http.Request's RemoteAddr: an IPv4 address, or an IPv6 /64; the zero
+// Addr when it cannot be read.
+func ClientAddress(remoteAddr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr := ap.Addr().Unmap()
+	if addr.Is4() {
+		return addr
+	}
+	p, _ := addr.WithZone("").Prefix(64)
+	return p.Addr()
+}
+
+// Bounds of a verifier's report.
+const (
+	// MaxReportKeys is the most keys one report counts; a verifier sends
+	// more in several.
+	MaxReportKeys = 10_000
+	// MaxReportBytes is the largest report read (NATS's default payload).
+	MaxReportBytes = 1 << 20
+)
+
+// ValidService tells whether name may name a verifier's service: 1 to
+// MaxService bytes of letters, digits and . _ - / : (no spaces, no
+// control characters).
+func ValidService(name string) bool {
+	if name == "" || len(name) > MaxService {
+		return false
+	}
+	for _, r := range name {
+		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '_' || r == '-' || r == '/' || r == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// MergeReport counts a Go verifier's report (a batch, as a flush writes
+// it) as verifications made here, so that this instance's next flush
+// shares them with the others, once. A report comes from a holder of the
+// read-only credential, whom nothing else vouches for: only keys known
+// returns true for are counted, at most MaxReportKeys of them; only the
+// minutes of the last day and the next one are (a minute outside is
+// dropped, not moved), and a key's callers made no more calls than those
+// minutes count; every caller is named after service, whatever the report
+// says; the rest is bounded as a flush bounds it. It returns the
+// keys counted.
+func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id string) bool) (int, error) {
+	if !ValidService(service) {
+		return 0, fmt.Errorf("a report needs a service name (%s): 1 to %d letters, digits or . _ - / :", events.UsageReportServiceHeader, MaxService)
+	}
+	if len(data) > MaxReportBytes {
+		return 0, fmt.Errorf("a report is at most %d bytes", MaxReportBytes)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	if !sc.Scan() || sc.Text()+"\n" != batchHeader {
+		return 0, errors.New("a report begins with the line " + batchHeader[:len(batchHeader)-1])
+	}
+	now := o.now()
+	newest := int32(now.Unix() / 60)
+	lo, hi := now.Add(-24*time.Hour).Unix(), now.Add(time.Minute).Unix()
+	counted := 0
+	for sc.Scan() {
+		if counted == MaxReportKeys {
+			return counted, fmt.Errorf("a report counts at most %d keys", MaxReportKeys)
+		}
+		var w wireKey
+		if err := json.Unmarshal(sc.Bytes(), &w); err != nil || w.Org == "" || w.ID == "" || !known(w.Org, w.ID) {
+			continue
+		}
+		if o.mergeReported(&w, service, newest, lo, hi) {
+			counted++
+		}
+	}
+	return counted, sc.Err()
+}
+
+func (o *Outcomes) mergeReported(w *wireKey, service string, newest int32, lo, hi int64) bool {
+	var minutes []bucket
+	var total uint64 // the verifications counted: no caller made more
+	for _, m := range w.Minutes {
+		at, n := fromWire(m)
+		if at <= newest-MinuteBuckets || at > newest+1 {
+			continue
+		}
+		minutes = append(minutes, bucket{at: at, n: n})
+		for _, c := range n[:nClasses] {
+			total += uint64(c)
+		}
+	}
+	if total == 0 {
+		return false
+	}
+	type reported struct {
+		c           Caller
+		first, last int64
+		n           uint64
+		out         Class
+	}
+	var callers []reported
+	for _, c := range w.Callers {
+		addr, err := netip.ParseAddr(c.Address)
+		if err != nil || c.Outcome >= uint8(nClasses) || c.Count == 0 || len(callers) == MaxCallers {
+			continue
+		}
+		first, last := min(max(c.First, lo), hi), min(max(c.Last, lo), hi)
+		callers = append(callers, reported{Caller{addr, Clip(c.UserAgent, MaxUserAgent), service}, min(first, last), last, min(c.Count, total), Class(c.Outcome)})
+	}
+	r := ref{w.Org, w.ID}
+	sh := o.shard(r)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	a := sh.keys[r]
+	if a == nil {
+		a = &keyAgg{}
+		sh.keys[r] = a // w's strings are its own: decoded, not a message's bytes
+	}
+	for i := range minutes {
+		a.addMinute(minutes[i].at, &minutes[i].n, newest)
+		addBucket(&a.pending, minutes[i].at, &minutes[i].n, 0)
+	}
+	for _, c := range callers {
+		a.called(c.c, c.first, c.last, c.n, c.out, true)
+	}
+	return true
+}
+
+// ReportAnswer is what an instance answers a report with.
+type ReportAnswer struct {
+	Keys  int    `json:"keys"`            // the keys counted
+	Error string `json:"error,omitempty"` // why some or all were not
+}
+
+// ServeReports answers the Go verifiers' reports on
+// events.UsageReportSubject, one instance each (a queue group), until ctx
+// ends: each is merged (MergeReport) and answered. A report is read one
+// at a time, however many come.
+func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(org, id string) bool, log *slog.Logger) error {
+	sub, err := nc.QueueSubscribe(events.UsageReportSubject, "keyledger", func(m *nats.Msg) {
+		n, err := o.MergeReport(m.Data, m.Header.Get(events.UsageReportServiceHeader), known)
+		answer := ReportAnswer{Keys: n}
+		if err != nil {
+			answer.Error = err.Error()
+			log.Debug("a verifier's usage report", "keys", n, "err", err)
+		}
+		raw, _ := json.Marshal(answer)
+		_ = m.Respond(raw)
+	})
+	if err != nil {
+		return fmt.Errorf("answer usage reports on %s: %w", events.UsageReportSubject, err)
+	}
+	<-ctx.Done()
+	return sub.Drain()
+}
