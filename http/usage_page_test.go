@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	khttp "github.com/keyledger/keyledger/http"
+	"github.com/keyledger/keyledger/internal/apitest"
 )
 
 // drawn is what a chart on the page drew: the counts of its rectangles by
@@ -370,5 +371,59 @@ func TestUsagePageScreenshots(t *testing.T) {
 	png = run(t, b, chromedp.CaptureScreenshot())
 	if err := os.WriteFile(filepath.Join(out, "usage-detail.png"), png, 0o644); err != nil {
 		t.Fatal(err)
+	}
+
+	// On a phone: the table's cards and the detail fit 375 px.
+	phone := newBrowser(t, 375, 812)
+	phone.signIn(t, h, "acme", admin)
+	phone.waitFor(t, `tr[data-key-id="`+billing.Key.ID+`"] svg.spark`)
+	if w := run(t, phone, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 375 {
+		t.Errorf("the table is %d px wide in a 375 px window", w)
+	}
+	phone.click(t, `tr[data-key-id="`+billing.Key.ID+`"] button.usage-open`)
+	phone.waitFor(t, `#usage-chart[data-window="24h"] svg`)
+	if w := run(t, phone, chromedp.Evaluate[int](`(() => { const d = document.getElementById("usage-dialog"); return Math.max(d.scrollWidth, d.getBoundingClientRect().right); })()`)); w > 375 {
+		t.Errorf("the detail is %d px wide in a 375 px window", w)
+	}
+}
+
+// TestUsagePageReadsTheSparklinesInView: a table of many keys asks for the
+// usage of the rows in view, not of every key at once, and a row scrolled
+// into view gets its sparkline.
+func TestUsagePageReadsTheSparklinesInView(t *testing.T) {
+	var asked atomic.Int32
+	h := startOpts(t, t.TempDir(), apitest.Options{Wrap: func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/v1/orgs/acme/keys/") && strings.HasSuffix(r.URL.Path, "/usage") {
+				asked.Add(1)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}})
+	admin := h.bootstrap("acme")
+	const n = 120
+	var first issued
+	for i := range n {
+		k := h.create("acme", admin, map[string]any{"name": fmt.Sprintf("worker %03d", i)})
+		if i == 0 {
+			first = k // listed last: the newest first
+		}
+	}
+	h.verifyAs(first.Secret, "worker/0")
+	b := newBrowser(t, 1280, 900)
+	b.signIn(t, h, "acme", admin)
+	b.waitFor(t, "#rows tr:first-child svg.spark")
+	time.Sleep(500 * time.Millisecond)
+	t.Logf("with the first rows in view, the page asked for %d keys' usage of %d", asked.Load(), n+1)
+	if got := asked.Load(); got >= n/2 {
+		t.Errorf("the page asked for %d keys' usage with a few rows in view, of %d keys", got, n+1)
+	}
+	if got := run(t, b, chromedp.Evaluate[int](`document.querySelectorAll("#rows svg.spark").length`)); got == 0 || got >= n/2 {
+		t.Errorf("%d sparklines drawn with a few rows in view", got)
+	}
+	sel := `tr[data-key-id="` + first.Key.ID + `"]`
+	b.do(t, chromedp.Evaluate[chromedp.Void](`document.querySelector('`+sel+`').scrollIntoView()`))
+	if d := b.readChart(t, sel+" svg.spark", "g.col"); d.Rects != (countsJSON{Valid: 1}) {
+		t.Errorf("the row scrolled into view draws %+v, want its one valid call", d.Rects)
 	}
 }
