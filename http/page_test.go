@@ -341,7 +341,7 @@ func TestManagerPageScreenshots(t *testing.T) {
 // included, is the usual JSON 404.
 func TestPageAssetsAndNothingElse(t *testing.T) {
 	h := start(t)
-	for file, want := range map[string]string{"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"} {
+	for file, want := range map[string]string{"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "usage.js": "text/javascript; charset=utf-8"} {
 		res := h.must(http.StatusOK, "GET", "/assets/keyledger/"+file, "", nil)
 		if got := res.Header.Get("Content-Type"); got != want {
 			t.Errorf("%s: Content-Type %q, want %q", file, got, want)

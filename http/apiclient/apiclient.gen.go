@@ -493,8 +493,10 @@ func (e WebhookUpdatedDataEventTypes) Valid() bool {
 
 // Defines values for GetPageAssetParamsFile.
 const (
-	GetPageAssetParamsFileAppCss GetPageAssetParamsFile = "app.css"
-	GetPageAssetParamsFileAppJs  GetPageAssetParamsFile = "app.js"
+	GetPageAssetParamsFileAppCss     GetPageAssetParamsFile = "app.css"
+	GetPageAssetParamsFileAppJs      GetPageAssetParamsFile = "app.js"
+	GetPageAssetParamsFileUsageJs    GetPageAssetParamsFile = "usage.js"
+	GetPageAssetParamsFileWebhooksJs GetPageAssetParamsFile = "webhooks.js"
 )
 
 // Valid indicates whether the value is a known member of the GetPageAssetParamsFile enum.
@@ -503,6 +505,10 @@ func (e GetPageAssetParamsFile) Valid() bool {
 	case GetPageAssetParamsFileAppCss:
 		return true
 	case GetPageAssetParamsFileAppJs:
+		return true
+	case GetPageAssetParamsFileUsageJs:
+		return true
+	case GetPageAssetParamsFileWebhooksJs:
 		return true
 	default:
 		return false
@@ -2309,7 +2315,7 @@ type ClientInterface interface {
 
 	// GetPageAsset The manager page's script and style.
 	//
-	// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+	// The page's own scripts (`app.js`, and its sections `webhooks.js` and `usage.js`) and style (`app.css`), embedded in the binary; any other name is 404.
 	//
 	// Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
 	GetPageAsset(ctx context.Context, file GetPageAssetParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2729,7 +2735,7 @@ type ClientInterface interface {
 
 // GetPageAsset The manager page's script and style.
 //
-// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+// The page's own scripts (`app.js`, and its sections `webhooks.js` and `usage.js`) and style (`app.css`), embedded in the binary; any other name is 404.
 //
 // Corresponds with GET /assets/keyledger/{file} (the `GetPageAsset` operationId).
 func (c *Client) GetPageAsset(ctx context.Context, file GetPageAssetParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -6197,7 +6203,7 @@ type ClientWithResponsesInterface interface {
 
 	// GetPageAssetWithResponse The manager page's script and style.
 	//
-	// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+	// The page's own scripts (`app.js`, and its sections `webhooks.js` and `usage.js`) and style (`app.css`), embedded in the binary; any other name is 404.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -12261,7 +12267,7 @@ func (r GetManagerPageResponse) ContentType() string {
 
 // GetPageAssetWithResponse The manager page's script and style.
 //
-// The page's own script (`app.js`) and style (`app.css`), embedded in the binary; any other name is 404.
+// The page's own scripts (`app.js`, and its sections `webhooks.js` and `usage.js`) and style (`app.css`), embedded in the binary; any other name is 404.
 //
 // Returns a wrapper object for the known response body format(s).
 //

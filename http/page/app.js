@@ -170,6 +170,7 @@ function render() {
     by.textContent = "by " + who(k.created_by);
     created.appendChild(by);
     cell(tr, "Last used", k.last_used_at ? fmt(k.last_used_at) : "Never");
+    cell(tr, "Last 24 hours", undefined, "usage");
     const st = cell(tr, "Status");
     const pill = document.createElement("span");
     pill.className = "status " + k.status;
@@ -184,15 +185,23 @@ function render() {
     if (k.status !== "revoked") box.appendChild(button("Delete", () => openDelete(k), "delete"));
     actions.appendChild(box);
     rows.appendChild(tr);
+    usageRow(tr, k); // usage.js
   }
-  $("empty").hidden = keys.length > 0;
+  $("empty").hidden = keys.length > 0 || usageFilter() !== "";
+  $("filter-empty").hidden = keys.length > 0 || usageFilter() === "";
 }
 
+let loadRun = 0;
+
 async function load() {
-  const all = $("show-revoked").checked ? "?status=all&limit=1000" : "?limit=1000";
+  const run = ++loadRun;
+  const all = $("show-revoked").checked || usageWantsAll() ? "?status=all&limit=1000" : "?limit=1000";
   try {
     const data = await api("GET", `/v1/orgs/${encodeURIComponent(org)}/keys${all}`);
-    keys = data.keys;
+    // A filter by use (usage.js) keeps the keys it matches.
+    const list = await filterByUsage(data.keys);
+    if (run !== loadRun) return; // a later load (a change, a filter) answers
+    keys = list;
     $("error").hidden = true;
     show("keys");
     render();
@@ -293,6 +302,7 @@ function openDelete(k) {
   $("delete-name").textContent = k.name;
   $("delete-last-used").textContent = k.last_used_at ? fmt(k.last_used_at) : "never";
   openDialog($("delete-dialog"));
+  deleteUsage(k); // usage.js
 }
 
 $("delete-form").addEventListener("submit", async (ev) => {
@@ -422,5 +432,5 @@ async function start() {
 $("org-name").textContent = org;
 document.title = "API keys · " + org;
 // After every deferred script has run: the sections in their own files
-// (webhooks.js) are ready when the first load calls them.
+// (webhooks.js, usage.js) are ready when the first load calls them.
 document.addEventListener("DOMContentLoaded", start);
