@@ -55,7 +55,9 @@ type readService struct {
 // against its creator's permissions (one delivering the bucket into
 // keyledger.events.> wrote into the event stream). A reader follows the
 // stream by direct gets (events.Store.FollowRaw). No publish to the
-// bucket's subjects, no purge, no delete.
+// bucket's subjects, no purge, no delete. And one request that is not
+// JetStream's: a verifier's usage report (events.UsageReportSubject),
+// answered by one keyledger instance, which checks what it says.
 //
 // The requests are imported under the domain's prefix, not as $JS.API.…:
 // a server running JetStream answers $JS.API.… in an account without
