@@ -73,29 +73,19 @@ func OpenOutcomes(ctx context.Context, js jetstream.JetStream, replicas int, max
 	if maxBytes <= 0 {
 		maxBytes = DefaultOutcomeMaxBytes
 	}
-	stream, err := js.Stream(ctx, OutcomeStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        OutcomeStream,
-			Description: "keyledger: per-minute aggregates of verification outcomes and callers per key, merged by every instance",
-			Subjects:    []string{OutcomeSubject},
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-			MaxAge:      OutcomeMaxAge,
-			MaxBytes:    maxBytes,
-			Duplicates:  OutcomeDuplicates,
-			Discard:     jetstream.DiscardOld,
-		})
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			stream, err = js.Stream(ctx, OutcomeStream)
-		}
-	}
+	stream, err := openSideStream(ctx, js, jetstream.StreamConfig{
+		Name:        OutcomeStream,
+		Description: "keyledger: per-minute aggregates of verification outcomes and callers per key, merged by every instance",
+		Subjects:    []string{OutcomeSubject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      OutcomeMaxAge,
+		MaxBytes:    maxBytes,
+		Duplicates:  OutcomeDuplicates,
+		Discard:     jetstream.DiscardOld,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", OutcomeStream, err)
-	}
-	if have := stream.CachedInfo().Config.Replicas; have < replicas {
-		return nil, unfit("stream %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`); keyledger never changes its replicas",
-			OutcomeStream, have, replicas, OutcomeStream, replicas)
+		return nil, err
 	}
 	obs, err := openObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      OutcomeRollupBucket,
@@ -161,40 +151,9 @@ func (s *OutcomeStore) Watch(ctx context.Context, from uint64, fn func(OutcomeMs
 		s.log.Warn("outcome batches after the outcome rollup have left the stream (--usage-outcomes-max-bytes); some counts are missing",
 			"rollup_covers_seq", from-1, "stream_first_seq", info.State.FirstSeq)
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{OutcomeSubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	c, err := s.stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("watch key outcomes: %w", err)
-	}
-	it, err := c.Messages()
-	if err != nil {
-		return fmt.Errorf("watch key outcomes: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return fmt.Errorf("watch key outcomes: %w", err)
-			}
-			continue // the ordered consumer resets itself
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			continue
-		}
-		if err := fn(OutcomeMsg{Seq: md.Sequence.Stream, Own: m.Headers().Get(usageOriginHeader) == s.origin, Data: m.Data()}); err != nil {
-			return err
-		}
-	}
+	return followSubject(ctx, s.stream, OutcomeSubject, from, "watch key outcomes", func(seq uint64, m jetstream.Msg) error {
+		return fn(OutcomeMsg{Seq: seq, Own: m.Headers().Get(usageOriginHeader) == s.origin, Data: m.Data()})
+	})
 }
 
 // RollupAge is how long ago the rollup was written; ok is false when there

@@ -89,6 +89,27 @@ type FlushStats struct {
 	Uses, Messages, Bytes int
 }
 
+// openSideStream opens the stream cfg names, creating it as cfg says when
+// it is missing (another instance creating it at the same time is fine);
+// an existing one is used as it is, unless it has fewer replicas than cfg.
+func openSideStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	stream, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			stream, err = js.Stream(ctx, cfg.Name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	if have := stream.CachedInfo().Config.Replicas; have < cfg.Replicas {
+		return nil, unfit("stream %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`); keyledger never changes its replicas",
+			cfg.Name, have, cfg.Replicas, cfg.Name, cfg.Replicas)
+	}
+	return stream, nil
+}
+
 // OpenUsage creates the stream and the rollup bucket when they are missing
 // (existing ones are used as they are, unless they have fewer replicas than
 // asked), and finds the legacy bucket, giving it UsageLegacyMaxAge if it
@@ -98,27 +119,17 @@ func OpenUsage(ctx context.Context, js jetstream.JetStream, replicas int, log *s
 		log = slog.New(slog.DiscardHandler)
 	}
 	replicas = max(replicas, 1)
-	stream, err := js.Stream(ctx, UsageStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        UsageStream,
-			Description: "keyledger: batches of key uses, merged by every instance (the rollup holds the older ones)",
-			Subjects:    []string{UsageSubject},
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-			MaxAge:      UsageLogMaxAge,
-			Discard:     jetstream.DiscardOld,
-		})
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			stream, err = js.Stream(ctx, UsageStream)
-		}
-	}
+	stream, err := openSideStream(ctx, js, jetstream.StreamConfig{
+		Name:        UsageStream,
+		Description: "keyledger: batches of key uses, merged by every instance (the rollup holds the older ones)",
+		Subjects:    []string{UsageSubject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      UsageLogMaxAge,
+		Discard:     jetstream.DiscardOld,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", UsageStream, err)
-	}
-	if have := stream.CachedInfo().Config.Replicas; have < replicas {
-		return nil, unfit("stream %s has %d replicas, fewer than the %d asked with --stream-replicas (raise them with `nats stream edit %s --replicas %d`); keyledger never changes its replicas",
-			UsageStream, have, replicas, UsageStream, replicas)
+		return nil, err
 	}
 	obs, err := openObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      UsageRollupBucket,
@@ -243,23 +254,37 @@ func (s *UsageStore) Watch(ctx context.Context, fn func(org, id string, at time.
 		s.log.Warn("key uses after the usage rollup have expired from the stream; some keys show an older last use",
 			"rollup_covers_seq", from-1, "stream_first_seq", info.State.FirstSeq)
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{UsageSubject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	return followSubject(ctx, s.stream, UsageSubject, from, "watch key usage", func(seq uint64, m jetstream.Msg) error {
+		if m.Headers().Get(usageOriginHeader) == s.origin {
+			// This instance's own: it knows them already.
+		} else if err := decodeUses(m.Data(), fn); err != nil {
+			s.log.Warn("skipping a usage batch that cannot be read", "seq", seq, "err", err)
+		}
+		s.applied.Store(seq)
+		return nil
+	})
+}
+
+// followSubject calls fn with every message on subject in stream from
+// sequence from on, with its stream sequence, then each new one, until
+// ctx ends or fn fails; what names it in errors. One ordered consumer,
+// which resets itself after faults.
+func followSubject(ctx context.Context, stream jetstream.Stream, subject string, from uint64, what string, fn func(seq uint64, m jetstream.Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	c, err := s.stream.OrderedConsumer(ctx, cfg)
+	c, err := stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("watch key usage: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	it, err := c.Messages()
 	if err != nil {
-		return fmt.Errorf("watch key usage: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer it.Stop()
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
 	for {
 		m, err := it.Next()
 		if err != nil {
@@ -267,7 +292,7 @@ func (s *UsageStore) Watch(ctx context.Context, fn func(org, id string, at time.
 				return ctx.Err()
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return fmt.Errorf("watch key usage: %w", err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			continue // the ordered consumer resets itself
 		}
@@ -275,12 +300,9 @@ func (s *UsageStore) Watch(ctx context.Context, fn func(org, id string, at time.
 		if err != nil {
 			continue
 		}
-		if m.Headers().Get(usageOriginHeader) == s.origin {
-			// This instance's own: it knows them already.
-		} else if err := decodeUses(m.Data(), fn); err != nil {
-			s.log.Warn("skipping a usage batch that cannot be read", "seq", md.Sequence.Stream, "err", err)
+		if err := fn(md.Sequence.Stream, m); err != nil {
+			return err
 		}
-		s.applied.Store(md.Sequence.Stream)
 	}
 }
 

@@ -227,15 +227,8 @@ func (o *Outcomes) merge(r io.Reader) error {
 }
 
 func (o *Outcomes) mergeKey(w *wireKey, rollup bool, newest int32) {
-	r := ref{w.Org, w.ID}
-	sh := o.shard(r)
-	sh.mu.Lock()
+	sh, a := o.lockDecoded(w)
 	defer sh.mu.Unlock()
-	a := sh.keys[r]
-	if a == nil {
-		a = &keyAgg{}
-		sh.keys[r] = a // w's strings are its own: decoded, not a message's bytes
-	}
 	for _, m := range w.Minutes {
 		at, n := fromWire(m)
 		if !rollup {
@@ -257,6 +250,21 @@ func (o *Outcomes) mergeKey(w *wireKey, rollup bool, newest int32) {
 		}
 		a.called(Caller{addr, Clip(c.UserAgent, MaxUserAgent), Clip(c.Service, MaxService)}, c.First, c.Last, c.Count, Class(c.Outcome), false)
 	}
+}
+
+// lockDecoded locks the shard of w's key and returns it with the key's
+// aggregate, made if missing (w's strings are its own: decoded, not a
+// message's bytes).
+func (o *Outcomes) lockDecoded(w *wireKey) (*oshard, *keyAgg) {
+	r := ref{w.Org, w.ID}
+	sh := o.shard(r)
+	sh.mu.Lock()
+	a := sh.keys[r]
+	if a == nil {
+		a = &keyAgg{}
+		sh.keys[r] = a
+	}
+	return sh, a
 }
 
 // prime reads the rollup into the aggregates, once. It is read whole

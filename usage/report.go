@@ -164,15 +164,8 @@ func (o *Outcomes) mergeReported(w *wireKey, service string, newest int32, lo, h
 		first, last := min(max(c.First, lo), hi), min(max(c.Last, lo), hi)
 		callers = append(callers, reported{Caller{addr, Clip(c.UserAgent, MaxUserAgent), service}, min(first, last), last, min(c.Count, total), Class(c.Outcome)})
 	}
-	r := ref{w.Org, w.ID}
-	sh := o.shard(r)
-	sh.mu.Lock()
+	sh, a := o.lockDecoded(w)
 	defer sh.mu.Unlock()
-	a := sh.keys[r]
-	if a == nil {
-		a = &keyAgg{}
-		sh.keys[r] = a // w's strings are its own: decoded, not a message's bytes
-	}
 	for i := range minutes {
 		a.addMinute(minutes[i].at, &minutes[i].n, newest)
 		addBucket(&a.pending, minutes[i].at, &minutes[i].n, 0)
