@@ -2,6 +2,7 @@ package usage
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -220,7 +221,9 @@ func (c *counts) add(m *counts, sign int64) {
 }
 
 // called notes a call (or n of them, merged) by c between first and last,
-// keeping the MaxCallers most recent callers.
+// keeping the MaxCallers most recent callers. Calls counted here are
+// pending, in 32 bits: past 2^32-1 pending a caller's calls saturate, so
+// that what the flush publishes is what this instance counts.
 func (a *keyAgg) called(c Caller, first, last int64, n uint64, out Class, local bool) {
 	for i := range a.callers {
 		s := &a.callers[i]
@@ -231,11 +234,15 @@ func (a *keyAgg) called(c Caller, first, last int64, n uint64, out Class, local 
 		if last >= s.last {
 			s.last, s.outcome = last, out
 		}
-		s.count += n
 		if local {
+			n = min(n, math.MaxUint32-uint64(s.pending))
 			s.pending += uint32(n)
 		}
+		s.count += n
 		return
+	}
+	if local {
+		n = min(n, math.MaxUint32)
 	}
 	s := callerStat{Caller: Caller{c.Address, strings.Clone(c.UserAgent), strings.Clone(c.Service)}, first: first, last: last, count: n, outcome: out}
 	if local {

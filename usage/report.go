@@ -99,9 +99,11 @@ func ValidService(name string) bool {
 // returns true for are counted, at most MaxReportKeys of them; only the
 // minutes of the last day and the next one are (a minute outside is
 // dropped, not moved), and a key's callers made no more calls than those
-// minutes count; every caller is named after service, whatever the report
-// says; the rest is bounded as a flush bounds it. It returns the
-// keys counted.
+// minutes count and were seen no later than now (a caller ahead of the
+// clock would keep the real ones out of the key's callers: a caller
+// replaces the oldest only when at least as recent); every caller is
+// named after service, whatever the report says; the rest is bounded as
+// a flush bounds it. It returns the keys counted.
 func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id string) bool) (int, error) {
 	if !ValidService(service) {
 		return 0, fmt.Errorf("a report needs a service name (%s): 1 to %d letters, digits or . _ - / :", events.UsageReportServiceHeader, MaxService)
@@ -116,7 +118,7 @@ func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id s
 	}
 	now := o.now()
 	newest := int32(now.Unix() / 60)
-	lo, hi := now.Add(-24*time.Hour).Unix(), now.Add(time.Minute).Unix()
+	lo, hi := now.Add(-24*time.Hour).Unix(), now.Unix()
 	counted := 0
 	for sc.Scan() {
 		if counted == MaxReportKeys {

@@ -52,7 +52,15 @@ type reporter struct {
 	log     *slog.Logger
 }
 
-func (r *reporter) MaxPayload() int { return int(min(r.nc.MaxPayload(), usage.MaxReportBytes)) }
+// reportHeaderRoom is left of the max payload for a report's headers,
+// which NATS counts in it: a message filled to the limit would be refused
+// before it is sent, and sent again, refused the same, by every later
+// flush.
+const reportHeaderRoom = 1 << 10
+
+func (r *reporter) MaxPayload() int {
+	return int(min(r.nc.MaxPayload(), usage.MaxReportBytes)) - reportHeaderRoom
+}
 
 func (r *reporter) Publish(ctx context.Context, _ []string, msgs [][]byte) (uint64, error) {
 	for _, raw := range msgs {
