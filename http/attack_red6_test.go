@@ -249,3 +249,35 @@ func TestRed6OrgUsageOfAHugeOrgIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestRed6ReportOfUnknownOrMisplacedKeysTakesNothing (held): with the
+// known keys ServeReports is given (the listing), a report of keys that
+// do not exist, or of a real key under another org or a near spelling, takes
+// no memory and counts nothing. (A key of another org under its own org
+// is counted: the read-only credential is the deployment's, and a
+// verifier verifies every org's keys.)
+func TestRed6ReportOfUnknownOrMisplacedKeysTakesNothing(t *testing.T) {
+	h := start(t)
+	admin := h.bootstrap("acme")
+	h.bootstrap("globex")
+	k := h.create("acme", admin, map[string]any{"name": "k"})
+	known := func(org, id string) bool { _, ok := h.api.Listing.Get(org, id); return ok }
+	before := h.api.Outcomes.Known()
+	minute := time.Now().Unix() / 60
+	var b strings.Builder
+	b.WriteString("keyledger-outcomes-v1\n")
+	fmt.Fprintf(&b, `{"o":"globex","k":%q,"m":[[%d,9,0,0,0,0]]}`+"\n", k.Key.ID, minute)
+	fmt.Fprintf(&b, `{"o":"acme ","k":%q,"m":[[%d,9,0,0,0,0]]}`+"\n", k.Key.ID, minute)
+	fmt.Fprintf(&b, `{"o":"ACME","k":%q,"m":[[%d,9,0,0,0,0]]}`+"\n", k.Key.ID, minute)
+	fmt.Fprintf(&b, `{"o":"acme","k":%q,"m":[[%d,9,0,0,0,0]]}`+"\n", strings.ToLower(k.Key.ID), minute)
+	for i := 0; b.Len() < usage.MaxReportBytes-100; i++ {
+		fmt.Fprintf(&b, `{"o":"acme","k":"key_%026d","m":[[%d,9,0,0,0,0]]}`+"\n", i, minute)
+	}
+	n, err := h.api.Outcomes.MergeReport([]byte(b.String()), "svc", known)
+	if n != 0 || h.api.Outcomes.Known() != before {
+		t.Errorf("a report of unknown and misplaced keys counted %d (%v) and left %d keys with aggregates, %d before", n, err, h.api.Outcomes.Known(), before)
+	}
+	if u := h.keyUsage("acme", k.Key.ID, admin, ""); u.Totals.Valid != 0 {
+		t.Errorf("acme's key counts %d valid from reports naming it elsewhere", u.Totals.Valid)
+	}
+}

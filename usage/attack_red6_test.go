@@ -528,3 +528,50 @@ func TestRed6ReportResentAfterALostAnswerCountsTwice(t *testing.T) {
 		t.Errorf("a batch of 7 verifications sent twice (its answer lost once) counts %d", got)
 	}
 }
+
+// TestRed6ReportInTheRollupExactlyOnce (held): a report merged on A is
+// A's pending count: a rollup written before A's flush leaves it out, the
+// flush shares it once, and an instance started from that rollup and the
+// stream after it counts it once, as one following all along does.
+func TestRed6ReportInTheRollupExactlyOnce(t *testing.T) {
+	env := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := newOutcomeInstance(t, ctx, env), newOutcomeInstance(t, ctx, env)
+	now := time.Now()
+	since := now.Add(-time.Hour)
+	all := func(string, string) bool { return true }
+	a.o.Record("acme", "key_1", valid, here, now)
+	if _, err := a.o.Flush(ctx, a.store); err != nil {
+		t.Fatal(err)
+	}
+	line := fmt.Sprintf(`{"o":"acme","k":"key_1","m":[[%d,5,0,0,0,0]],"c":[{"a":"198.51.100.1","u":"svc","f":%d,"l":%d,"n":5,"r":0}]}`, now.Unix()/60, now.Unix(), now.Unix())
+	if n, err := a.o.MergeReport([]byte("keyledger-outcomes-v1\n"+line+"\n"), "billing", all); n != 1 || err != nil {
+		t.Fatalf("report: %d %v", n, err)
+	}
+	waitTotal(t, b, "key_1", since, usage.Counts{Valid: 1})
+	if wrote, err := a.o.Rollup(ctx, a.store, true); !wrote || err != nil {
+		t.Fatalf("rollup: %v %v", wrote, err)
+	}
+	if _, err := a.o.Flush(ctx, a.store); err != nil {
+		t.Fatal(err)
+	}
+	want := usage.Counts{Valid: 6}
+	c := newOutcomeInstance(t, ctx, env)
+	for _, in := range []*outcomeInstance{a, b, c} {
+		waitTotal(t, in, "key_1", since, want)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for name, in := range map[string]*outcomeInstance{"A": a, "B": b, "C": c} {
+		if got := in.o.Totals("acme", "key_1", since); got != want {
+			t.Errorf("%s settles at %+v, want %+v", name, got, want)
+		}
+		var calls uint64
+		for _, cs := range in.o.Callers("acme", "key_1") {
+			calls += cs.Count
+		}
+		if calls != 6 {
+			t.Errorf("%s counts %d calls by the key's callers, want 6", name, calls)
+		}
+	}
+}
