@@ -509,8 +509,10 @@ func TestRed6ReportReplySubjectsStayInTheReadAccount(t *testing.T) {
 
 // TestRed6ReportResentAfterALostAnswerCountsTwice: a verifier whose
 // request times out (the instance busy, the answer lost) keeps the batch
-// and sends it again, the same bytes, with the next flush; keyledger
-// does not tell a resend from a new report and counts it again.
+// and sends it again, the same bytes under the same Nats-Msg-Id, with
+// the next flush; keyledger told no resend from a new report and counted
+// it again. Fixed for a resend the same instance gets: see
+// TestRed6ReportResentToAnotherInstanceCountsTwice for the rest.
 func TestRed6ReportResentAfterALostAnswerCountsTwice(t *testing.T) {
 	env := natstest.StartListening(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -521,7 +523,7 @@ func TestRed6ReportResentAfterALostAnswerCountsTwice(t *testing.T) {
 	line := fmt.Sprintf(`{"o":"acme","k":"key_1","m":[[%d,7,0,0,0,0]]}`, minute)
 	for range 2 {
 		m := report("billing", line)
-		m.Header.Set(nats.MsgIdHdr, "same-batch-0") // what a resend could carry; the verifier sends no id today
+		m.Header.Set(nats.MsgIdHdr, "same-batch-0") // as the verifier's resend carries it
 		askReport(t, r, m)
 	}
 	if got := in.o.Totals("acme", "key_1", time.Now().Add(-time.Hour)).Valid; got != 7 {
@@ -573,5 +575,42 @@ func TestRed6ReportInTheRollupExactlyOnce(t *testing.T) {
 		if calls != 6 {
 			t.Errorf("%s counts %d calls by the key's callers, want 6", name, calls)
 		}
+	}
+}
+
+// TestRed6ReportResentToAnotherInstanceCountsTwice (open): the resend of a
+// report whose answer was lost may go to another instance of the queue
+// group, which has not seen its id: counted twice across the deployment.
+// Here A answers the first copy and stops answering reports; B gets the
+// resend.
+func TestRed6ReportResentToAnotherInstanceCountsTwice(t *testing.T) {
+	env := natstest.StartListening(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	all := func(string, string) bool { return true }
+	actx, stopA := context.WithCancel(ctx)
+	a := startRed6Instance(t, actx, env, all, true)
+	r := red6Reader(t, env)
+	minute := time.Now().Unix() / 60
+	line := fmt.Sprintf(`{"o":"acme","k":"key_1","m":[[%d,7,0,0,0,0]]}`, minute)
+	m := report("billing", line)
+	m.Header.Set(nats.MsgIdHdr, "batch-0")
+	askReport(t, r, m)
+	stopA()
+	if err := <-a.serveErr; err != nil {
+		t.Fatal(err)
+	}
+	b := startRed6Instance(t, ctx, env, all, true)
+	m = report("billing", line)
+	m.Header.Set(nats.MsgIdHdr, "batch-0")
+	askReport(t, r, m)
+	for _, in := range []*red6Instance{a, b} {
+		if _, err := in.o.Flush(ctx, in.store); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := b.o.Totals("acme", "key_1", time.Now().Add(-time.Hour)).Valid; got != 7 {
+		t.Errorf("a batch of 7 verifications, resent to another instance, counts %d", got)
 	}
 }

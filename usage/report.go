@@ -191,13 +191,54 @@ type ReportAnswer struct {
 	Error string `json:"error,omitempty"` // why some or all were not
 }
 
+// recentReports is how many reports' ids an instance remembers, to count
+// a resent one once.
+const recentReports = 1 << 16
+
+// reportIDs are the ids (service and Nats-Msg-Id) of the reports merged
+// here lately, the oldest forgotten first.
+type reportIDs struct {
+	seen map[string]struct{}
+	ring []string
+	next int
+}
+
+func (r *reportIDs) has(id string) bool { _, ok := r.seen[id]; return ok }
+
+func (r *reportIDs) add(id string) {
+	if r.seen == nil {
+		r.seen, r.ring = map[string]struct{}{}, make([]string, recentReports)
+	}
+	delete(r.seen, r.ring[r.next])
+	r.ring[r.next], r.seen[id] = id, struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
 // ServeReports answers the Go verifiers' reports on
 // events.UsageReportSubject, one instance each (a queue group), until ctx
 // ends: each is merged (MergeReport) and answered. A report is read one
-// at a time, however many come.
+// at a time, however many come. A verifier that had no answer in time
+// sends the same report again, under the same Nats-Msg-Id: one merged
+// here among the last recentReports is answered and not counted again
+// (one that another instance merged is: the queue group may send a
+// resend to any).
 func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(org, id string) bool, log *slog.Logger) error {
+	var recent reportIDs // the handler runs one message at a time
 	sub, err := nc.QueueSubscribe(events.UsageReportSubject, "keyledger", func(m *nats.Msg) {
-		n, err := o.MergeReport(m.Data, m.Header.Get(events.UsageReportServiceHeader), known)
+		service := m.Header.Get(events.UsageReportServiceHeader)
+		id := m.Header.Get(nats.MsgIdHdr)
+		if id != "" {
+			id = service + "\x00" + id
+		}
+		if id != "" && recent.has(id) {
+			raw, _ := json.Marshal(ReportAnswer{Error: "a report already counted (the same " + nats.MsgIdHdr + ")"})
+			_ = m.Respond(raw)
+			return
+		}
+		n, err := o.MergeReport(m.Data, service, known)
+		if id != "" && (n > 0 || err == nil) {
+			recent.add(id)
+		}
 		answer := ReportAnswer{Keys: n}
 		if err != nil {
 			answer.Error = err.Error()

@@ -86,7 +86,9 @@ type Options struct {
 	// or . _ - / :; empty: nothing is counted nor reported.
 	Service string
 	// ReportEvery is how often the counts are reported; a minute when
-	// zero. A report keyledger did not answer is sent again with the next.
+	// zero. A report keyledger did not answer is sent again with the next,
+	// under the same id: the instance that counted it does not count it
+	// again (another instance of the queue group would).
 	ReportEvery time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
