@@ -117,6 +117,11 @@ type Outcomes struct {
 	shards [shards]oshard
 	// Now is the clock buckets are kept against; time.Now when nil.
 	Now func() time.Time
+	// PendingDay keeps at most a day of the minutes recorded here and not
+	// published yet: a verifier's, whose reports keyledger counts only for
+	// the last day, and which may not be taken for long (no instance
+	// answering). An instance keeps every one: its hours take older ones.
+	PendingDay bool
 
 	share sharing
 }
@@ -170,7 +175,11 @@ func (o *Outcomes) Record(org, id string, out Outcome, c Caller, at time.Time) {
 		sh.keys[ref{strings.Clone(org), strings.Clone(id)}] = a
 	}
 	a.addMinute(minute, &n, minute)
-	addBucket(&a.pending, minute, &n, 0)
+	var stale int32
+	if o.PendingDay {
+		stale = minute - MinuteBuckets
+	}
+	addBucket(&a.pending, minute, &n, stale)
 	a.called(c, sec, sec, 1, out.Class, true)
 	sh.mu.Unlock()
 }

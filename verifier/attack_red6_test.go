@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,5 +218,62 @@ search:
 	}
 	if got := keysCounted(); got != n {
 		t.Errorf("after 8 s (reports every 3 s) keyledger counts %d of the %d keys the verifier verified", got, n)
+	}
+}
+
+// TestRed6VerifierMemoryStaysBoundedWhileKeyledgerDoesNotAnswer: a
+// verifier given a service name whose reports keyledger does not take
+// (no instance answering keyledger.usage.report: one of a release before
+// the reports, or an outage) keeps the failed batch and every minute
+// recorded since, unpublished, for as long as that lasts; keyledger counts
+// no reported minute older than a day, but the verifier's unpublished
+// minutes grew by a bucket a key a minute without end. The clock here runs
+// three days of minutes, 500 keys verified each minute.
+func TestRed6VerifierMemoryStaysBoundedWhileKeyledgerDoesNotAnswer(t *testing.T) {
+	env := natstest.StartListening(t)
+	ctx := context.Background()
+	keys := &domain.Keys{Store: env.Store}
+	by := domain.SystemPrincipal("test", "test")
+	const n = 500
+	secrets := make([]string, n)
+	for i := range n {
+		k, err := keys.Create(ctx, domain.CreateKey{OrgID: "acme", Name: fmt.Sprintf("k%d", i), Scopes: []string{"read"}, By: by})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[i] = k.Secret
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	v := startVerifier(t, env, env.Embedded.ClientURL(), verifier.Options{Service: "billing", ReportEvery: 20 * time.Millisecond, Now: now})
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := v.WaitFor(wctx, env.LastSeq(t)); err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	caller := verifier.Caller{Address: netip.MustParseAddr("10.0.0.1"), UserAgent: "svc"}
+	var byDay []uint64
+	for day := range 3 {
+		for range 24 * 60 {
+			clock.Add(int64(time.Minute))
+			for _, s := range secrets {
+				if r := v.VerifyFrom(s, caller); !r.Valid() {
+					t.Fatalf("day %d: %s", day, r.Code)
+				}
+			}
+		}
+		byDay = append(byDay, heap())
+	}
+	t.Logf("heap after each day of minutes: %d, %d, %d MB", byDay[0]>>20, byDay[1]>>20, byDay[2]>>20)
+	if grew := int64(byDay[2]) - int64(byDay[1]); grew > n*24*60*24/4 {
+		t.Errorf("the third day grew the heap by %d bytes (%d a key): the verifier keeps every unpublished minute", grew, grew/n)
 	}
 }

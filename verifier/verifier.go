@@ -167,7 +167,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	reported := make(chan struct{})
 	if opts.Service != "" {
 		v.outcomes, v.service = usage.NewOutcomes(), opts.Service
-		v.outcomes.Now = opts.Now
+		v.outcomes.Now, v.outcomes.PendingDay = opts.Now, true
 		go func() {
 			defer close(reported)
 			v.report(runCtx, js.Conn(), cmp.Or(opts.ReportEvery, time.Minute), opts.Logger)
