@@ -85,6 +85,7 @@ func startRed6Instance(t *testing.T, ctx context.Context, env *natstest.Env, kno
 	if follow {
 		go func() { _ = in.o.Follow(ctx, in.store, natstest.Quiet()) }()
 	}
+	in.o.Claims = in.store // as serve sets it
 	if known != nil {
 		go func() { in.serveErr <- in.o.ServeReports(ctx, nc, known, natstest.Quiet()) }()
 		// The queue subscription is made asynchronously: wait until it answers.

@@ -122,6 +122,11 @@ type Outcomes struct {
 	// the last day, and which may not be taken for long (no instance
 	// answering). An instance keeps every one: its hours take older ones.
 	PendingDay bool
+	// Claims, when set, is asked to claim a verifier's report by its id
+	// before it is counted, so that a resend another instance gets is not
+	// counted again (events.OutcomeStore: the outcome stream's
+	// deduplication); nil: only the ids this instance merged lately.
+	Claims ReportClaims
 
 	share sharing
 }

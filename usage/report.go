@@ -191,6 +191,17 @@ type ReportAnswer struct {
 	Error string `json:"error,omitempty"` // why some or all were not
 }
 
+// ReportClaims claims a report's id across instances: events.OutcomeStore.
+type ReportClaims interface {
+	Claim(ctx context.Context, id string, data []byte) (first bool, err error)
+}
+
+var _ ReportClaims = (*events.OutcomeStore)(nil)
+
+// maxReportID bounds the Nats-Msg-Id of a report that is remembered; a
+// longer one is no id.
+const maxReportID = 64
+
 // recentReports is how many reports' ids an instance remembers, to count
 // a resent one once.
 const recentReports = 1 << 16
@@ -219,21 +230,35 @@ func (r *reportIDs) add(id string) {
 // ends: each is merged (MergeReport) and answered. A report is read one
 // at a time, however many come. A verifier that had no answer in time
 // sends the same report again, under the same Nats-Msg-Id: one merged
-// here among the last recentReports is answered and not counted again
-// (one that another instance merged is: the queue group may send a
-// resend to any).
+// here among the last recentReports, or, with Claims, claimed by any
+// instance within the stream's deduplication window, is answered and not
+// counted again. When the claim cannot be made the report is counted
+// (at least once).
 func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(org, id string) bool, log *slog.Logger) error {
 	var recent reportIDs // the handler runs one message at a time
+	duplicate := func(m *nats.Msg) {
+		raw, _ := json.Marshal(ReportAnswer{Error: "a report already counted (the same " + nats.MsgIdHdr + ")"})
+		_ = m.Respond(raw)
+	}
 	sub, err := nc.QueueSubscribe(events.UsageReportSubject, "keyledger", func(m *nats.Msg) {
 		service := m.Header.Get(events.UsageReportServiceHeader)
-		id := m.Header.Get(nats.MsgIdHdr)
-		if id != "" {
-			id = service + "\x00" + id
+		id := ""
+		if raw := m.Header.Get(nats.MsgIdHdr); raw != "" && len(raw) <= maxReportID && ValidService(service) {
+			id = "report " + service + " " + raw
 		}
 		if id != "" && recent.has(id) {
-			raw, _ := json.Marshal(ReportAnswer{Error: "a report already counted (the same " + nats.MsgIdHdr + ")"})
-			_ = m.Respond(raw)
+			duplicate(m)
 			return
+		}
+		if id != "" && o.Claims != nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			first, err := o.Claims.Claim(cctx, id, []byte(batchHeader))
+			cancel()
+			if err == nil && !first {
+				recent.add(id)
+				duplicate(m)
+				return
+			}
 		}
 		n, err := o.MergeReport(m.Data, service, known)
 		if id != "" && (n > 0 || err == nil) {
