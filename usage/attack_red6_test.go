@@ -512,8 +512,7 @@ func TestRed6ReportReplySubjectsStayInTheReadAccount(t *testing.T) {
 // request times out (the instance busy, the answer lost) keeps the batch
 // and sends it again, the same bytes under the same Nats-Msg-Id, with
 // the next flush; keyledger told no resend from a new report and counted
-// it again. Fixed for a resend the same instance gets: see
-// TestRed6ReportResentToAnotherInstanceCountsTwice for the rest.
+// it again (14 for 7). Fixed: see ServeReports.
 func TestRed6ReportResentAfterALostAnswerCountsTwice(t *testing.T) {
 	env := natstest.StartListening(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -579,11 +578,12 @@ func TestRed6ReportInTheRollupExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestRed6ReportResentToAnotherInstanceCountsTwice (open): the resend of a
+// TestRed6ReportResentToAnotherInstanceCountsTwice: the resend of a
 // report whose answer was lost may go to another instance of the queue
-// group, which has not seen its id: counted twice across the deployment.
-// Here A answers the first copy and stops answering reports; B gets the
-// resend.
+// group, which has not seen its id: it counted twice across the
+// deployment (14 for 7), until instances claimed report ids in the
+// outcome stream (Outcomes.Claims). Here A answers the first copy and
+// stops answering reports; B gets the resend.
 func TestRed6ReportResentToAnotherInstanceCountsTwice(t *testing.T) {
 	env := natstest.StartListening(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -26,10 +26,9 @@ import (
 // the verifier waits (here another holder of the read-only credential
 // sends large reports, as fast as it can, for 2 s) merges every copy once
 // it reaches them. keyledger told no resend from a new report: 5
-// verifications counted 80 to 90 times. Fixed for one instance (the
-// verifier sends its batch's id, the instance remembers the last 65,536);
-// a resend another instance of the queue group gets still counts again
-// (usage: TestRed6ReportResentToAnotherInstanceCountsTwice).
+// verifications counted 80 to 90 times. Fixed: the verifier sends its
+// batch's id, the instance remembers the last 65,536 and claims each in
+// the outcome stream (usage: TestRed6ReportResentToAnotherInstanceCountsTwice).
 func TestRed6BusyInstanceCountsAVerifiersReportManyTimes(t *testing.T) {
 	env := natstest.StartListening(t)
 	ctx, cancel := context.WithCancel(context.Background())
