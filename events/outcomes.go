@@ -137,6 +137,19 @@ func (s *OutcomeStore) Publish(ctx context.Context, ids []string, msgs [][]byte)
 	return last, nil
 }
 
+// Claim stores data under the message id id unless the stream stored one
+// under it within OutcomeDuplicates, and tells whether it did: the first
+// of several instances to claim an id (a verifier's report, resent to
+// another) is the one that counts it.
+func (s *OutcomeStore) Claim(ctx context.Context, id string, data []byte) (bool, error) {
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: OutcomeSubject, Data: data,
+		Header: nats.Header{usageOriginHeader: []string{s.origin}, nats.MsgIdHdr: []string{id}}})
+	if err != nil {
+		return false, fmt.Errorf("claim %s: %w", id, err)
+	}
+	return !ack.Duplicate, nil
+}
+
 // OutcomeMsg is one message of the stream as Watch hands it over.
 type OutcomeMsg struct {
 	Seq  uint64

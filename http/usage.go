@@ -220,7 +220,7 @@ func (s *Server) orgUsage(w http.ResponseWriter, r *http.Request) {
 			k := page[i]
 			next, scanned = k.ID, scanned+1
 			t, last := s.Outcomes.Totals(org, k.ID, since), s.Usage.LastUsed(org, k.ID)
-			if (!unusedSince.IsZero() && !last.Before(unusedSince)) ||
+			if (!unusedSince.IsZero() && (!last.Before(unusedSince) || s.validUseSince(org, k.ID, unusedSince))) ||
 				(presented == "revoked" && t.Revoked == 0) || (presented == "replaced" && t.Replaced == 0) {
 				continue
 			}
@@ -234,4 +234,13 @@ func (s *Server) orgUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header()["Cache-Control"] = noStore
 	writeJSON(w, http.StatusOK, map[string]any{"window": window, "keys": out, "next_cursor": next})
+}
+
+// validUseSince tells whether org/id's outcomes count a valid use (with
+// its current secret or one in its grace) since then: a Go verifier's
+// verifications reach the outcomes by its reports, never the last use
+// over HTTP, and a key a service verifies in process is in use.
+func (s *Server) validUseSince(org, id string, since time.Time) bool {
+	c := s.Outcomes.Totals(org, id, since)
+	return c.Valid+c.Deprecated > 0
 }

@@ -2,6 +2,7 @@ package usage
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -116,6 +117,16 @@ type Outcomes struct {
 	shards [shards]oshard
 	// Now is the clock buckets are kept against; time.Now when nil.
 	Now func() time.Time
+	// PendingDay keeps at most a day of the minutes recorded here and not
+	// published yet: a verifier's, whose reports keyledger counts only for
+	// the last day, and which may not be taken for long (no instance
+	// answering). An instance keeps every one: its hours take older ones.
+	PendingDay bool
+	// Claims, when set, is asked to claim a verifier's report by its id
+	// before it is counted, so that a resend another instance gets is not
+	// counted again (events.OutcomeStore: the outcome stream's
+	// deduplication); nil: only the ids this instance merged lately.
+	Claims ReportClaims
 
 	share sharing
 }
@@ -169,7 +180,11 @@ func (o *Outcomes) Record(org, id string, out Outcome, c Caller, at time.Time) {
 		sh.keys[ref{strings.Clone(org), strings.Clone(id)}] = a
 	}
 	a.addMinute(minute, &n, minute)
-	addBucket(&a.pending, minute, &n, 0)
+	var stale int32
+	if o.PendingDay {
+		stale = minute - MinuteBuckets
+	}
+	addBucket(&a.pending, minute, &n, stale)
 	a.called(c, sec, sec, 1, out.Class, true)
 	sh.mu.Unlock()
 }
@@ -220,7 +235,9 @@ func (c *counts) add(m *counts, sign int64) {
 }
 
 // called notes a call (or n of them, merged) by c between first and last,
-// keeping the MaxCallers most recent callers.
+// keeping the MaxCallers most recent callers. Calls counted here are
+// pending, in 32 bits: past 2^32-1 pending a caller's calls saturate, so
+// that what the flush publishes is what this instance counts.
 func (a *keyAgg) called(c Caller, first, last int64, n uint64, out Class, local bool) {
 	for i := range a.callers {
 		s := &a.callers[i]
@@ -231,11 +248,15 @@ func (a *keyAgg) called(c Caller, first, last int64, n uint64, out Class, local 
 		if last >= s.last {
 			s.last, s.outcome = last, out
 		}
-		s.count += n
 		if local {
+			n = min(n, math.MaxUint32-uint64(s.pending))
 			s.pending += uint32(n)
 		}
+		s.count += n
 		return
+	}
+	if local {
+		n = min(n, math.MaxUint32)
 	}
 	s := callerStat{Caller: Caller{c.Address, strings.Clone(c.UserAgent), strings.Clone(c.Service)}, first: first, last: last, count: n, outcome: out}
 	if local {

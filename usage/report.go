@@ -99,9 +99,11 @@ func ValidService(name string) bool {
 // returns true for are counted, at most MaxReportKeys of them; only the
 // minutes of the last day and the next one are (a minute outside is
 // dropped, not moved), and a key's callers made no more calls than those
-// minutes count; every caller is named after service, whatever the report
-// says; the rest is bounded as a flush bounds it. It returns the
-// keys counted.
+// minutes count and were seen no later than now (a caller ahead of the
+// clock would keep the real ones out of the key's callers: a caller
+// replaces the oldest only when at least as recent); every caller is
+// named after service, whatever the report says; the rest is bounded as
+// a flush bounds it. It returns the keys counted.
 func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id string) bool) (int, error) {
 	if !ValidService(service) {
 		return 0, fmt.Errorf("a report needs a service name (%s): 1 to %d letters, digits or . _ - / :", events.UsageReportServiceHeader, MaxService)
@@ -116,7 +118,7 @@ func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id s
 	}
 	now := o.now()
 	newest := int32(now.Unix() / 60)
-	lo, hi := now.Add(-24*time.Hour).Unix(), now.Add(time.Minute).Unix()
+	lo, hi := now.Add(-24*time.Hour).Unix(), now.Unix()
 	counted := 0
 	for sc.Scan() {
 		if counted == MaxReportKeys {
@@ -182,13 +184,79 @@ type ReportAnswer struct {
 	Error string `json:"error,omitempty"` // why some or all were not
 }
 
+// ReportClaims claims a report's id across instances: events.OutcomeStore.
+type ReportClaims interface {
+	Claim(ctx context.Context, id string, data []byte) (first bool, err error)
+}
+
+var _ ReportClaims = (*events.OutcomeStore)(nil)
+
+// maxReportID bounds the Nats-Msg-Id of a report that is remembered; a
+// longer one is no id.
+const maxReportID = 64
+
+// recentReports is how many reports' ids an instance remembers, to count
+// a resent one once.
+const recentReports = 1 << 16
+
+// reportIDs are the ids (service and Nats-Msg-Id) of the reports merged
+// here lately, the oldest forgotten first.
+type reportIDs struct {
+	seen map[string]struct{}
+	ring []string
+	next int
+}
+
+func (r *reportIDs) has(id string) bool { _, ok := r.seen[id]; return ok }
+
+func (r *reportIDs) add(id string) {
+	if r.seen == nil {
+		r.seen, r.ring = map[string]struct{}{}, make([]string, recentReports)
+	}
+	delete(r.seen, r.ring[r.next])
+	r.ring[r.next], r.seen[id] = id, struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
 // ServeReports answers the Go verifiers' reports on
 // events.UsageReportSubject, one instance each (a queue group), until ctx
 // ends: each is merged (MergeReport) and answered. A report is read one
-// at a time, however many come.
+// at a time, however many come. A verifier that had no answer in time
+// sends the same report again, under the same Nats-Msg-Id: one merged
+// here among the last recentReports, or, with Claims, claimed by any
+// instance within the stream's deduplication window, is answered and not
+// counted again. When the claim cannot be made the report is counted
+// (at least once).
 func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(org, id string) bool, log *slog.Logger) error {
+	var recent reportIDs // the handler runs one message at a time
+	duplicate := func(m *nats.Msg) {
+		raw, _ := json.Marshal(ReportAnswer{Error: "a report already counted (the same " + nats.MsgIdHdr + ")"})
+		_ = m.Respond(raw)
+	}
 	sub, err := nc.QueueSubscribe(events.UsageReportSubject, "keyledger", func(m *nats.Msg) {
-		n, err := o.MergeReport(m.Data, m.Header.Get(events.UsageReportServiceHeader), known)
+		service := m.Header.Get(events.UsageReportServiceHeader)
+		id := ""
+		if raw := m.Header.Get(nats.MsgIdHdr); raw != "" && len(raw) <= maxReportID && ValidService(service) {
+			id = "report " + service + " " + raw
+		}
+		if id != "" && recent.has(id) {
+			duplicate(m)
+			return
+		}
+		if id != "" && o.Claims != nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			first, err := o.Claims.Claim(cctx, id, []byte(batchHeader))
+			cancel()
+			if err == nil && !first {
+				recent.add(id)
+				duplicate(m)
+				return
+			}
+		}
+		n, err := o.MergeReport(m.Data, service, known)
+		if id != "" && (n > 0 || err == nil) {
+			recent.add(id)
+		}
 		answer := ReportAnswer{Keys: n}
 		if err != nil {
 			answer.Error = err.Error()

@@ -52,12 +52,24 @@ type reporter struct {
 	log     *slog.Logger
 }
 
-func (r *reporter) MaxPayload() int { return int(min(r.nc.MaxPayload(), usage.MaxReportBytes)) }
+// reportHeaderRoom is left of the max payload for a report's headers (its
+// service name and id), which NATS counts in it: a message filled to the
+// limit would be refused before it is sent, and sent again, refused the
+// same, by every later flush.
+const reportHeaderRoom = 1 << 10
 
-func (r *reporter) Publish(ctx context.Context, _ []string, msgs [][]byte) (uint64, error) {
-	for _, raw := range msgs {
+func (r *reporter) MaxPayload() int {
+	return int(min(r.nc.MaxPayload(), usage.MaxReportBytes)) - reportHeaderRoom
+}
+
+// Publish sends each message under its id (Nats-Msg-Id), which a resend
+// of the batch keeps: the instance that counted it does not count it
+// again.
+func (r *reporter) Publish(ctx context.Context, ids []string, msgs [][]byte) (uint64, error) {
+	for i, raw := range msgs {
 		m := nats.NewMsg(events.UsageReportSubject)
 		m.Header.Set(events.UsageReportServiceHeader, r.service)
+		m.Header.Set(nats.MsgIdHdr, ids[i])
 		m.Data = raw
 		res, err := r.nc.RequestMsgWithContext(ctx, m)
 		if err != nil {

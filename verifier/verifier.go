@@ -86,7 +86,9 @@ type Options struct {
 	// or . _ - / :; empty: nothing is counted nor reported.
 	Service string
 	// ReportEvery is how often the counts are reported; a minute when
-	// zero. A report keyledger did not answer is sent again with the next.
+	// zero. A report keyledger did not answer is sent again with the next,
+	// under the same id: the instance that counted it does not count it
+	// again (another instance of the queue group would).
 	ReportEvery time.Duration
 	Logger      *slog.Logger
 	Now         func() time.Time
@@ -165,7 +167,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	reported := make(chan struct{})
 	if opts.Service != "" {
 		v.outcomes, v.service = usage.NewOutcomes(), opts.Service
-		v.outcomes.Now = opts.Now
+		v.outcomes.Now, v.outcomes.PendingDay = opts.Now, true
 		go func() {
 			defer close(reported)
 			v.report(runCtx, js.Conn(), cmp.Or(opts.ReportEvery, time.Minute), opts.Logger)

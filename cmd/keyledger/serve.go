@@ -119,6 +119,7 @@ func start(ctx context.Context, f *serveFlags, st *startup, signer *events.Signe
 		return b, nil, bg, err
 	}
 	bg.run(func(ctx context.Context) { outcomes.Run(ctx, outcomeStore, f.outcomeFlush, log) })
+	outcomes.Claims = outcomeStore // a verifier's report resent to another instance counts once
 	bg.run(func(ctx context.Context) {
 		known := func(org, id string) bool { _, ok := listing.Get(org, id); return ok }
 		if err := outcomes.ServeReports(ctx, b.js.Conn(), known, log); err != nil {
