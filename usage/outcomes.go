@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -54,9 +55,12 @@ type Caller struct {
 
 // Bounds of what is kept.
 const (
-	MaxCallers   = 20  // distinct callers per key, the most recent kept
-	MaxUserAgent = 256 // bytes of a User-Agent kept
-	MaxService   = 128 // bytes of a service name kept
+	MaxCallers = 20 // distinct callers per key, the most recent kept
+	// MaxReportedCallers is how many of them may be callers a verifier
+	// reported (with a service name).
+	MaxReportedCallers = 5
+	MaxUserAgent       = 256 // bytes of a User-Agent kept
+	MaxService         = 128 // bytes of a service name kept
 	// MinuteBuckets and HourBuckets are the minute and hour buckets kept per
 	// key: 24 hours and 90 days, each with the current, partial one.
 	MinuteBuckets = 24*60 + 1
@@ -117,11 +121,21 @@ type Outcomes struct {
 	shards [shards]oshard
 	// Now is the clock buckets are kept against; time.Now when nil.
 	Now func() time.Time
-	// PendingDay keeps at most a day of the minutes recorded here and not
-	// published yet: a verifier's, whose reports keyledger counts only for
-	// the last day, and which may not be taken for long (no instance
-	// answering). An instance keeps every one: its hours take older ones.
-	PendingDay bool
+	// PendingWithinReach keeps at most ReportReach of the minutes recorded
+	// here and not published yet: a verifier's, whose reports keyledger
+	// counts only that far back, and which may not be taken for long (no
+	// instance answering). An instance keeps every one: its hours take
+	// older ones.
+	PendingWithinReach bool
+	// MaxReportedKeys bounds the keys verifiers' reports may count within
+	// ReportReach (DefaultMaxReportedKeys when zero): a report is the word
+	// of any holder of the read-only credential, and each key it names
+	// takes memory here.
+	MaxReportedKeys int
+
+	reportedMu     sync.Mutex
+	reported       map[ref]int32 // key → the last minute a report counted it
+	reportsRefused atomic.Int64
 	// Claims, when set, is asked to claim a verifier's report by its id
 	// before it is counted, so that a resend another instance gets is not
 	// counted again (events.OutcomeStore: the outcome stream's
@@ -181,8 +195,8 @@ func (o *Outcomes) Record(org, id string, out Outcome, c Caller, at time.Time) {
 	}
 	a.addMinute(minute, &n, minute)
 	var stale int32
-	if o.PendingDay {
-		stale = minute - MinuteBuckets
+	if o.PendingWithinReach {
+		stale = minute - ReportReach
 	}
 	addBucket(&a.pending, minute, &n, stale)
 	a.called(c, sec, sec, 1, out.Class, true)
@@ -261,6 +275,26 @@ func (a *keyAgg) called(c Caller, first, last int64, n uint64, out Class, local 
 	s := callerStat{Caller: Caller{c.Address, strings.Clone(c.UserAgent), strings.Clone(c.Service)}, first: first, last: last, count: n, outcome: out}
 	if local {
 		s.pending = uint32(n)
+	}
+	if s.Service != "" {
+		// A caller a verifier reported: a report is the word of any holder
+		// of the read-only credential, so such callers take at most
+		// MaxReportedCallers of a key's places, the most recent kept, and
+		// never push out a caller keyledger saw itself.
+		n, oldest := 0, -1
+		for i := range a.callers {
+			if a.callers[i].Service != "" {
+				if n++; oldest < 0 || a.callers[i].last < a.callers[oldest].last {
+					oldest = i
+				}
+			}
+		}
+		if n >= MaxReportedCallers {
+			if a.callers[oldest].last <= last {
+				a.callers[oldest] = s
+			}
+			return
+		}
 	}
 	if len(a.callers) < MaxCallers {
 		a.callers = append(a.callers, s)

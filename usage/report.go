@@ -3,6 +3,7 @@ package usage
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,6 +76,12 @@ const (
 	MaxReportKeys = 10_000
 	// MaxReportBytes is the largest report read (NATS's default payload).
 	MaxReportBytes = 1 << 20
+	// ReportReach is how far back, in minutes, a report's minutes count:
+	// a verifier reports every minute, and keeps what keyledger did not
+	// take for this long.
+	ReportReach = 60
+	// DefaultMaxReportedKeys is Outcomes.MaxReportedKeys's default.
+	DefaultMaxReportedKeys = 10_000
 )
 
 // ValidService tells whether name may name a verifier's service: 1 to
@@ -119,7 +126,12 @@ func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id s
 	now := o.now()
 	newest := int32(now.Unix() / 60)
 	lo, hi := now.Add(-24*time.Hour).Unix(), now.Unix()
-	counted := 0
+	counted, refused := 0, 0
+	defer func() {
+		if refused > 0 {
+			o.reportsRefused.Add(int64(refused))
+		}
+	}()
 	for sc.Scan() {
 		if counted == MaxReportKeys {
 			return counted, fmt.Errorf("a report counts at most %d keys", MaxReportKeys)
@@ -128,19 +140,58 @@ func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id s
 		if err := json.Unmarshal(sc.Bytes(), &w); err != nil || w.Org == "" || w.ID == "" || !known(w.Org, w.ID) {
 			continue
 		}
+		if !o.admitReported(ref{w.Org, w.ID}, newest) {
+			refused++
+			continue
+		}
 		if o.mergeReported(&w, service, newest, lo, hi) {
 			counted++
 		}
 	}
+	if refused > 0 {
+		return counted, fmt.Errorf("%d keys were not counted: reports counted %d keys in the last %d minutes already (the bound)", refused, o.maxReportedKeys(), ReportReach)
+	}
 	return counted, sc.Err()
 }
+
+func (o *Outcomes) maxReportedKeys() int { return cmp.Or(o.MaxReportedKeys, DefaultMaxReportedKeys) }
+
+// admitReported tells whether a report may count r's key now: one it
+// counted within ReportReach, or a new one while fewer than
+// MaxReportedKeys are.
+func (o *Outcomes) admitReported(r ref, newest int32) bool {
+	o.reportedMu.Lock()
+	defer o.reportedMu.Unlock()
+	if o.reported == nil {
+		o.reported = map[ref]int32{}
+	}
+	if _, ok := o.reported[r]; ok {
+		o.reported[r] = newest
+		return true
+	}
+	if len(o.reported) >= o.maxReportedKeys() {
+		for k, at := range o.reported {
+			if at <= newest-ReportReach {
+				delete(o.reported, k)
+			}
+		}
+		if len(o.reported) >= o.maxReportedKeys() {
+			return false
+		}
+	}
+	o.reported[r] = newest // r's strings are a decoded line's own
+	return true
+}
+
+// ReportsRefused counts the keys reports named beyond MaxReportedKeys.
+func (o *Outcomes) ReportsRefused() int64 { return o.reportsRefused.Load() }
 
 func (o *Outcomes) mergeReported(w *wireKey, service string, newest int32, lo, hi int64) bool {
 	var minutes []bucket
 	var total uint64 // the verifications counted: no caller made more
 	for _, m := range w.Minutes {
 		at, n := fromWire(m)
-		if at <= newest-MinuteBuckets || at > newest+1 {
+		if at <= newest-ReportReach || at > newest+1 {
 			continue
 		}
 		minutes = append(minutes, bucket{at: at, n: n})
@@ -160,7 +211,7 @@ func (o *Outcomes) mergeReported(w *wireKey, service string, newest int32, lo, h
 	var callers []reported
 	for _, c := range w.Callers {
 		addr, err := netip.ParseAddr(c.Address)
-		if err != nil || c.Outcome >= uint8(nClasses) || c.Count == 0 || len(callers) == MaxCallers {
+		if err != nil || c.Outcome >= uint8(nClasses) || c.Count == 0 || len(callers) == MaxReportedCallers {
 			continue
 		}
 		first, last := min(max(c.First, lo), hi), min(max(c.Last, lo), hi)

@@ -82,7 +82,7 @@ type Options struct {
 	// verifier counts its verifications of each key by outcome and
 	// caller, as keyledger's own do, and reports them every ReportEvery
 	// (a minute by default), batched, so that managers see in-process
-	// verifications too (GET …/keys/{id}/usage). 1 to 64 letters, digits
+	// verifications too (GET …/keys/{id}/usage). 1 to 128 letters, digits
 	// or . _ - / :; empty: nothing is counted nor reported.
 	Service string
 	// ReportEvery is how often the counts are reported; a minute when
@@ -167,7 +167,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Verifier, 
 	reported := make(chan struct{})
 	if opts.Service != "" {
 		v.outcomes, v.service = usage.NewOutcomes(), opts.Service
-		v.outcomes.Now, v.outcomes.PendingDay = opts.Now, true
+		v.outcomes.Now, v.outcomes.PendingWithinReach = opts.Now, true
 		go func() {
 			defer close(reported)
 			v.report(runCtx, js.Conn(), cmp.Or(opts.ReportEvery, time.Minute), opts.Logger)
