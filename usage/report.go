@@ -103,38 +103,48 @@ func ValidService(name string) bool {
 // it) as verifications made here, so that this instance's next flush
 // shares them with the others, once. A report comes from a holder of the
 // read-only credential, whom nothing else vouches for: only keys known
-// returns true for are counted, at most MaxReportKeys of them; only the
-// minutes of the last day and the next one are (a minute outside is
-// dropped, not moved), and a key's callers made no more calls than those
-// minutes count and were seen no later than now (a caller ahead of the
-// clock would keep the real ones out of the key's callers: a caller
-// replaces the oldest only when at least as recent); every caller is
-// named after service, whatever the report says; the rest is bounded as
-// a flush bounds it. It returns the keys counted.
+// returns true for are counted, at most MaxReportKeys of them, and at most
+// MaxReportedKeys in all reports within ReportReach; only the minutes of
+// the last ReportReach and the next one are (a minute outside is dropped,
+// not moved), and a key's callers made no more calls than those minutes
+// count and were seen no later than now (a caller ahead of the clock
+// would keep the real ones out of the key's callers: a caller replaces
+// the oldest only when at least as recent); every caller is named after
+// service, whatever the report says; the rest is bounded as a flush
+// bounds it. It returns the keys counted.
 func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id string) bool) (int, error) {
+	keys, err := o.readReport(data, service, known)
+	o.applyReport(keys)
+	return len(keys), err
+}
+
+// readReport reads what a report would count (see MergeReport), counting
+// nothing yet.
+func (o *Outcomes) readReport(data []byte, service string, known func(org, id string) bool) ([]reportedKey, error) {
 	if !ValidService(service) {
-		return 0, fmt.Errorf("a report needs a service name (%s): 1 to %d letters, digits or . _ - / :", events.UsageReportServiceHeader, MaxService)
+		return nil, fmt.Errorf("a report needs a service name (%s): 1 to %d letters, digits or . _ - / :", events.UsageReportServiceHeader, MaxService)
 	}
 	if len(data) > MaxReportBytes {
-		return 0, fmt.Errorf("a report is at most %d bytes", MaxReportBytes)
+		return nil, fmt.Errorf("a report is at most %d bytes", MaxReportBytes)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	if !sc.Scan() || sc.Text()+"\n" != batchHeader {
-		return 0, errors.New("a report begins with the line " + batchHeader[:len(batchHeader)-1])
+		return nil, errors.New("a report begins with the line " + batchHeader[:len(batchHeader)-1])
 	}
 	now := o.now()
 	newest := int32(now.Unix() / 60)
 	lo, hi := now.Add(-24*time.Hour).Unix(), now.Unix()
-	counted, refused := 0, 0
+	var keys []reportedKey
+	refused := 0
 	defer func() {
 		if refused > 0 {
 			o.reportsRefused.Add(int64(refused))
 		}
 	}()
 	for sc.Scan() {
-		if counted == MaxReportKeys {
-			return counted, fmt.Errorf("a report counts at most %d keys", MaxReportKeys)
+		if len(keys) == MaxReportKeys {
+			return keys, fmt.Errorf("a report counts at most %d keys", MaxReportKeys)
 		}
 		var w wireKey
 		if err := json.Unmarshal(sc.Bytes(), &w); err != nil || w.Org == "" || w.ID == "" || !known(w.Org, w.ID) {
@@ -144,14 +154,14 @@ func (o *Outcomes) MergeReport(data []byte, service string, known func(org, id s
 			refused++
 			continue
 		}
-		if o.mergeReported(&w, service, newest, lo, hi) {
-			counted++
+		if k, ok := readReported(&w, service, newest, lo, hi); ok {
+			keys = append(keys, k)
 		}
 	}
 	if refused > 0 {
-		return counted, fmt.Errorf("%d keys were not counted: reports counted %d keys in the last %d minutes already (the bound)", refused, o.maxReportedKeys(), ReportReach)
+		return keys, fmt.Errorf("%d keys were not counted: reports counted %d keys in the last %d minutes already (the bound)", refused, o.maxReportedKeys(), ReportReach)
 	}
-	return counted, sc.Err()
+	return keys, sc.Err()
 }
 
 func (o *Outcomes) maxReportedKeys() int { return cmp.Or(o.MaxReportedKeys, DefaultMaxReportedKeys) }
@@ -186,47 +196,63 @@ func (o *Outcomes) admitReported(r ref, newest int32) bool {
 // ReportsRefused counts the keys reports named beyond MaxReportedKeys.
 func (o *Outcomes) ReportsRefused() int64 { return o.reportsRefused.Load() }
 
-func (o *Outcomes) mergeReported(w *wireKey, service string, newest int32, lo, hi int64) bool {
-	var minutes []bucket
+// reportedKey is what a report counts of one key.
+type reportedKey struct {
+	w       *wireKey // the key's names: a decoded line's own strings
+	newest  int32
+	minutes []bucket
+	callers []reportedCaller
+}
+
+type reportedCaller struct {
+	c           Caller
+	first, last int64
+	n           uint64
+	out         Class
+}
+
+// readReported is what a report's line counts of its key; ok is false for
+// nothing.
+func readReported(w *wireKey, service string, newest int32, lo, hi int64) (k reportedKey, ok bool) {
 	var total uint64 // the verifications counted: no caller made more
 	for _, m := range w.Minutes {
 		at, n := fromWire(m)
 		if at <= newest-ReportReach || at > newest+1 {
 			continue
 		}
-		minutes = append(minutes, bucket{at: at, n: n})
+		k.minutes = append(k.minutes, bucket{at: at, n: n})
 		for _, c := range n[:nClasses] {
 			total += uint64(c)
 		}
 	}
 	if total == 0 {
-		return false
+		return k, false
 	}
-	type reported struct {
-		c           Caller
-		first, last int64
-		n           uint64
-		out         Class
-	}
-	var callers []reported
 	for _, c := range w.Callers {
 		addr, err := netip.ParseAddr(c.Address)
-		if err != nil || c.Outcome >= uint8(nClasses) || c.Count == 0 || len(callers) == MaxReportedCallers {
+		if err != nil || c.Outcome >= uint8(nClasses) || c.Count == 0 || len(k.callers) == MaxReportedCallers {
 			continue
 		}
 		first, last := min(max(c.First, lo), hi), min(max(c.Last, lo), hi)
-		callers = append(callers, reported{Caller{addr, Clip(c.UserAgent, MaxUserAgent), service}, min(first, last), last, min(c.Count, total), Class(c.Outcome)})
+		k.callers = append(k.callers, reportedCaller{Caller{addr, Clip(c.UserAgent, MaxUserAgent), service}, min(first, last), last, min(c.Count, total), Class(c.Outcome)})
 	}
-	sh, a := o.lockDecoded(w)
-	defer sh.mu.Unlock()
-	for i := range minutes {
-		a.addMinute(minutes[i].at, &minutes[i].n, newest)
-		addBucket(&a.pending, minutes[i].at, &minutes[i].n, 0)
+	k.w, k.newest = w, newest
+	return k, true
+}
+
+// applyReport counts what readReport read, as verifications made here.
+func (o *Outcomes) applyReport(keys []reportedKey) {
+	for _, k := range keys {
+		sh, a := o.lockDecoded(k.w)
+		for i := range k.minutes {
+			a.addMinute(k.minutes[i].at, &k.minutes[i].n, k.newest)
+			addBucket(&a.pending, k.minutes[i].at, &k.minutes[i].n, 0)
+		}
+		for _, c := range k.callers {
+			a.called(c.c, c.first, c.last, c.n, c.out, true)
+		}
+		sh.mu.Unlock()
 	}
-	for _, c := range callers {
-		a.called(c.c, c.first, c.last, c.n, c.out, true)
-	}
-	return true
 }
 
 // ReportAnswer is what an instance answers a report with.
@@ -269,6 +295,29 @@ func (r *reportIDs) add(id string) {
 	r.next = (r.next + 1) % len(r.ring)
 }
 
+// maxClaimsPerMinute bounds the claims an instance writes: a verifier
+// sends about one report a minute, and every holder of the read-only
+// credential may send them.
+const maxClaimsPerMinute = 600
+
+// claimBudget counts the claims of the current minute.
+type claimBudget struct {
+	minute int64
+	spent  int
+}
+
+// spend takes one claim of now's minute, if any is left.
+func (b *claimBudget) spend(now time.Time) bool {
+	if m := now.Unix() / 60; m != b.minute {
+		b.minute, b.spent = m, 0
+	}
+	if b.spent == maxClaimsPerMinute {
+		return false
+	}
+	b.spent++
+	return true
+}
+
 // ServeReports answers the Go verifiers' reports on
 // events.UsageReportSubject, one instance each (a queue group), until ctx
 // ends: each is merged (MergeReport) and answered. A report is read one
@@ -276,10 +325,13 @@ func (r *reportIDs) add(id string) {
 // sends the same report again, under the same Nats-Msg-Id: one merged
 // here among the last recentReports, or, with Claims, claimed by any
 // instance within the stream's deduplication window, is answered and not
-// counted again. When the claim cannot be made the report is counted
-// (at least once).
+// counted again. A claim is a write into the outcome stream: only a
+// report that counts something is claimed, at most maxClaimsPerMinute of
+// them; beyond that, and when the claim cannot be made, the report is
+// counted (at least once).
 func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(org, id string) bool, log *slog.Logger) error {
 	var recent reportIDs // the handler runs one message at a time
+	var claims claimBudget
 	duplicate := func(m *nats.Msg) {
 		raw, _ := json.Marshal(ReportAnswer{Error: "a report already counted (the same " + nats.MsgIdHdr + ")"})
 		_ = m.Respond(raw)
@@ -294,17 +346,19 @@ func (o *Outcomes) ServeReports(ctx context.Context, nc *nats.Conn, known func(o
 			duplicate(m)
 			return
 		}
-		if id != "" && o.Claims != nil {
+		keys, err := o.readReport(m.Data, service, known)
+		if id != "" && o.Claims != nil && len(keys) > 0 && claims.spend(o.now()) {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			first, err := o.Claims.Claim(cctx, id, []byte(batchHeader))
+			first, cerr := o.Claims.Claim(cctx, id, []byte(batchHeader))
 			cancel()
-			if err == nil && !first {
+			if cerr == nil && !first {
 				recent.add(id)
 				duplicate(m)
 				return
 			}
 		}
-		n, err := o.MergeReport(m.Data, service, known)
+		o.applyReport(keys)
+		n := len(keys)
 		if id != "" && (n > 0 || err == nil) {
 			recent.add(id)
 		}
