@@ -166,12 +166,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, domain.Errorf(domain.EINVALID, "status must be all, active, revoked or expired"))
 		return
 	}
-	cursor := q.Get("cursor")
-	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
-		s.fail(w, r, domain.Errorf(domain.EINVALID, "cursor is not one this API gave"))
-		return
-	}
-	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	cursor, limit, err := keyPage(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -418,4 +413,15 @@ func (s *Server) foldAsOf(ctx context.Context, org string, at time.Time, cursor 
 		cursor = ""
 	}
 	return out, cursor, nil
+}
+
+// keyPage reads a key listing's page: the cursor (a key id this API gave)
+// and the limit (1 to 1,000, 100 by default).
+func keyPage(r *http.Request) (cursor string, limit uint64, err error) {
+	cursor = r.URL.Query().Get("cursor")
+	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
+		return "", 0, domain.Errorf(domain.EINVALID, "cursor is not one this API gave")
+	}
+	limit, err = queryUint(r, "limit", 100, 1, 1000)
+	return cursor, limit, err
 }

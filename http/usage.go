@@ -198,12 +198,7 @@ func (s *Server) orgUsage(w http.ResponseWriter, r *http.Request) {
 			unusedSince = now.Add(-d)
 		}
 	}
-	cursor := q.Get("cursor")
-	if cursor != "" && domain.ValidateKeyID(cursor) != nil {
-		s.fail(w, r, domain.Errorf(domain.EINVALID, "cursor is not one this API gave"))
-		return
-	}
-	limit, err := queryUint(r, "limit", 100, 1, 1000)
+	cursor, limit, err := keyPage(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return

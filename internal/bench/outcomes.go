@@ -23,13 +23,11 @@ func outcomesOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error)
 	const c = 32
 	idx := f.index()
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	runner := projections.NewRunner(builtSource{}, log)
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { _ = runner.Run(rctx) }()
-	if err := runner.WaitReady(ctx); err != nil {
+	runner, stop, err := builtRunner(ctx, log)
+	if err != nil {
 		return nil, err
 	}
+	defer stop()
 	server := func(skip bool) *khttp.Server {
 		return &khttp.Server{Index: idx, Listing: projections.NewListing(), Runner: runner, Logger: log, SkipOutcomes: skip,
 			VerifyLimit: khttp.Limit{Per: benchVerifyRate, Every: time.Second}, RateLimitClients: khttp.DefaultRateLimitClients}

@@ -205,13 +205,11 @@ func verifyOverHTTP(ctx context.Context, o Options, f *fixture) ([]Row, error) {
 	idx := f.index()
 	// The access log as serve writes it (JSON, info), into the void.
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	runner := projections.NewRunner(builtSource{}, log)
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { _ = runner.Run(rctx) }()
-	if err := runner.WaitReady(ctx); err != nil {
+	runner, stop, err := builtRunner(ctx, log)
+	if err != nil {
 		return nil, err
 	}
+	defer stop()
 	// The verify rate limit is built as serve builds it from
 	// --verify-rate-limit and --rate-limit-clients (its default), so every
 	// verification takes a token from its address's bucket.
@@ -299,4 +297,17 @@ func median(rs []loadResult) loadResult {
 		out.errors += r.errors
 	}
 	return out
+}
+
+// builtRunner is a projection runner over a fixture already built into
+// its projections (builtSource), ready; stop ends it.
+func builtRunner(ctx context.Context, log *slog.Logger) (*projections.Runner, context.CancelFunc, error) {
+	runner := projections.NewRunner(builtSource{}, log)
+	rctx, cancel := context.WithCancel(ctx)
+	go func() { _ = runner.Run(rctx) }()
+	if err := runner.WaitReady(ctx); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return runner, cancel, nil
 }
